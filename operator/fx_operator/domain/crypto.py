@@ -1,0 +1,198 @@
+"""Envelope encryption: values under per-owner data keys, data keys under the master key.
+
+Formats (all integers big-endian)::
+
+    value blob   = 0x01 | data_key_id (16) | nonce (12) | AES-256-GCM(ciphertext + tag)
+    wrapped key  = 0x01 | master_key_id (8) | nonce (12) | AES-256-GCM(data key + tag)
+
+The associated data of a value is its header plus a length-prefixed encoding of scope, project,
+package, name and version, so a blob moved to another row, owner or version fails to open. A
+wrapped data key is bound the same way to its own id and owner. Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from fx_operator.domain.scopes import Owner
+from fx_operator.exceptions import IntegrityError, MasterKeyError
+
+FORMAT_VERSION = 1
+KEY_BYTES = 32
+NONCE_BYTES = 12
+DATA_KEY_ID_BYTES = 16
+MASTER_KEY_ID_BYTES = 8
+_VALUE_HEADER = struct.Struct(f">B{DATA_KEY_ID_BYTES}s")
+_WRAP_HEADER = struct.Struct(f">B{MASTER_KEY_ID_BYTES}s")
+
+
+def _encode_parts(*parts: str | int) -> bytes:
+    """Length-prefixed canonical encoding: ("a", "bc") and ("ab", "c") never collide."""
+    out = bytearray()
+    for part in parts:
+        raw = str(part).encode()
+        out += struct.pack(">I", len(raw)) + raw
+    return bytes(out)
+
+
+def encode_value(value: Any) -> bytes:
+    """The plaintext bytes of a JSON value (compact, key order kept)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_value(raw: bytes) -> Any:
+    return json.loads(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class MasterKey:
+    """The key that wraps every data key. Its id is a one-way fingerprint, safe to store."""
+
+    material: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.material) != KEY_BYTES:
+            raise MasterKeyError(f"the master key must be {KEY_BYTES} bytes (256 bits), "
+                                 f"got {len(self.material)}")
+
+    @property
+    def key_id(self) -> str:
+        digest = hashlib.sha256(b"fx-master-key-id\x00" + self.material).digest()
+        return digest[:MASTER_KEY_ID_BYTES].hex()
+
+    @classmethod
+    def generate(cls) -> MasterKey:
+        return cls(AESGCM.generate_key(bit_length=256))
+
+    @classmethod
+    def from_base64(cls, text: str | bytes, *, source: str = "the master key") -> MasterKey:
+        try:
+            material = base64.b64decode(text.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise MasterKeyError(f"{source} is not valid base64") from None
+        if len(material) != KEY_BYTES:
+            raise MasterKeyError(f"{source} must hold {KEY_BYTES} bytes (256 bits) base64-encoded, "
+                                 f"it holds {len(material)}")
+        return cls(material)
+
+    def to_base64(self) -> str:
+        return base64.b64encode(self.material).decode()
+
+    def __repr__(self) -> str:  # never show the material
+        return f"MasterKey(id={self.key_id})"
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    """An owner's key for its values. Lives unwrapped only in memory."""
+
+    key_id: str  # hex of DATA_KEY_ID_BYTES
+    owner: Owner
+    material: bytes
+
+    @classmethod
+    def generate(cls, owner: Owner) -> DataKey:
+        return cls(os.urandom(DATA_KEY_ID_BYTES).hex(), owner, AESGCM.generate_key(bit_length=256))
+
+    def __repr__(self) -> str:
+        return f"DataKey(id={self.key_id}, owner={self.owner})"
+
+
+def _wrap_aad(header: bytes, key_id: str, owner: Owner) -> bytes:
+    return header + _encode_parts("data-key", key_id, owner.scope.value, owner.project,
+                                  owner.package)
+
+
+def wrap_data_key(master: MasterKey, data_key: DataKey) -> bytes:
+    header = _WRAP_HEADER.pack(FORMAT_VERSION, bytes.fromhex(master.key_id))
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = AESGCM(master.material).encrypt(
+        nonce, data_key.material, _wrap_aad(header, data_key.key_id, data_key.owner))
+    return header + nonce + sealed
+
+
+def wrapped_master_key_id(wrapped: bytes) -> str:
+    """The id of the master key a wrapped data key was made with (read from its header)."""
+    version, master_id = _WRAP_HEADER.unpack_from(wrapped)
+    if version != FORMAT_VERSION:
+        raise IntegrityError(f"wrapped data key has unknown format version {version}")
+    return bytes(master_id).hex()
+
+
+def unwrap_data_key(master: MasterKey, key_id: str, owner: Owner, wrapped: bytes) -> DataKey:
+    if len(wrapped) < _WRAP_HEADER.size + NONCE_BYTES + 16:
+        raise IntegrityError(f"data key {key_id} of {owner} is truncated")
+    made_with = wrapped_master_key_id(wrapped)
+    if made_with != master.key_id:
+        raise MasterKeyError(
+            f"data key {key_id} of {owner} was wrapped by master key {made_with}, "
+            f"but the configured master key is {master.key_id}")
+    header = wrapped[: _WRAP_HEADER.size]
+    nonce = wrapped[_WRAP_HEADER.size : _WRAP_HEADER.size + NONCE_BYTES]
+    try:
+        material = AESGCM(master.material).decrypt(
+            nonce, wrapped[_WRAP_HEADER.size + NONCE_BYTES :], _wrap_aad(header, key_id, owner))
+    except InvalidTag:
+        raise IntegrityError(
+            f"data key {key_id} does not open as a key of {owner}: it was altered or moved "
+            "to another owner") from None
+    return DataKey(key_id, owner, material)
+
+
+def rewrap_data_key(old: MasterKey, new: MasterKey, key_id: str, owner: Owner,
+                    wrapped: bytes) -> bytes:
+    """Master-key rotation for one data key; the values it protects are not touched."""
+    return wrap_data_key(new, unwrap_data_key(old, key_id, owner, wrapped))
+
+
+def _value_aad(header: bytes, owner: Owner, name: str, version: int) -> bytes:
+    return header + _encode_parts("value", owner.scope.value, owner.project, owner.package, name,
+                                  version)
+
+
+def encrypt_value(data_key: DataKey, name: str, version: int, value: Any) -> bytes:
+    """Encrypt a JSON value for one row: (the data key's owner, name, version)."""
+    header = _VALUE_HEADER.pack(FORMAT_VERSION, bytes.fromhex(data_key.key_id))
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = AESGCM(data_key.material).encrypt(
+        nonce, encode_value(value), _value_aad(header, data_key.owner, name, version))
+    return header + nonce + sealed
+
+
+def blob_data_key_id(blob: bytes) -> str:
+    """The id of the data key a value blob was made with (read from its header)."""
+    if len(blob) < _VALUE_HEADER.size + NONCE_BYTES + 16:
+        raise IntegrityError("secret blob is truncated")
+    version, key_id = _VALUE_HEADER.unpack_from(blob)
+    if version != FORMAT_VERSION:
+        raise IntegrityError(f"secret blob has unknown format version {version}")
+    return bytes(key_id).hex()
+
+
+def decrypt_value(data_key: DataKey, name: str, version: int, blob: bytes) -> Any:
+    """Open a value blob for the row it claims to be; any mismatch is an IntegrityError."""
+    where = f"secret {name!r} version {version} of {data_key.owner}"
+    if blob_data_key_id(blob) != data_key.key_id:
+        raise IntegrityError(f"{where} was not encrypted with data key {data_key.key_id}: "
+                             "the ciphertext belongs to another owner")
+    header = blob[: _VALUE_HEADER.size]
+    nonce = blob[_VALUE_HEADER.size : _VALUE_HEADER.size + NONCE_BYTES]
+    try:
+        raw = AESGCM(data_key.material).decrypt(
+            nonce, blob[_VALUE_HEADER.size + NONCE_BYTES :],
+            _value_aad(header, data_key.owner, name, version))
+    except InvalidTag:
+        raise IntegrityError(
+            f"{where} failed its integrity check: the ciphertext was altered or copied from "
+            "another row") from None
+    return decode_value(raw)

@@ -1,0 +1,73 @@
+"""Errors raised by the operator, the store and the CLI.
+
+The tree::
+
+    FxError                       every error of ours; ``str()`` is a message fit for a user
+    ├── ConfigError               a setting is missing or unusable
+    ├── MasterKeyError            the master key is missing, malformed or not the store's key
+    ├── IntegrityError            a ciphertext does not open: tampered, copied or under another key
+    ├── ValidationError           bad input (a secrets.json, a name, a scope); carries ``problems``
+    ├── NotFoundError             a secret, version or run that does not exist
+    └── StoreError                the store failed (connection, migration); may be retried
+        └── ConflictError         a concurrent write won; retry the operation
+
+Messages never carry a secret value: they name keys, scopes and versions only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FxError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(FxError):
+    """A setting is missing or cannot be used."""
+
+
+class MasterKeyError(FxError):
+    """The master key is missing, malformed, or is not the key the store was written with."""
+
+
+class IntegrityError(FxError):
+    """A blob failed authentication: it was altered, moved to another row or owner, or the key is wrong."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where (a key or field) and what."""
+
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}" if self.where else self.what
+
+
+class ValidationError(FxError):
+    """Input was rejected; ``problems`` lists each offending key or field with what is wrong."""
+
+    def __init__(self, problems: list[Problem] | Problem, *, source: str = "input") -> None:
+        self.problems = [problems] if isinstance(problems, Problem) else list(problems)
+        self.source = source
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if len(self.problems) == 1:
+            return f"invalid {self.source}: {self.problems[0]}"
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        return f"invalid {self.source} ({len(self.problems)} problems):\n{lines}"
+
+
+class NotFoundError(FxError):
+    """The thing asked for does not exist."""
+
+
+class StoreError(FxError):
+    """The store failed; the operation may be retried."""
+
+
+class ConflictError(StoreError):
+    """A concurrent writer got there first; retrying the operation is safe."""

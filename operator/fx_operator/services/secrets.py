@@ -1,0 +1,258 @@
+"""The secret store as users see it: values in, values out, every step encrypted and audited."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fx_operator.domain import crypto
+from fx_operator.domain.crypto import DataKey, MasterKey
+from fx_operator.domain.scopes import Owner, Scope
+from fx_operator.domain.secrets_file import parse_secrets_file, validate_name, validate_value
+from fx_operator.exceptions import ConflictError, NotFoundError
+from fx_operator.storage.backends import Transaction, utcnow
+from fx_operator.storage.secret_store import (
+    AuditRecord,
+    DataKeyRecord,
+    SecretStore,
+    VersionRecord,
+)
+
+MASTER_KEY_META = "master_key_id"
+TOMBSTONE: Any = object()  # written by delete; JSON null is a value, so None cannot mark it
+WRITE_ATTEMPTS = 3
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestEntry:
+    """Which scope and version won for one name, and the data key that opened it. No value."""
+
+    scope: Scope
+    version: int
+    key_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scope": self.scope.value, "version": self.version, "keyId": self.key_id}
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The values a run gets, and the manifest that may be shown anywhere."""
+
+    values: dict[str, Any]
+    manifest: dict[str, ManifestEntry]
+
+    def manifest_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: entry.as_dict() for name, entry in sorted(self.manifest.items())}
+
+
+def _entries(records: Sequence[VersionRecord]) -> list[dict[str, Any]]:
+    return [{"name": r.name, "scope": r.owner.scope.value, "version": r.version} for r in records]
+
+
+class SecretService:
+    """Encrypts on the way in, decrypts on the way out; the store sees only ciphertext."""
+
+    def __init__(self, store: SecretStore, master_key: MasterKey, *, actor: str) -> None:
+        self.store = store
+        self.master_key = master_key
+        self.actor = actor
+        self._data_keys: dict[str, DataKey] = {}
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- keys -------------------------------------------------------------------------------
+
+    def _unwrap(self, key_id: str, owner: Owner, wrapped: bytes) -> DataKey:
+        key = self._data_keys.get(key_id)
+        if key is None or key.owner != owner:
+            key = crypto.unwrap_data_key(self.master_key, key_id, owner, wrapped)
+            self._data_keys[key_id] = key
+        return key
+
+    def _writing_key(self, tx: Transaction, owner: Owner) -> DataKey:
+        record = self.store.active_data_key(tx, owner, lock=True)
+        if record is not None:
+            return self._unwrap(record.key_id, owner, record.wrapped)
+        key = DataKey.generate(owner)
+        self.store.insert_data_key(tx, DataKeyRecord(
+            key.key_id, owner, crypto.wrap_data_key(self.master_key, key), self.master_key.key_id))
+        self._data_keys[key.key_id] = key
+        return key
+
+    def _key_of(self, tx: Transaction, record: VersionRecord) -> DataKey:
+        assert record.data_key_id is not None
+        cached = self._data_keys.get(record.data_key_id)
+        if cached is not None and cached.owner == record.owner:
+            return cached
+        found = self.store.data_keys(tx, [record.data_key_id])
+        if not found:
+            raise NotFoundError(f"data key {record.data_key_id} of {record.owner} is missing")
+        return self._unwrap(found[0].key_id, record.owner, found[0].wrapped)
+
+    def _retrying(self, operation: Callable[[], T]) -> T:
+        """Re-run a write whose version number a concurrent writer took first."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return operation()
+            except ConflictError:
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                self._data_keys.clear()
+        raise AssertionError("unreachable")
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def set_many(self, owner: Owner, values: Mapping[str, Any], *, action: str = "set",
+                 run_id: str | None = None, actor: str | None = None) -> dict[str, int]:
+        """Write several values for one owner, all or nothing; returns the new versions."""
+        for name, value in values.items():
+            validate_name(name)
+            validate_value(name, value)
+        return self._retrying(lambda: self._write(owner, dict(values), action, run_id, actor))
+
+    def _write(self, owner: Owner, values: dict[str, Any], action: str,
+               run_id: str | None, actor: str | None) -> dict[str, int]:
+        """Append one version per name; TOMBSTONE (from delete, rollback) marks a deletion."""
+        who = actor or self.actor
+        now = utcnow()
+        with self.store.transaction() as tx:
+            key = self._writing_key(tx, owner)  # locks the owner: versions below stay ours
+            latest = self.store.latest_versions(tx, owner)
+            records = []
+            for name, value in values.items():
+                version = latest.get(name, 0) + 1
+                blob = None if value is TOMBSTONE else crypto.encrypt_value(key, name, version, value)
+                records.append(VersionRecord(owner, name, version, blob,
+                                             None if blob is None else key.key_id, now, who))
+            self.store.add_versions(tx, records)
+            self.store.audit(tx, AuditRecord(who, action, owner.project, owner.package,
+                                             owner.scope.value, run_id, _entries(records)))
+        return {r.name: r.version for r in records}
+
+    def set(self, owner: Owner, name: str, value: Any, *, run_id: str | None = None,
+            actor: str | None = None) -> int:
+        return self.set_many(owner, {name: value}, run_id=run_id, actor=actor)[name]
+
+    def import_file(self, raw: bytes, *, project: str, package: str,
+                    source: str = "secrets.json", actor: str | None = None) -> dict[str, int]:
+        """Import a whole secrets.json as package scope: every name or none."""
+        values = parse_secrets_file(raw, source=source)
+        owner = Owner.of(Scope.PACKAGE, project, package)
+        if not values:
+            return {}
+        return self._retrying(lambda: self._write(owner, values, "import", None, actor))
+
+    def delete(self, owner: Owner, name: str, *, run_id: str | None = None) -> int:
+        """Write a tombstone: the name stops resolving at this scope; history is kept."""
+        self._current(owner, name)
+        return self._retrying(lambda: self._write(owner, {name: TOMBSTONE}, "delete", run_id, None))[name]
+
+    def rollback(self, owner: Owner, name: str, to_version: int) -> int:
+        """Make an earlier version current again, as a new version (history only grows)."""
+        def attempt() -> dict[str, int]:
+            with self.store.transaction() as tx:
+                old = self.store.version(tx, owner, name, to_version)
+                if old is None:
+                    raise NotFoundError(f"secret {name!r} of {owner} has no version {to_version}")
+                value = TOMBSTONE if old.blob is None else crypto.decrypt_value(
+                    self._key_of(tx, old), name, old.version, old.blob)
+            return self._write(owner, {name: value}, f"rollback:{to_version}", None, None)
+        return self._retrying(attempt)[name]
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def _current(self, owner: Owner, name: str) -> VersionRecord:
+        with self.store.transaction() as tx:
+            found = [r for r in self.store.history(tx, owner, name) if r.is_current]
+        if not found or found[0].deleted:
+            raise NotFoundError(f"secret {name!r} does not exist in {owner}")
+        return found[0]
+
+    def history(self, owner: Owner, name: str) -> list[VersionRecord]:
+        with self.store.transaction() as tx:
+            records = self.store.history(tx, owner, name)
+        if not records:
+            raise NotFoundError(f"secret {name!r} has no history in {owner}")
+        return records
+
+    def list(self, *, scope: Scope | None = None, project: str | None = None,
+             package: str | None = None) -> list[VersionRecord]:
+        with self.store.transaction() as tx:
+            return self.store.current(tx, scope=scope, project=project, package=package)
+
+    def get(self, owner: Owner, name: str) -> Any:
+        """One value at one scope (no fall-through), audited as a read."""
+        record = self._current(owner, name)
+        with self.store.transaction() as tx:
+            value = crypto.decrypt_value(self._key_of(tx, record), name, record.version,
+                                         record.blob or b"")
+            self.store.audit(tx, AuditRecord(self.actor, "read", owner.project, owner.package,
+                                             owner.scope.value, None, _entries([record])))
+        return value
+
+    def resolve(self, project: str, package: str, names: Sequence[str] | None = None, *,
+                run_id: str | None = None, actor: str | None = None) -> Resolution:
+        """Package, then project, then platform: one query, audited, with its manifest."""
+        owner = Owner.of(Scope.PACKAGE, project, package)
+        rows = self.store.resolve(owner.project, owner.package, names,
+                                  actor=actor or self.actor, run_id=run_id)
+        values: dict[str, Any] = {}
+        manifest: dict[str, ManifestEntry] = {}
+        for row in rows:
+            key = self._unwrap(row.data_key_id, row.owner, row.wrapped_key)
+            values[row.name] = crypto.decrypt_value(key, row.name, row.version, row.blob)
+            manifest[row.name] = ManifestEntry(row.owner.scope, row.version, row.data_key_id)
+        return Resolution(values, manifest)
+
+    def audit_records(self, *, run_id: str | None = None, limit: int = 100) -> list[AuditRecord]:
+        with self.store.transaction() as tx:
+            return self.store.audit_records(tx, run_id=run_id, limit=limit)
+
+    # --- rotation ---------------------------------------------------------------------------
+
+    def rotate_master_key(self, new_key: MasterKey) -> int:
+        """Rewrap every data key under a new master key in one transaction; values untouched."""
+        with self.store.transaction() as tx:
+            records = self.store.data_keys(tx)
+            rewrapped = [(r.key_id, crypto.rewrap_data_key(self.master_key, new_key, r.key_id,
+                                                           r.owner, r.wrapped))
+                         for r in records]
+            self.store.rewrap_data_keys(tx, rewrapped, new_key.key_id)
+            self.store.set_meta(tx, MASTER_KEY_META, new_key.key_id)
+            self.store.audit(tx, AuditRecord(self.actor, "rotate-master-key", "", "",
+                                             entries=[{"dataKeys": len(records),
+                                                       "masterKeyId": new_key.key_id}]))
+        self.master_key = new_key
+        self._data_keys.clear()
+        return len(records)
+
+    def rotate_data_key(self, owner: Owner) -> int:
+        """Re-encrypt every version of one owner under a fresh data key; the old key is dropped."""
+        with self.store.transaction() as tx:
+            old = self.store.active_data_key(tx, owner)
+            if old is None:
+                raise NotFoundError(f"{owner} has no data key")
+            old_key = self._unwrap(old.key_id, owner, old.wrapped)
+            new_key = DataKey.generate(owner)
+            self.store.deactivate_data_key(tx, old.key_id)
+            self.store.insert_data_key(tx, DataKeyRecord(
+                new_key.key_id, owner, crypto.wrap_data_key(self.master_key, new_key),
+                self.master_key.key_id))
+            versions = self.store.owner_versions(tx, owner)
+            blobs = [(v.name, v.version, crypto.encrypt_value(
+                new_key, v.name, v.version,
+                crypto.decrypt_value(old_key, v.name, v.version, v.blob or b"")), new_key.key_id)
+                for v in versions]
+            self.store.replace_blobs(tx, owner, blobs)
+            self.store.retire_data_key(tx, old.key_id)
+            self.store.audit(tx, AuditRecord(self.actor, "rotate-data-key", owner.project,
+                                             owner.package, owner.scope.value,
+                                             entries=[{"versions": len(blobs),
+                                                       "dataKeyId": new_key.key_id}]))
+        self._data_keys.pop(old.key_id, None)
+        self._data_keys[new_key.key_id] = new_key
+        return len(blobs)

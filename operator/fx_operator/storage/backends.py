@@ -1,0 +1,202 @@
+"""Connections to PostgreSQL (psycopg 3 with a pool) and to the embedded SQLite file.
+
+SQL is written once with ``:name`` placeholders; each backend adapts it and converts driver errors
+into ours (``ConflictError`` for a lost race, ``StoreError`` for the rest). Nothing else in the
+project imports a database driver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import ConnectionPool
+
+from fx_operator.exceptions import ConflictError, StoreError
+
+Params = dict[str, Any]
+Row = tuple[Any, ...]
+
+_NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+
+
+@lru_cache(maxsize=256)
+def _to_pyformat(sql: str) -> str:
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_datetime(value: Any) -> datetime:
+    """SQLite hands timestamps back as text; PostgreSQL as datetimes."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class Transaction(ABC):
+    """One open transaction; every statement in it commits or rolls back together."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Params | None = None) -> list[Row]: ...
+
+    @abstractmethod
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None: ...
+
+
+class Backend(ABC):
+    """A database the store can run on."""
+
+    dialect: str
+    url: str
+
+    @abstractmethod
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]: ...
+
+    @abstractmethod
+    def names_filter(self, column: str, param: str) -> str:
+        """SQL that is true when ``column`` is one of the names bound to ``param``."""
+
+    @abstractmethod
+    def names_param(self, names: Sequence[str]) -> Any: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+class _PostgresTransaction(Transaction):
+    def __init__(self, conn: psycopg.Connection[Row]) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Params | None = None) -> list[Row]:
+        cur = self.conn.execute(_to_pyformat(sql), params)  # type: ignore[call-overload]
+        return cur.fetchall() if cur.description is not None else []
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(_to_pyformat(sql), rows)  # type: ignore[call-overload]
+
+
+class PostgresBackend(Backend):
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, max_size: int = 10) -> None:
+        self.url = url
+        self.pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False,
+                                   kwargs={"autocommit": False}, name="fx-store")
+        try:
+            self.pool.open(wait=True, timeout=15)
+        except psycopg.Error as e:
+            raise StoreError(f"cannot connect to PostgreSQL: {e}") from e
+        except Exception as e:  # psycopg_pool.PoolTimeout is not a psycopg.Error
+            raise StoreError(f"cannot connect to PostgreSQL: {e}") from e
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                yield _PostgresTransaction(conn)
+        except psycopg.errors.UniqueViolation as e:
+            raise ConflictError(f"a concurrent write won: {e.diag.constraint_name}") from e
+        except psycopg.errors.SerializationFailure as e:
+            raise ConflictError("a concurrent write won (serialization failure)") from e
+        except psycopg.Error as e:
+            raise StoreError(f"PostgreSQL: {e.__class__.__name__}: {e}") from e
+
+    def names_filter(self, column: str, param: str) -> str:
+        return f"{column} = ANY(:{param})"
+
+    def names_param(self, names: Sequence[str]) -> Any:
+        return list(names)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+# --- SQLite (embedded) ---------------------------------------------------------------------
+
+
+def _sqlite_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _sqlite_params(params: Params | None) -> Params:
+    return {k: _sqlite_value(v) for k, v in (params or {}).items()}
+
+
+class _SqliteTransaction(Transaction):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Params | None = None) -> list[Row]:
+        return self.conn.execute(sql, _sqlite_params(params)).fetchall()
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        self.conn.executemany(sql, [_sqlite_params(r) for r in rows])
+
+
+class SqliteBackend(Backend):
+    """One file, one connection guarded by a lock; writers take the lock with BEGIN IMMEDIATE."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        self._lock = threading.Lock()
+        try:
+            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA busy_timeout=10000")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the embedded store {path}: {e}") from e
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _SqliteTransaction(self.conn)
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+                self.conn.execute("COMMIT")
+            except sqlite3.IntegrityError as e:
+                if "UNIQUE" in str(e):
+                    raise ConflictError(f"a concurrent write won: {e}") from e
+                raise StoreError(f"SQLite: {e}") from e
+            except sqlite3.Error as e:
+                raise StoreError(f"SQLite: {e}") from e
+
+    def names_filter(self, column: str, param: str) -> str:
+        return f"{column} IN (SELECT value FROM json_each(:{param}))"
+
+    def names_param(self, names: Sequence[str]) -> Any:
+        return json.dumps(list(names))
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,319 @@
+"""Rows of the secret store: data keys, secret versions, audit. Ciphertext in, ciphertext out.
+
+Encryption is the service's job; this module only moves blobs and keeps the rules of the tables:
+a write adds a version (a NULL blob is a tombstone) and moves the ``is_current`` mark; nothing is
+updated in place except during key rotation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from fx_operator.domain.scopes import Owner, Scope
+from fx_operator.storage.backends import (
+    Backend,
+    Params,
+    PostgresBackend,
+    Row,
+    SqliteBackend,
+    Transaction,
+    as_datetime,
+    utcnow,
+)
+from fx_operator.storage.migrating import upgrade
+
+OWNER_MATCH = "scope = :scope AND project = :project AND package = :package"
+
+
+def _owner_params(owner: Owner) -> Params:
+    return {"scope": owner.scope.value, "project": owner.project, "package": owner.package}
+
+
+def _owner(row: Row, at: int = 0) -> Owner:
+    return Owner(Scope(row[at]), row[at + 1], row[at + 2])
+
+
+@dataclass(frozen=True, slots=True)
+class DataKeyRecord:
+    key_id: str
+    owner: Owner
+    wrapped: bytes
+    master_key_id: str
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    owner: Owner
+    name: str
+    version: int
+    blob: bytes | None  # None: a tombstone
+    data_key_id: str | None
+    created_at: datetime
+    actor: str
+    is_current: bool = True
+
+    @property
+    def deleted(self) -> bool:
+        return self.blob is None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRow:
+    """The winning current version of one name for a run, with its wrapped data key."""
+
+    owner: Owner
+    name: str
+    version: int
+    blob: bytes
+    data_key_id: str
+    wrapped_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """Who did what to which names, scopes and versions. There is no field for a value."""
+
+    actor: str
+    action: str
+    project: str
+    package: str
+    scope: str | None = None
+    run_id: str | None = None
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    at: datetime = field(default_factory=utcnow)
+
+
+_VERSION_COLUMNS = ("scope, project, package, name, version, blob, data_key_id, created_at, actor, "
+                    "is_current")
+
+
+def _version(row: Row) -> VersionRecord:
+    return VersionRecord(_owner(row), row[3], row[4], None if row[5] is None else bytes(row[5]),
+                         row[6], as_datetime(row[7]), row[8], bool(row[9]))
+
+
+_PRECEDENCE_RANK = ("CASE v.scope WHEN 'package' THEN 0 WHEN 'project' THEN 1 ELSE 2 END")
+
+_RESOLVE = f"""
+SELECT scope, project, package, name, version, blob, data_key_id, wrapped FROM (
+  SELECT v.scope, v.project, v.package, v.name, v.version, v.blob, v.data_key_id, k.wrapped,
+         ROW_NUMBER() OVER (PARTITION BY v.name ORDER BY {_PRECEDENCE_RANK}) AS rank
+  FROM secret_versions v JOIN data_keys k ON k.id = v.data_key_id
+  WHERE v.is_current AND v.blob IS NOT NULL
+    AND ((v.scope = 'package' AND v.project = :project AND v.package = :package)
+      OR (v.scope = 'project' AND v.project = :project AND v.package = '')
+      OR (v.scope = 'platform' AND v.project = '' AND v.package = ''))
+    {{names_filter}}
+) ranked WHERE rank = 1
+"""
+
+# PostgreSQL: the audit record is written by the same statement, so a resolution is one round trip.
+_RESOLVE_AND_AUDIT_PG = """
+WITH resolved AS ({select}),
+logged AS (
+  INSERT INTO audit (at, actor, action, scope, project, package, run_id, entries)
+  SELECT now(), :actor, 'resolve', NULL, :project, :package, :run_id,
+         CAST(COALESCE(json_agg(json_build_object('name', name, 'scope', scope,
+                                                  'version', version) ORDER BY name), '[]')
+              AS text)
+  FROM resolved
+)
+SELECT * FROM resolved
+"""
+
+
+class SecretStore:
+    """Tables of one store on one backend (PostgreSQL or the embedded SQLite file)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    @classmethod
+    def open_postgres(cls, url: str, *, pool_max_size: int = 10, migrate: bool = True) -> SecretStore:
+        if migrate:
+            upgrade(url)
+        return cls(PostgresBackend(url, max_size=pool_max_size))
+
+    @classmethod
+    def open_embedded(cls, path: Any, *, migrate: bool = True) -> SecretStore:
+        backend = SqliteBackend(path)
+        if migrate:
+            upgrade(backend.url)
+        return cls(backend)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self.backend.transaction() as tx:
+            yield tx
+
+    # --- metadata -----------------------------------------------------------------------
+
+    def get_meta(self, tx: Transaction, key: str) -> str | None:
+        rows = tx.execute("SELECT value FROM store_meta WHERE key = :key", {"key": key})
+        return rows[0][0] if rows else None
+
+    def set_meta(self, tx: Transaction, key: str, value: str) -> None:
+        tx.execute("INSERT INTO store_meta (key, value) VALUES (:key, :value) "
+                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                   {"key": key, "value": value})
+
+    # --- data keys ----------------------------------------------------------------------
+
+    def active_data_key(self, tx: Transaction, owner: Owner, *,
+                        lock: bool = False) -> DataKeyRecord | None:
+        """The owner's key for new writes; ``lock`` makes writers of one owner take turns."""
+        locking = " FOR UPDATE" if lock and self.backend.dialect == "postgresql" else ""
+        rows = tx.execute("SELECT id, wrapped, master_key_id FROM data_keys "
+                          f"WHERE {OWNER_MATCH} AND active{locking}", _owner_params(owner))
+        return DataKeyRecord(rows[0][0], owner, bytes(rows[0][1]), rows[0][2]) if rows else None
+
+    def data_keys(self, tx: Transaction, ids: Sequence[str] | None = None) -> list[DataKeyRecord]:
+        sql = "SELECT id, scope, project, package, wrapped, master_key_id, active FROM data_keys"
+        params: Params = {}
+        if ids is not None:
+            sql += " WHERE " + self.backend.names_filter("id", "ids")
+            params["ids"] = self.backend.names_param(ids)
+        return [DataKeyRecord(r[0], _owner(r, 1), bytes(r[4]), r[5], bool(r[6]))
+                for r in tx.execute(sql + " ORDER BY id", params)]
+
+    def count_data_keys(self, tx: Transaction) -> int:
+        return int(tx.execute("SELECT count(*) FROM data_keys")[0][0])
+
+    def insert_data_key(self, tx: Transaction, record: DataKeyRecord) -> None:
+        tx.execute("INSERT INTO data_keys (id, scope, project, package, wrapped, master_key_id, "
+                   "active, created_at) VALUES (:id, :scope, :project, :package, :wrapped, "
+                   ":master_key_id, :active, :created_at)",
+                   {"id": record.key_id, **_owner_params(record.owner), "wrapped": record.wrapped,
+                    "master_key_id": record.master_key_id, "active": record.active,
+                    "created_at": utcnow()})
+
+    def rewrap_data_keys(self, tx: Transaction, rewrapped: Sequence[tuple[str, bytes]],
+                         master_key_id: str) -> None:
+        tx.executemany("UPDATE data_keys SET wrapped = :wrapped, master_key_id = :master "
+                       "WHERE id = :id",
+                       [{"id": key_id, "wrapped": wrapped, "master": master_key_id}
+                        for key_id, wrapped in rewrapped])
+
+    def deactivate_data_key(self, tx: Transaction, key_id: str) -> None:
+        tx.execute("UPDATE data_keys SET active = :no WHERE id = :id", {"no": False, "id": key_id})
+
+    def retire_data_key(self, tx: Transaction, key_id: str) -> None:
+        """Drop a data key no blob refers to any more (after a data-key rotation)."""
+        tx.execute("DELETE FROM data_keys WHERE id = :id", {"id": key_id})
+
+    # --- versions -----------------------------------------------------------------------
+
+    def latest_versions(self, tx: Transaction, owner: Owner) -> dict[str, int]:
+        """Highest version of every name the owner ever had, tombstones included."""
+        rows = tx.execute(f"SELECT name, max(version) FROM secret_versions WHERE {OWNER_MATCH} "
+                          "GROUP BY name", _owner_params(owner))
+        return {r[0]: int(r[1]) for r in rows}
+
+    def add_versions(self, tx: Transaction, records: Sequence[VersionRecord]) -> None:
+        """Append versions and make them current (one owner per call)."""
+        if not records:
+            return
+        owner = records[0].owner
+        assert all(r.owner == owner for r in records), "one owner per call"
+        tx.execute(f"UPDATE secret_versions SET is_current = :false WHERE {OWNER_MATCH} AND "
+                   f"is_current AND {self.backend.names_filter('name', 'names')}",
+                   {**_owner_params(owner), "false": False,
+                    "names": self.backend.names_param([r.name for r in records])})
+        tx.executemany(
+            f"INSERT INTO secret_versions ({_VERSION_COLUMNS}) VALUES (:scope, :project, "
+            ":package, :name, :version, :blob, :data_key_id, :created_at, :actor, :is_current)",
+            [{**_owner_params(owner), "name": r.name, "version": r.version, "blob": r.blob,
+              "data_key_id": r.data_key_id, "created_at": r.created_at, "actor": r.actor,
+              "is_current": True} for r in records])
+
+    def version(self, tx: Transaction, owner: Owner, name: str, version: int) -> VersionRecord | None:
+        rows = tx.execute(f"SELECT {_VERSION_COLUMNS} FROM secret_versions WHERE {OWNER_MATCH} "
+                          "AND name = :name AND version = :version",
+                          {**_owner_params(owner), "name": name, "version": version})
+        return _version(rows[0]) if rows else None
+
+    def history(self, tx: Transaction, owner: Owner, name: str) -> list[VersionRecord]:
+        rows = tx.execute(f"SELECT {_VERSION_COLUMNS} FROM secret_versions WHERE {OWNER_MATCH} "
+                          "AND name = :name ORDER BY version", {**_owner_params(owner), "name": name})
+        return [_version(r) for r in rows]
+
+    def owner_versions(self, tx: Transaction, owner: Owner) -> list[VersionRecord]:
+        rows = tx.execute(f"SELECT {_VERSION_COLUMNS} FROM secret_versions WHERE {OWNER_MATCH} "
+                          "AND blob IS NOT NULL ORDER BY name, version", _owner_params(owner))
+        return [_version(r) for r in rows]
+
+    def replace_blobs(self, tx: Transaction, owner: Owner,
+                      blobs: Sequence[tuple[str, int, bytes, str]]) -> None:
+        """Data-key rotation only: (name, version, blob, data_key_id) re-encrypted in place."""
+        tx.executemany(f"UPDATE secret_versions SET blob = :blob, data_key_id = :key WHERE "
+                       f"{OWNER_MATCH} AND name = :name AND version = :version",
+                       [{**_owner_params(owner), "name": n, "version": v, "blob": b, "key": k}
+                        for n, v, b, k in blobs])
+
+    def current(self, tx: Transaction, *, scope: Scope | None = None, project: str | None = None,
+                package: str | None = None, include_deleted: bool = False) -> list[VersionRecord]:
+        where = ["is_current"]
+        params: Params = {}
+        for column, value in (("scope", scope), ("project", project), ("package", package)):
+            if value is not None:
+                where.append(f"{column} = :{column}")
+                params[column] = value.value if isinstance(value, Scope) else value
+        if not include_deleted:
+            where.append("blob IS NOT NULL")
+        rows = tx.execute(f"SELECT {_VERSION_COLUMNS} FROM secret_versions WHERE "
+                          f"{' AND '.join(where)} ORDER BY scope, project, package, name", params)
+        return [_version(r) for r in rows]
+
+    # --- resolution -----------------------------------------------------------------------
+
+    def resolve(self, project: str, package: str, names: Sequence[str] | None, *, actor: str,
+                run_id: str | None) -> list[ResolvedRow]:
+        """The winning version of each name for a package, audited, in one round trip."""
+        params: Params = {"project": project, "package": package, "actor": actor,
+                          "run_id": run_id}
+        names_filter = ""
+        if names is not None:
+            names_filter = "AND " + self.backend.names_filter("v.name", "names")
+            params["names"] = self.backend.names_param(names)
+        select = _RESOLVE.format(names_filter=names_filter)
+        with self.transaction() as tx:
+            if self.backend.dialect == "postgresql":
+                rows = tx.execute(_RESOLVE_AND_AUDIT_PG.format(select=select), params)
+            else:
+                rows = tx.execute(select, params)
+                entries = [{"name": r[3], "scope": r[0], "version": r[4]}
+                           for r in sorted(rows, key=lambda r: str(r[3]))]
+                self.audit(tx, AuditRecord(actor, "resolve", project, package, run_id=run_id,
+                                           entries=entries))
+        return [ResolvedRow(_owner(r), r[3], int(r[4]), bytes(r[5]), r[6], bytes(r[7]))
+                for r in rows]
+
+    # --- audit ----------------------------------------------------------------------------
+
+    def audit(self, tx: Transaction, record: AuditRecord) -> None:
+        tx.execute("INSERT INTO audit (at, actor, action, scope, project, package, run_id, "
+                   "entries) VALUES (:at, :actor, :action, :scope, :project, :package, :run_id, "
+                   ":entries)",
+                   {"at": record.at, "actor": record.actor, "action": record.action,
+                    "scope": record.scope, "project": record.project, "package": record.package,
+                    "run_id": record.run_id, "entries": json.dumps(record.entries)})
+
+    def audit_records(self, tx: Transaction, *, run_id: str | None = None,
+                      limit: int = 100) -> list[AuditRecord]:
+        sql = ("SELECT at, actor, action, scope, project, package, run_id, entries FROM audit")
+        params: Params = {"limit": limit}
+        if run_id is not None:
+            sql += " WHERE run_id = :run_id"
+            params["run_id"] = run_id
+        rows = tx.execute(sql + " ORDER BY id DESC LIMIT :limit", params)
+        return [AuditRecord(r[1], r[2], r[4], r[5], r[3], r[6], json.loads(r[7]), as_datetime(r[0]))
+                for r in rows]

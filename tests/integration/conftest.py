@@ -1,0 +1,26 @@
+"""Store fixtures: every store test runs on the embedded store and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fx_operator.config import Settings
+from fx_operator.services.secrets import SecretService
+from support.stores import BACKENDS, open_service, settings_for
+
+
+@pytest.fixture(params=BACKENDS)
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
+    return settings_for(request.param, tmp_path / "fx-home", dsn)
+
+
+@pytest.fixture
+def service(store_settings: Settings) -> Iterator[SecretService]:
+    opened = open_service(store_settings)
+    try:
+        yield opened
+    finally:
+        opened.close()
