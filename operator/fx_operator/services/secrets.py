@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,6 +19,8 @@ from fx_operator.storage.secret_store import (
     SecretStore,
     VersionRecord,
 )
+
+log = logging.getLogger(__name__)  # names, scopes and versions only; never a value
 
 MASTER_KEY_META = "master_key_id"
 TOMBSTONE: Any = object()  # written by delete; JSON null is a value, so None cannot mark it
@@ -131,6 +134,8 @@ class SecretService:
             self.store.add_versions(tx, records)
             self.store.audit(tx, AuditRecord(who, action, owner.project, owner.package,
                                              owner.scope.value, run_id, _entries(records)))
+        log.info("%s by %s in %s: %s", action, who, owner,
+                 ", ".join(f"{r.name} v{r.version}" for r in records[:20]))
         return {r.name: r.version for r in records}
 
     def set(self, owner: Owner, name: str, value: Any, *, run_id: str | None = None,
@@ -206,6 +211,7 @@ class SecretService:
             key = self._unwrap(row.data_key_id, row.owner, row.wrapped_key)
             values[row.name] = crypto.decrypt_value(key, row.name, row.version, row.blob)
             manifest[row.name] = ManifestEntry(row.owner.scope, row.version, row.data_key_id)
+        log.debug("resolved %d name(s) for %s/%s (run %s)", len(values), project, package, run_id)
         return Resolution(values, manifest)
 
     def audit_records(self, *, run_id: str | None = None, limit: int = 100) -> list[AuditRecord]:
@@ -228,6 +234,7 @@ class SecretService:
                                                        "masterKeyId": new_key.key_id}]))
         self.master_key = new_key
         self._data_keys.clear()
+        log.info("rewrapped %d data key(s) under master key %s", len(records), new_key.key_id)
         return len(records)
 
     def rotate_data_key(self, owner: Owner) -> int:
@@ -253,6 +260,8 @@ class SecretService:
                                              owner.package, owner.scope.value,
                                              entries=[{"versions": len(blobs),
                                                        "dataKeyId": new_key.key_id}]))
+        log.info("re-encrypted %d version(s) of %s under data key %s", len(blobs), owner,
+                 new_key.key_id)
         self._data_keys.pop(old.key_id, None)
         self._data_keys[new_key.key_id] = new_key
         return len(blobs)
