@@ -36,9 +36,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FX_", extra="ignore")
 
     database_url: str | None = Field(
-        default=None, description="PostgreSQL URL (postgresql://...); unset selects the embedded store.")
-    home: Path = Field(default_factory=_default_home,
-                       description="Folder of the embedded store, its local master key and run results.")
+        default=None,
+        description="PostgreSQL URL (postgresql://...); unset selects the embedded store.")
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Folder of the embedded store, its local master key and run results.")
     master_key_file: Path | None = Field(
         default=None, description="File with the base64 256-bit master key (a mounted Secret).")
     pool_max_size: int = Field(default=10, ge=1, description="Most PostgreSQL connections held.")

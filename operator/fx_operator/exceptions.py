@@ -32,7 +32,7 @@ class MasterKeyError(FxError):
 
 
 class IntegrityError(FxError):
-    """A blob failed authentication: it was altered, moved to another row or owner, or the key is wrong."""
+    """A blob failed authentication: altered, moved to another row or owner, or the key is wrong."""
 
 
 @dataclass(frozen=True)

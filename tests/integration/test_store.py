@@ -139,7 +139,7 @@ def test_a_blob_copied_to_another_row_fails_integrity(service: SecretService) ->
     with service.store.transaction() as tx:
         tx.execute("UPDATE secret_versions SET blob = (SELECT blob FROM secret_versions "
                    "WHERE name = 'A') WHERE name = 'B'")
-    with pytest.raises(IntegrityError, match="'B' version 1 .* copied from another row"):
+    with pytest.raises(IntegrityError, match=r"'B' version 1 .* copied from another row"):
         service.resolve("team-a", "etl")
 
 

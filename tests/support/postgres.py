@@ -145,6 +145,7 @@ class PostgresServer:
         dbname: str = "fx",
         tcp: bool = False,
         start_timeout: int = 60,
+        durable: bool = False,
     ) -> None:
         _check_dbname(dbname)
         self.bindir: Path = Path(bindir) if bindir is not None else find_bindir()
@@ -153,6 +154,7 @@ class PostgresServer:
         self.dbname = dbname
         self.user = _SUPERUSER
         self.tcp = tcp
+        self.durable = durable  # keep fsync on: benchmarks measure what a user's server does
         self.start_timeout = start_timeout
         self.port: int = _free_port()
         self.tmpdir: Path | None = None
@@ -340,12 +342,11 @@ class PostgresServer:
             "listen_addresses": "'127.0.0.1'" if self.tcp else "''",
             "port": str(self.port),
             "unix_socket_directories": _conf_quote(str(self.host)),
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
             "max_connections": "200",
             "log_min_messages": "warning",
         }
+        if not self.durable:
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
         conf = self.datadir / "postgresql.conf"
         with conf.open("a") as f:
             f.write("\n# added by tests/support/postgres.py\n")

@@ -24,7 +24,8 @@ json_values = st.recursive(
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,20}", fullmatch=True)
 owners = st.one_of(
     st.just(Owner(Scope.PLATFORM)),
-    st.builds(lambda p: Owner(Scope.PROJECT, p), st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)),
+    st.builds(lambda p: Owner(Scope.PROJECT, p),
+              st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)),
     st.builds(lambda p, k: Owner(Scope.PACKAGE, p, k),
               st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True),
               st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)),

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -42,9 +42,11 @@ def parse_value(text: str) -> Any:
     except ValueError:
         return text
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def _owner_options(default_scope: str | None = "package") -> Any:
-    def decorate(command: Any) -> Any:
+
+def _owner_options(default_scope: str | None = "package") -> Callable[[F], F]:
+    def decorate(command: F) -> F:
         command = click.option("--package", "package", metavar="N",
                                help="The package (package scope).")(command)
         command = click.option("--project", "project", metavar="P", default=None,

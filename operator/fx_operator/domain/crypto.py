@@ -19,6 +19,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -51,7 +52,7 @@ def encode_value(value: Any) -> bytes:
 
 
 def decode_value(raw: bytes) -> Any:
-    return json.loads(raw)
+    return json.loads(raw.decode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +93,27 @@ class MasterKey:
         return f"MasterKey(id={self.key_id})"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DataKey:
     """An owner's key for its values. Lives unwrapped only in memory."""
 
     key_id: str  # hex of DATA_KEY_ID_BYTES
     owner: Owner
     material: bytes
+
+    @cached_property
+    def aead(self) -> AESGCM:
+        return AESGCM(self.material)
+
+    @cached_property
+    def header(self) -> bytes:
+        return _VALUE_HEADER.pack(FORMAT_VERSION, bytes.fromhex(self.key_id))
+
+    @cached_property
+    def aad_prefix(self) -> bytes:
+        """The part of every value's associated data that depends only on this key."""
+        return self.header + _encode_parts("value", self.owner.scope.value, self.owner.project,
+                                           self.owner.package)
 
     @classmethod
     def generate(cls, owner: Owner) -> DataKey:
@@ -155,18 +170,22 @@ def rewrap_data_key(old: MasterKey, new: MasterKey, key_id: str, owner: Owner,
     return wrap_data_key(new, unwrap_data_key(old, key_id, owner, wrapped))
 
 
-def _value_aad(header: bytes, owner: Owner, name: str, version: int) -> bytes:
-    return header + _encode_parts("value", owner.scope.value, owner.project, owner.package, name,
-                                  version)
+_NAME_AND_VERSION = struct.Struct(">I")
+
+
+def _value_aad(data_key: DataKey, name: str, version: int) -> bytes:
+    """Header, scope, project, package (from the key), name and version of one row."""
+    raw_name, raw_version = name.encode(), str(version).encode()
+    return b"".join((data_key.aad_prefix, _NAME_AND_VERSION.pack(len(raw_name)), raw_name,
+                     _NAME_AND_VERSION.pack(len(raw_version)), raw_version))
 
 
 def encrypt_value(data_key: DataKey, name: str, version: int, value: Any) -> bytes:
     """Encrypt a JSON value for one row: (the data key's owner, name, version)."""
-    header = _VALUE_HEADER.pack(FORMAT_VERSION, bytes.fromhex(data_key.key_id))
     nonce = os.urandom(NONCE_BYTES)
-    sealed = AESGCM(data_key.material).encrypt(
-        nonce, encode_value(value), _value_aad(header, data_key.owner, name, version))
-    return header + nonce + sealed
+    sealed = data_key.aead.encrypt(nonce, encode_value(value),
+                                   _value_aad(data_key, name, version))
+    return data_key.header + nonce + sealed
 
 
 def blob_data_key_id(blob: bytes) -> str:
@@ -181,18 +200,20 @@ def blob_data_key_id(blob: bytes) -> str:
 
 def decrypt_value(data_key: DataKey, name: str, version: int, blob: bytes) -> Any:
     """Open a value blob for the row it claims to be; any mismatch is an IntegrityError."""
-    where = f"secret {name!r} version {version} of {data_key.owner}"
-    if blob_data_key_id(blob) != data_key.key_id:
-        raise IntegrityError(f"{where} was not encrypted with data key {data_key.key_id}: "
-                             "the ciphertext belongs to another owner")
-    header = blob[: _VALUE_HEADER.size]
+    if blob[: _VALUE_HEADER.size] != data_key.header:
+        blob_data_key_id(blob)  # raises on a truncated blob or an unknown format version
+        raise IntegrityError(f"{_row(data_key, name, version)} was not encrypted with data key "
+                             f"{data_key.key_id}: the ciphertext belongs to another owner")
     nonce = blob[_VALUE_HEADER.size : _VALUE_HEADER.size + NONCE_BYTES]
     try:
-        raw = AESGCM(data_key.material).decrypt(
-            nonce, blob[_VALUE_HEADER.size + NONCE_BYTES :],
-            _value_aad(header, data_key.owner, name, version))
+        raw = data_key.aead.decrypt(nonce, blob[_VALUE_HEADER.size + NONCE_BYTES :],
+                                    _value_aad(data_key, name, version))
     except InvalidTag:
         raise IntegrityError(
-            f"{where} failed its integrity check: the ciphertext was altered or copied from "
-            "another row") from None
+            f"{_row(data_key, name, version)} failed its integrity check: the ciphertext was "
+            "altered or copied from another row") from None
     return decode_value(raw)
+
+
+def _row(data_key: DataKey, name: str, version: int) -> str:
+    return f"secret {name!r} version {version} of {data_key.owner}"

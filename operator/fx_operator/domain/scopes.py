@@ -43,7 +43,8 @@ class Owner:
     package: str = ""
 
     @classmethod
-    def of(cls, scope: Scope | str, project: str | None = None, package: str | None = None) -> Owner:
+    def of(cls, scope: Scope | str, project: str | None = None,
+           package: str | None = None) -> Owner:
         """Build an owner from user input, checking the parts the scope needs (and only those)."""
         try:
             scope = Scope(scope)

@@ -1,1 +1,1 @@
-"""What to do for a secret write, a resolution, a rotation: orchestration over storage and domain."""
+"""What to do for a secret write, a resolution, a rotation: orchestrating storage and domain."""

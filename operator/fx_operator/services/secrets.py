@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -128,7 +129,8 @@ class SecretService:
             records = []
             for name, value in values.items():
                 version = latest.get(name, 0) + 1
-                blob = None if value is TOMBSTONE else crypto.encrypt_value(key, name, version, value)
+                blob = (None if value is TOMBSTONE
+                        else crypto.encrypt_value(key, name, version, value))
                 records.append(VersionRecord(owner, name, version, blob,
                                              None if blob is None else key.key_id, now, who))
             self.store.add_versions(tx, records)
@@ -154,7 +156,9 @@ class SecretService:
     def delete(self, owner: Owner, name: str, *, run_id: str | None = None) -> int:
         """Write a tombstone: the name stops resolving at this scope; history is kept."""
         self._current(owner, name)
-        return self._retrying(lambda: self._write(owner, {name: TOMBSTONE}, "delete", run_id, None))[name]
+        written = self._retrying(
+            lambda: self._write(owner, {name: TOMBSTONE}, "delete", run_id, None))
+        return written[name]
 
     def rollback(self, owner: Owner, name: str, to_version: int) -> int:
         """Make an earlier version current again, as a new version (history only grows)."""
@@ -214,7 +218,8 @@ class SecretService:
         log.debug("resolved %d name(s) for %s/%s (run %s)", len(values), project, package, run_id)
         return Resolution(values, manifest)
 
-    def audit_records(self, *, run_id: str | None = None, limit: int = 100) -> list[AuditRecord]:
+    def audit_records(self, *, run_id: str | None = None,
+                      limit: int = 100) -> builtins.list[AuditRecord]:
         with self.store.transaction() as tx:
             return self.store.audit_records(tx, run_id=run_id, limit=limit)
 

@@ -69,6 +69,11 @@ class Backend(ABC):
     @contextmanager
     def transaction(self) -> Iterator[Transaction]: ...
 
+    def execute_alone(self, sql: str, params: Params | None = None) -> list[Row]:
+        """One statement as a transaction of its own (PostgreSQL: a single round trip)."""
+        with self.transaction() as tx:
+            return tx.execute(sql, params)
+
     @abstractmethod
     def names_filter(self, column: str, param: str) -> str:
         """SQL that is true when ``column`` is one of the names bound to ``param``."""
@@ -88,12 +93,16 @@ class _PostgresTransaction(Transaction):
         self.conn = conn
 
     def execute(self, sql: str, params: Params | None = None) -> list[Row]:
-        cur = self.conn.execute(_to_pyformat(sql), params)  # type: ignore[call-overload]
+        cur = self.conn.execute(_to_pyformat(sql), params)
         return cur.fetchall() if cur.description is not None else []
 
     def executemany(self, sql: str, rows: Sequence[Params]) -> None:
         with self.conn.cursor() as cur:
-            cur.executemany(_to_pyformat(sql), rows)  # type: ignore[call-overload]
+            cur.executemany(_to_pyformat(sql), rows)
+
+
+# Our statements are small and always shaped alike: a generic plan saves planning each time.
+_SESSION_OPTIONS = "-c plan_cache_mode=force_generic_plan"
 
 
 class PostgresBackend(Backend):
@@ -101,8 +110,11 @@ class PostgresBackend(Backend):
 
     def __init__(self, url: str, *, max_size: int = 10) -> None:
         self.url = url
+        # autocommit: a single statement is its own transaction (one round trip, no BEGIN or
+        # COMMIT); ``transaction()`` still wraps several statements in BEGIN ... COMMIT.
         self.pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False,
-                                   kwargs={"autocommit": False}, name="fx-store")
+                                   kwargs={"autocommit": True, "options": _SESSION_OPTIONS},
+                                   name="fx-store")
         try:
             self.pool.open(wait=True, timeout=15)
         except psycopg.Error as e:
@@ -112,9 +124,18 @@ class PostgresBackend(Backend):
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
+        with self._converting_errors(), self.pool.connection() as conn, conn.transaction():
+            yield _PostgresTransaction(conn)
+
+    def execute_alone(self, sql: str, params: Params | None = None) -> list[Row]:
+        with self._converting_errors(), self.pool.connection() as conn:
+            cur = conn.execute(_to_pyformat(sql), params, prepare=True)
+            return cur.fetchall() if cur.description is not None else []
+
+    @contextmanager
+    def _converting_errors(self) -> Iterator[None]:
         try:
-            with self.pool.connection() as conn, conn.transaction():
-                yield _PostgresTransaction(conn)
+            yield
         except psycopg.errors.UniqueViolation as e:
             raise ConflictError(f"a concurrent write won: {e.diag.constraint_name}") from e
         except psycopg.errors.SerializationFailure as e:

@@ -28,5 +28,5 @@ def upgrade(url: str, revision: str = "head") -> None:
     try:
         command.upgrade(config, revision)
     except SQLAlchemyError as e:
-        raise StoreError(f"migrating the store failed: {e.__class__.__name__}: {e.orig or e}") \
-            from e
+        cause = getattr(e, "orig", None) or e
+        raise StoreError(f"migrating the store failed: {e.__class__.__name__}: {cause}") from e

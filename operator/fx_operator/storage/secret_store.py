@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from fx_operator.domain.scopes import Owner, Scope
@@ -34,8 +35,13 @@ def _owner_params(owner: Owner) -> Params:
     return {"scope": owner.scope.value, "project": owner.project, "package": owner.package}
 
 
+@lru_cache(maxsize=4096)
+def _owner_of(scope: str, project: str, package: str) -> Owner:
+    return Owner(Scope(scope), project, package)
+
+
 def _owner(row: Row, at: int = 0) -> Owner:
-    return Owner(Scope(row[at]), row[at + 1], row[at + 2])
+    return _owner_of(row[at], row[at + 1], row[at + 2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,30 +104,39 @@ def _version(row: Row) -> VersionRecord:
                          row[6], as_datetime(row[7]), row[8], bool(row[9]))
 
 
-_PRECEDENCE_RANK = ("CASE v.scope WHEN 'package' THEN 0 WHEN 'project' THEN 1 ELSE 2 END")
+_OWNER_CHAIN = """
+  v.is_current AND v.blob IS NOT NULL
+  AND ((v.scope = 'package' AND v.project = :project AND v.package = :package)
+    OR (v.scope = 'project' AND v.project = :project AND v.package = '')
+    OR (v.scope = 'platform' AND v.project = '' AND v.package = ''))
+"""
+_PRECEDENCE_RANK = "CASE v.scope WHEN 'package' THEN 0 WHEN 'project' THEN 1 ELSE 2 END"
+_RESOLVED_COLUMNS = ("v.scope, v.project, v.package, v.name, v.version, v.blob, v.data_key_id, "
+                     "k.wrapped")
 
-_RESOLVE = f"""
+_RESOLVE_SQLITE = f"""
 SELECT scope, project, package, name, version, blob, data_key_id, wrapped FROM (
-  SELECT v.scope, v.project, v.package, v.name, v.version, v.blob, v.data_key_id, k.wrapped,
+  SELECT {_RESOLVED_COLUMNS},
          ROW_NUMBER() OVER (PARTITION BY v.name ORDER BY {_PRECEDENCE_RANK}) AS rank
   FROM secret_versions v JOIN data_keys k ON k.id = v.data_key_id
-  WHERE v.is_current AND v.blob IS NOT NULL
-    AND ((v.scope = 'package' AND v.project = :project AND v.package = :package)
-      OR (v.scope = 'project' AND v.project = :project AND v.package = '')
-      OR (v.scope = 'platform' AND v.project = '' AND v.package = ''))
-    {{names_filter}}
+  WHERE {_OWNER_CHAIN} {{names_filter}}
 ) ranked WHERE rank = 1
 """
 
-# PostgreSQL: the audit record is written by the same statement, so a resolution is one round trip.
-_RESOLVE_AND_AUDIT_PG = """
-WITH resolved AS ({select}),
+# PostgreSQL: DISTINCT ON picks the most specific scope per name, and the audit record is written
+# by the same statement, so a resolution is one round trip.
+_RESOLVE_AND_AUDIT_PG = f"""
+WITH resolved AS (
+  SELECT DISTINCT ON (v.name COLLATE "C") {_RESOLVED_COLUMNS}
+  FROM secret_versions v JOIN data_keys k ON k.id = v.data_key_id
+  WHERE {_OWNER_CHAIN} {{names_filter}}
+  ORDER BY v.name COLLATE "C", {_PRECEDENCE_RANK}
+),
 logged AS (
   INSERT INTO audit (at, actor, action, scope, project, package, run_id, entries)
   SELECT now(), :actor, 'resolve', NULL, :project, :package, :run_id,
          CAST(COALESCE(json_agg(json_build_object('name', name, 'scope', scope,
-                                                  'version', version) ORDER BY name), '[]')
-              AS text)
+                                                  'version', version)), '[]') AS text)
   FROM resolved
 )
 SELECT * FROM resolved
@@ -135,7 +150,8 @@ class SecretStore:
         self.backend = backend
 
     @classmethod
-    def open_postgres(cls, url: str, *, pool_max_size: int = 10, migrate: bool = True) -> SecretStore:
+    def open_postgres(cls, url: str, *, pool_max_size: int = 10,
+                      migrate: bool = True) -> SecretStore:
         if migrate:
             upgrade(url)
         return cls(PostgresBackend(url, max_size=pool_max_size))
@@ -235,7 +251,8 @@ class SecretStore:
               "data_key_id": r.data_key_id, "created_at": r.created_at, "actor": r.actor,
               "is_current": True} for r in records])
 
-    def version(self, tx: Transaction, owner: Owner, name: str, version: int) -> VersionRecord | None:
+    def version(self, tx: Transaction, owner: Owner, name: str,
+                version: int) -> VersionRecord | None:
         rows = tx.execute(f"SELECT {_VERSION_COLUMNS} FROM secret_versions WHERE {OWNER_MATCH} "
                           "AND name = :name AND version = :version",
                           {**_owner_params(owner), "name": name, "version": version})
@@ -243,7 +260,8 @@ class SecretStore:
 
     def history(self, tx: Transaction, owner: Owner, name: str) -> list[VersionRecord]:
         rows = tx.execute(f"SELECT {_VERSION_COLUMNS} FROM secret_versions WHERE {OWNER_MATCH} "
-                          "AND name = :name ORDER BY version", {**_owner_params(owner), "name": name})
+                          "AND name = :name ORDER BY version",
+                          {**_owner_params(owner), "name": name})
         return [_version(r) for r in rows]
 
     def owner_versions(self, tx: Transaction, owner: Owner) -> list[VersionRecord]:
@@ -284,12 +302,12 @@ class SecretStore:
         if names is not None:
             names_filter = "AND " + self.backend.names_filter("v.name", "names")
             params["names"] = self.backend.names_param(names)
-        select = _RESOLVE.format(names_filter=names_filter)
-        with self.transaction() as tx:
-            if self.backend.dialect == "postgresql":
-                rows = tx.execute(_RESOLVE_AND_AUDIT_PG.format(select=select), params)
-            else:
-                rows = tx.execute(select, params)
+        if self.backend.dialect == "postgresql":
+            rows = self.backend.execute_alone(
+                _RESOLVE_AND_AUDIT_PG.format(names_filter=names_filter), params)
+        else:
+            with self.transaction() as tx:
+                rows = tx.execute(_RESOLVE_SQLITE.format(names_filter=names_filter), params)
                 entries = [{"name": r[3], "scope": r[0], "version": r[4]}
                            for r in sorted(rows, key=lambda r: str(r[3]))]
                 self.audit(tx, AuditRecord(actor, "resolve", project, package, run_id=run_id,

@@ -16,7 +16,7 @@ depends_on = None
 OWNER = ("scope", "project", "package")
 
 
-def _owner_columns() -> list[sa.Column]:
+def _owner_columns() -> list[sa.Column[str]]:
     return [
         sa.Column("scope", sa.String(16), nullable=False),
         sa.Column("project", sa.String(63), nullable=False),

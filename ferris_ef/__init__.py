@@ -1,0 +1,1 @@
+"""Compatibility alias for scripts written against ``ferris_ef``."""

@@ -1,0 +1,1 @@
+"""The runtime a package script imports: ``from fx_ef import context``."""

@@ -1,0 +1,276 @@
+"""Streaming secret masker: replaces every resolved secret value in a script's output with ``***``.
+
+A value is masked in every form a script is likely to print it in: the text itself (and its
+whitespace-stripped text), base64 (standard, URL-safe, with and without ``=`` padding, and
+MIME-wrapped), URL-encoded (``quote``, ``quote_plus``), JSON-escaped and Python-escaped (as inside
+``repr``). A list or dict value is also masked as its JSON and its ``repr`` (``print(d)``), and
+every leaf of it is masked on its own. No form contains a newline: a multi-line form is masked line
+by line, so output can be masked one line at a time and a complete line is never held back.
+
+Short-value rule: a value, line or form shorter than ``MIN_MASKED_LENGTH`` (4) characters is not
+masked. Replacing ``"a"`` or ``"42"`` everywhere would wreck the output, and the holes left would
+reveal the value by elimination anyway. No forms are derived from a short value either, so the
+base64 of ``"ab"`` stays visible too. Booleans and null are never secret. The names whose value
+yields no form at all (``""``, ``"ab"``, ``7``, ``true``, ``{}``) are listed in
+``Masker.unmasked_names`` so callers can report them instead of silently leaking them.
+
+When matches overlap (values ``abcdef`` and ``defghi`` in ``abcdefghi``) the union of the matches
+is masked, and overlapping or adjacent matches become a single ``***``. A stream masks exactly like
+``Masker.mask`` on the whole text, however the text is split into writes. Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable, Mapping
+from urllib.parse import quote, quote_plus
+
+MASK = "***"
+MIN_MASKED_LENGTH = 4
+
+# Deeper than this the pattern falls back to a flat alternation, which keeps both Python's and the
+# regex compiler's recursion bounded whatever the values are.
+_MAX_PATTERN_NESTING = 64
+
+
+def forms_of(value: object) -> set[str]:
+    """Every string that must be masked so that ``value`` does not show in output."""
+    base_strings: set[str] = set()
+    _collect_base_strings(value, base_strings)
+    forms: set[str] = set()
+    for text in base_strings:
+        if len(text) >= MIN_MASKED_LENGTH:
+            forms.update(_encodings(text))
+    return {line for form in forms for line in _lines(form) if len(line) >= MIN_MASKED_LENGTH}
+
+
+def _collect_base_strings(value: object, out: set[str]) -> None:
+    """The texts a value is printed as before any encoding: itself, its JSON, its repr."""
+    if value is None or isinstance(value, bool):
+        return  # a boolean or null carries no secret, and "True" is not worth masking
+    if isinstance(value, str):
+        if len(value.strip()) < MIN_MASKED_LENGTH:
+            return  # " ab\n" is as short as "ab": spaces around a value reveal nothing
+        out.add(value)
+        out.add(value.strip())  # secrets read from files often carry a trailing newline
+    elif isinstance(value, int | float):
+        out.add(str(value))
+        out.add(json.dumps(value))
+    elif isinstance(value, list | tuple | dict):
+        out.update(_json_dumps(value))
+        out.add(repr(value))
+        leaves: Iterable[object] = value.values() if isinstance(value, dict) else value
+        for leaf in leaves:  # dict keys are names, not secrets
+            _collect_base_strings(leaf, out)
+    else:
+        out.add(str(value))
+
+
+def _json_dumps(value: object) -> set[str]:
+    """The JSON texts a script may print a structured value as (compact, default, non-ASCII)."""
+    try:
+        return {
+            json.dumps(value, separators=separators, ensure_ascii=ensure_ascii)
+            for separators in ((",", ":"), (", ", ": "))
+            for ensure_ascii in (True, False)
+        }
+    except (TypeError, ValueError):  # not JSON after all; its repr and leaves still get masked
+        return set()
+
+
+def _encodings(text: str) -> set[str]:
+    """``text`` and its encoded forms: base64, URL-encoded, JSON- and Python-escaped."""
+    raw = text.encode("utf-8", "surrogatepass")
+    standard = base64.b64encode(raw).decode("ascii")
+    urlsafe = base64.urlsafe_b64encode(raw).decode("ascii")
+    return {
+        text,
+        standard,
+        standard.rstrip("="),
+        urlsafe,
+        urlsafe.rstrip("="),
+        base64.encodebytes(raw).decode("ascii"),  # wrapped at 76 columns, masked line by line
+        quote(raw, safe=""),
+        quote(raw),
+        quote_plus(raw),
+        json.dumps(text)[1:-1],
+        json.dumps(text, ensure_ascii=False)[1:-1],
+        repr(text)[1:-1],  # how a string shows inside print(a_dict) or print(a_list)
+    }
+
+
+def _lines(form: str) -> list[str]:
+    """The lines of a form, without line ends; output is masked line by line."""
+    if "\n" not in form:
+        return [form]
+    return [line.rstrip("\r") for line in form.split("\n")]
+
+
+def _common_prefix(first: str, last: str) -> str:
+    """Longest common prefix of the first and last of a sorted list, so of the whole list."""
+    length = 0
+    for left, right in zip(first, last, strict=False):
+        if left != right:
+            break
+        length += 1
+    return first[:length]
+
+
+def _alternation(suffixes: list[str], depth: int = 0) -> str:
+    """A regex matching the longest of the sorted, distinct ``suffixes`` that fits.
+
+    The forms are laid out as a prefix tree so the regex engine looks at the few branches that
+    start with the next character instead of trying every form at every position.
+    """
+    may_end_here = suffixes[0] == ""
+    rest = suffixes[1:] if may_end_here else suffixes
+    if depth >= _MAX_PATTERN_NESTING:
+        branches = [re.escape(suffix) for suffix in sorted(rest, key=len, reverse=True)]
+    else:
+        branches = []
+        start = 0
+        while start < len(rest):
+            end = start + 1
+            while end < len(rest) and rest[end][0] == rest[start][0]:
+                end += 1
+            group = rest[start:end]
+            prefix = _common_prefix(group[0], group[-1])
+            branch = re.escape(prefix)
+            if len(group) > 1:
+                branch += _alternation([member[len(prefix) :] for member in group], depth + 1)
+            branches.append(branch)
+            start = end
+    body = "|".join(branches)
+    # Greedy "?" tries the longer forms first and ends here only when none of them fits.
+    return f"(?:{body})?" if may_end_here else f"(?:{body})"
+
+
+def _masked_spans(pattern: re.Pattern[str], text: str) -> list[tuple[int, int]]:
+    """The union of all matches in ``text`` as sorted spans; overlapping or adjacent ones merged."""
+    spans: list[tuple[int, int]] = []
+    position = 0
+    while (found := pattern.search(text, position)) is not None:
+        start, end = found.span()  # leftmost, and the longest form at that position
+        # A match starting inside this one may reach further ("abcdef" + "defghi").
+        probe = start + 1
+        while probe < end:
+            overlapping = pattern.match(text, probe)
+            if overlapping is not None and overlapping.end() > end:
+                end = overlapping.end()
+            probe += 1
+        if spans and spans[-1][1] == start:
+            spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((start, end))
+        position = end
+    return spans
+
+
+def _render(text: str, spans: list[tuple[int, int]], stop: int) -> str:
+    """``text[:stop]`` with each span replaced by the mask; no span may cross ``stop``."""
+    pieces: list[str] = []
+    position = 0
+    for start, end in spans:
+        if start >= stop:
+            break
+        pieces.append(text[position:start])
+        pieces.append(MASK)
+        position = end
+    pieces.append(text[position:stop])
+    return "".join(pieces)
+
+
+class Masker:
+    """Masks the values of a run's secrets; values resolved during the run can be added."""
+
+    def __init__(self, secrets: Mapping[str, object] | None = None) -> None:
+        self._forms: set[str] = set()
+        self._unmasked_names: list[str] = []
+        self._pattern: re.Pattern[str] | None = None
+        self._pattern_is_stale = False
+        self._max_form_length = 0
+        for name, value in (secrets or {}).items():
+            self.add(name, value)
+
+    def add(self, name: str, value: object) -> None:
+        """Mask ``value`` from now on, also in streams already open."""
+        forms = forms_of(value)
+        if not forms:
+            if name not in self._unmasked_names:
+                self._unmasked_names.append(name)
+            return
+        if forms <= self._forms:
+            return
+        self._forms |= forms
+        self._max_form_length = max(self._max_form_length, *map(len, forms))
+        self._pattern_is_stale = True  # recompiled on next use, once for many adds
+
+    @property
+    def unmasked_names(self) -> list[str]:
+        """Names whose value is too short (or boolean, null, empty) to be masked at all."""
+        return list(self._unmasked_names)
+
+    @property
+    def forms(self) -> frozenset[str]:
+        """Every string currently masked."""
+        return frozenset(self._forms)
+
+    @property
+    def max_form_length(self) -> int:
+        """Length of the longest masked string: how much a stream must hold back."""
+        return self._max_form_length
+
+    def masked_spans(self, text: str) -> list[tuple[int, int]]:
+        """Sorted, disjoint, non-adjacent ``(start, end)`` spans of ``text`` to hide."""
+        pattern = self._compiled()
+        return [] if pattern is None else _masked_spans(pattern, text)
+
+    def mask(self, text: str) -> str:
+        """``text`` with every secret form replaced by the mask."""
+        spans = self.masked_spans(text)
+        return _render(text, spans, len(text)) if spans else text
+
+    def stream(self) -> MaskingStream:
+        """A masker for output that arrives in pieces (a pipe, a log follower)."""
+        return MaskingStream(self)
+
+    def _compiled(self) -> re.Pattern[str] | None:
+        if self._pattern_is_stale:
+            self._pattern = re.compile(_alternation(sorted(self._forms)))
+            self._pattern_is_stale = False
+        return self._pattern
+
+
+class MaskingStream:
+    """Masks text written in chunks, also a value split across writes.
+
+    No form contains a newline, so text up to the last newline is emitted at once. Of the last,
+    unfinished line the final ``max_form_length - 1`` characters are held back, since they may be
+    the start of a value; so is a match that reaches the cut, as the next write may extend it.
+    """
+
+    def __init__(self, masker: Masker) -> None:
+        self._masker = masker
+        self._pending = ""
+
+    def write(self, chunk: str) -> str:
+        """Masked text that is safe to emit now; the rest waits for more text or ``flush``."""
+        text = self._pending + chunk
+        spans = self._masker.masked_spans(text)
+        hold_back = max(self._masker.max_form_length - 1, 0)
+        cut = max(text.rfind("\n") + 1, len(text) - hold_back)
+        for start, end in reversed(spans):
+            if end < cut:
+                break
+            if start < cut:  # the next write may extend this match: hold all of it back
+                cut = start
+                break
+        self._pending = text[cut:]
+        return _render(text, spans, cut)
+
+    def flush(self) -> str:
+        """The masked rest of the text, at the end of the stream."""
+        text, self._pending = self._pending, ""
+        return self._masker.mask(text)
