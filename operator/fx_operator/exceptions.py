@@ -8,6 +8,8 @@ The tree::
     ├── IntegrityError            a ciphertext does not open: tampered, copied or under another key
     ├── ValidationError           bad input (a secrets.json, a name, a scope); carries ``problems``
     ├── NotFoundError             a secret, version or run that does not exist
+    ├── PermissionDeniedError     a run asked for what its tenancy does not allow (P5)
+    ├── RunError                  a package folder or a run could not be prepared or started
     └── StoreError                the store failed (connection, migration); may be retried
         └── ConflictError         a concurrent write won; retry the operation
 
@@ -63,6 +65,14 @@ class ValidationError(FxError):
 
 class NotFoundError(FxError):
     """The thing asked for does not exist."""
+
+
+class PermissionDeniedError(FxError):
+    """A run asked to read or write outside what its project and configuration allow."""
+
+
+class RunError(FxError):
+    """A package could not be run: its folder, its entrypoint or a run step is unusable."""
 
 
 class StoreError(FxError):

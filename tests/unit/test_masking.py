@@ -11,9 +11,10 @@ from collections.abc import Callable
 from urllib.parse import quote, quote_plus
 
 import pytest
-from fx_operator.domain.masking import MASK, MIN_MASKED_LENGTH, Masker, MaskingStream, forms_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from fx_ef.masking import MASK, MIN_MASKED_LENGTH, Masker, MaskingStream, forms_of
 
 SECRET = 'p@ss wörd/+?&="x"\\ü~>?~'  # its base64 has "/" and padding: every form differs
 

@@ -7,6 +7,7 @@ import sys
 import click
 
 from fx_operator.cli.db import db
+from fx_operator.cli.run import results, run
 from fx_operator.cli.secrets import secrets
 from fx_operator.exceptions import FxError, ValidationError
 
@@ -26,6 +27,8 @@ def cli() -> None:
 
 cli.add_command(secrets)
 cli.add_command(db)
+cli.add_command(run)
+cli.add_command(results)
 
 
 def main(argv: list[str] | None = None) -> None:

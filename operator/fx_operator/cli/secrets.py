@@ -6,41 +6,24 @@ to other processes (argv): prefer ``-`` and stdin for real secrets.
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from fx_operator.cli.common import parse_value, secret_service
 from fx_operator.cli.output import emit
 from fx_operator.config import Settings
 from fx_operator.domain.scopes import DEFAULT_PROJECT, Owner, Scope
-from fx_operator.services.opening import key_provider, open_secret_service
+from fx_operator.services.opening import key_provider
 from fx_operator.services.rotation import rotate_master_key as rotate_master_key_file
-from fx_operator.services.secrets import SecretService
 from fx_operator.storage.secret_store import VersionRecord
 
 SCOPES = click.Choice([s.value for s in Scope])
 
 
-@contextmanager
-def _service() -> Iterator[SecretService]:
-    service = open_secret_service(Settings())
-    try:
-        yield service
-    finally:
-        service.close()
-
-
-def parse_value(text: str) -> Any:
-    """JSON when the text is valid JSON (``{"a": 1}``, ``42``, ``"x"``), else the text itself."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,7 +61,7 @@ def set_(name: str, value: str, scope: str, project: str | None, package: str | 
     `-` reads it from stdin (preferred: argv is visible to other processes)."""
     text = sys.stdin.read().removesuffix("\n") if value == "-" else value
     owner = Owner.of(scope, project, package)
-    with _service() as service:
+    with secret_service() as service:
         version = service.set(owner, name, parse_value(text))
     click.echo(f"{name}: version {version} in {owner}")
 
@@ -90,7 +73,7 @@ def set_(name: str, value: str, scope: str, project: str | None, package: str | 
 def import_(file: Path, project: str, package: str) -> None:
     """Import a secrets.json as package-scope secrets: all of it or nothing."""
     raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
-    with _service() as service:
+    with secret_service() as service:
         versions = service.import_file(raw, project=project, package=package, source=str(file))
     owner = Owner.of(Scope.PACKAGE, project, package)
     click.echo(f"imported {len(versions)} secret(s) into {owner}")
@@ -105,7 +88,7 @@ def import_(file: Path, project: str, package: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(scope: str | None, project: str | None, package: str | None, as_json: bool) -> None:
     """Names, scopes, versions and times of the current secrets; never values."""
-    with _service() as service:
+    with secret_service() as service:
         records = service.list(scope=Scope(scope) if scope else None, project=project,
                                package=package)
     emit([_row(r) for r in records],
@@ -118,7 +101,7 @@ def list_(scope: str | None, project: str | None, package: str | None, as_json: 
 def delete(name: str, scope: str, project: str | None, package: str | None) -> None:
     """Delete NAME at one scope (a tombstone version; history is kept)."""
     owner = Owner.of(scope, project, package)
-    with _service() as service:
+    with secret_service() as service:
         version = service.delete(owner, name)
     click.echo(f"{name}: deleted in {owner} (tombstone version {version})")
 
@@ -131,7 +114,7 @@ def history(name: str, scope: str, project: str | None, package: str | None,
             as_json: bool) -> None:
     """Every version of NAME at one scope, with who wrote it and when."""
     owner = Owner.of(scope, project, package)
-    with _service() as service:
+    with secret_service() as service:
         records = service.history(owner, name)
     rows = [{**_row(r), "current": r.is_current} for r in records]
     emit(rows, ["version", "current", "deleted", "created", "by"], as_json=as_json)
@@ -145,7 +128,7 @@ def rollback(name: str, to_version: int, scope: str, project: str | None,
              package: str | None) -> None:
     """Make version V of NAME current again (written as a new version)."""
     owner = Owner.of(scope, project, package)
-    with _service() as service:
+    with secret_service() as service:
         version = service.rollback(owner, name, to_version)
     click.echo(f"{name}: version {to_version} restored as version {version} in {owner}")
 
@@ -157,7 +140,7 @@ def rollback(name: str, to_version: int, scope: str, project: str | None,
 def rotate_master_key(new_key_file: Path | None) -> None:
     """Rewrap every data key under a new master key; no value is re-encrypted."""
     settings = Settings()
-    with _service() as service:
+    with secret_service() as service:
         result = rotate_master_key_file(service, key_provider(settings), new_key_file)
     click.echo(f"rewrapped {result.data_keys} data key(s): master key {result.old_key_id} -> "
                f"{result.new_key_id}")
@@ -173,6 +156,6 @@ def rotate_master_key(new_key_file: Path | None) -> None:
 def rotate_data_key(scope: str, project: str | None, package: str | None) -> None:
     """Re-encrypt every version of one owner under a fresh data key."""
     owner = Owner.of(scope, project, package)
-    with _service() as service:
+    with secret_service() as service:
         count = service.rotate_data_key(owner)
     click.echo(f"re-encrypted {count} version(s) of {owner} under a new data key")

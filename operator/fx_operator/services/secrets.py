@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,11 @@ class Resolution:
 
     def manifest_dict(self) -> dict[str, dict[str, Any]]:
         return {name: entry.as_dict() for name, entry in sorted(self.manifest.items())}
+
+
+def _canonical(value: Any) -> str:
+    """JSON text that tells 1, 1.0 and true apart and ignores key order."""
+    return json.dumps(value, sort_keys=True)
 
 
 def _entries(records: Sequence[VersionRecord]) -> list[dict[str, Any]]:
@@ -152,6 +158,31 @@ class SecretService:
         if not values:
             return {}
         return self._retrying(lambda: self._write(owner, values, "import", None, actor))
+
+    def sync_file(self, raw: bytes, *, project: str, package: str,
+                  source: str = "secrets.json", actor: str | None = None) -> dict[str, int]:
+        """Import a secrets.json as package scope, writing only the names whose value changed.
+
+        A package folder run again and again adds no versions while its file stays the same.
+        Names absent from the file are left alone (they may have been set another way).
+        """
+        values = parse_secrets_file(raw, source=source)
+        owner = Owner.of(Scope.PACKAGE, project, package)
+        with self.store.transaction() as tx:
+            records = [r for r in self.store.current(tx, scope=Scope.PACKAGE, project=owner.project,
+                                                     package=owner.package)
+                       if r.name in values and not r.deleted]
+            stored = {r.name: crypto.decrypt_value(self._key_of(tx, r), r.name, r.version,
+                                                   r.blob or b"") for r in records}
+            if records:
+                self.store.audit(tx, AuditRecord(actor or self.actor, "read", owner.project,
+                                                 owner.package, owner.scope.value, None,
+                                                 _entries(records)))
+        changed = {name: value for name, value in values.items()
+                   if name not in stored or _canonical(stored[name]) != _canonical(value)}
+        if not changed:
+            return {}
+        return self._retrying(lambda: self._write(owner, changed, "import", None, actor))
 
     def delete(self, owner: Owner, name: str, *, run_id: str | None = None) -> int:
         """Write a tombstone: the name stops resolving at this scope; history is kept."""

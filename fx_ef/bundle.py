@@ -1,0 +1,84 @@
+"""Sealing and opening a run's bundle under its one-time run key (format in ``fx_ef.contract``).
+
+The operator seals; the init step opens. ``cryptography`` is imported here and nowhere else in
+``fx_ef``, so that ``import fx_ef`` in a script stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from fx_ef.contract import (
+    BUNDLE_AAD_PREFIX,
+    BUNDLE_FILE_NAME,
+    BUNDLE_FORMAT,
+    RUN_KEY_BYTES,
+    SEALED_BUNDLE_VERSION,
+)
+
+_NONCE_BYTES = 12
+
+
+class BundleError(Exception):
+    """The sealed bundle is malformed, or does not open with this run's key."""
+
+
+def new_run_key() -> bytes:
+    return AESGCM.generate_key(bit_length=RUN_KEY_BYTES * 8)
+
+
+def _aad(run_id: str) -> bytes:
+    return BUNDLE_AAD_PREFIX + run_id.encode()
+
+
+def seal_bundle(bundle: dict[str, Any], key: bytes) -> bytes:
+    """Encrypt a bundle for its run; the run id inside it is bound as associated data."""
+    if bundle.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"bundle format must be {BUNDLE_FORMAT}")
+    run_id = bundle["run_id"]
+    plaintext = json.dumps(bundle, separators=(",", ":"), ensure_ascii=False).encode()
+    nonce = os.urandom(_NONCE_BYTES)
+    return bytes([SEALED_BUNDLE_VERSION]) + nonce + AESGCM(key).encrypt(
+        nonce, plaintext, _aad(run_id))
+
+
+def open_bundle(sealed: bytes, key: bytes, run_id: str) -> bytes:
+    """The bundle's JSON text; fails if the key, the run id or a single byte is wrong."""
+    if len(key) != RUN_KEY_BYTES:
+        raise BundleError(f"the run key must be {RUN_KEY_BYTES} bytes, got {len(key)}")
+    if len(sealed) < 1 + _NONCE_BYTES + 16 or sealed[0] != SEALED_BUNDLE_VERSION:
+        raise BundleError("the sealed bundle is truncated or of an unknown format")
+    nonce, body = sealed[1:1 + _NONCE_BYTES], sealed[1 + _NONCE_BYTES:]
+    try:
+        return AESGCM(key).decrypt(nonce, body, _aad(run_id))
+    except InvalidTag:
+        raise BundleError(f"the sealed bundle does not open with the key of run {run_id!r} "
+                          "(wrong key, another run's bundle, or altered)") from None
+
+
+def write_bundle_file(directory: Path, plaintext: bytes) -> Path:
+    """Write the bundle readable by its owner only (0400), never half-written, never over another.
+
+    ``O_EXCL`` refuses an existing file: a second delivery into the same volume is an error.
+    """
+    target = directory / BUNDLE_FILE_NAME
+    partial = directory / f".{BUNDLE_FILE_NAME}.partial"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+    try:
+        view = memoryview(plaintext)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(partial, target)  # fails if a bundle is already there, unlike rename
+    finally:
+        os.unlink(partial)
+    return target

@@ -1,0 +1,85 @@
+"""The pod contract: the paths, environment variables, bundle format and channel protocol shared by
+the operator (which builds runs) and the run's own processes (init step, executor, script).
+
+The operator imports these names when it builds a Job or a local run; nothing here imports the
+operator. Change a value only with a migration note: running pods and stored results depend on it.
+
+Bundle (the run's plaintext, written by the init step to a tmpfs file, mode 0400)::
+
+    {
+      "format": 1,
+      "run_id": "run-...",
+      "package": {"name": "etl", "id": "default/etl", "project": "default"},
+      "entrypoint": "main.py",
+      "compat": null | "ferris",
+      "params": {...},                 # the run's params (package defaults merged with the run's)
+      "config": {...},
+      "secrets": {"NAME": <JSON value>, ...},           # resolved: package > project > platform
+      "scopes": {"NAME": "package" | "project" | "platform", ...},
+      "channel": {"url": "unix:/path/sock" | "https://host:port", "token": "..." | null,
+                  "token_file": "/path" | null, "ca_file": "/path" | null} | null,
+      "allow_platform_write": false
+    }
+
+Sealed bundle (what crosses the Kubernetes API or sits on disk)::
+
+    0x01 | nonce (12) | AES-256-GCM(bundle JSON + tag)   associated data: BUNDLE_AAD_PREFIX + run_id
+
+under a one-time 256-bit run key that the init step gets once (from the broker in a pod, on stdin
+in a local run) and never writes down.
+
+Channel (``context.secrets.set`` and ``context.state``): HTTP with
+``Authorization: Bearer <token>`` and ``X-FX-Run: <run_id>``, JSON bodies:
+
+    POST /v1/secrets  {"name", "value", "scope"}  -> 200 {"version": n}
+    GET  /v1/state                                -> 200 {"state": {...}}
+    POST /v1/state    {"key", "value"}            -> 200 {"state": {...}}
+    errors                                        -> 4xx/5xx {"error": "message"}
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+BUNDLE_FORMAT: Final = 1
+SEALED_BUNDLE_VERSION: Final = 1
+BUNDLE_AAD_PREFIX: Final = b"fx-run-bundle\x00v1\x00"
+RUN_KEY_BYTES: Final = 32
+
+# --- environment of the script's process -------------------------------------------------------
+ENV_BUNDLE: Final = "FX_BUNDLE"  # path of the decrypted bundle file
+ENV_RUN_ID: Final = "FX_RUN_ID"
+ENV_LOCAL: Final = "EF_ENV"  # "local": read ef_env.json instead of a bundle (original library)
+LOCAL_ENV_VALUE: Final = "local"
+LOCAL_ENV_FILE: Final = "ef_env.json"
+LOCAL_STATE_FILE: Final = "ef_state.json"
+ENV_RESULT_FILE: Final = "FX_RESULT_FILE"  # where the executor writes the run's result
+# A pipe to the executor: after a successful ``context.secrets.set`` the script writes one line
+# ``{"name": ..., "value": ...}`` here, so the executor masks the new value from then on.
+ENV_MASK_FD: Final = "FX_MASK_FD"
+
+# --- paths inside a run pod ----------------------------------------------------------------------
+POD_SECRETS_DIR: Final = "/run/fx/secrets"  # emptyDir {medium: Memory}, read-only for the script
+POD_SEALED_BUNDLE: Final = "/run/fx/sealed/bundle"  # the ciphertext, from a Secret or ConfigMap
+POD_PACKAGE_DIR: Final = "/opt/fx/package"  # the package's scripts, from a ConfigMap
+POD_TOKEN_FILE: Final = "/run/fx/token/token"  # noqa: S105 (a path) — projected, audience-bound service-account token
+POD_CA_FILE: Final = "/run/fx/ca/ca.crt"  # the broker's CA
+POD_RESULT_FILE: Final = "/dev/termination-log"
+BUNDLE_FILE_NAME: Final = "bundle.json"
+
+# --- channel -------------------------------------------------------------------------------------
+CHANNEL_SECRETS_PATH: Final = "/v1/secrets"
+CHANNEL_STATE_PATH: Final = "/v1/state"
+# The init step's one request to the broker: POST, bearer token -> 200 {"key": base64}; any later
+# request for the same run is refused (run-once delivery).
+BROKER_KEY_PATH: Final = "/v1/runs/{run_id}/key"
+ENV_BROKER_URL: Final = "FX_BROKER_URL"
+RUN_HEADER: Final = "X-FX-Run"
+
+SCOPES: Final = ("package", "project", "platform")  # precedence order: first wins
+WRITABLE_SCOPES: Final = ("project", "platform")
+
+# --- the run's result ----------------------------------------------------------------------------
+OUTPUT_TAIL_BYTES: Final = 16 * 1024  # masked tail kept in the result
+
+__all__ = [name for name in dir() if name.isupper()]

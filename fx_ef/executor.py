@@ -1,0 +1,383 @@
+"""The run's executor: runs the package's entrypoint with its output streamed through the masker.
+
+    python -m fx_ef.executor --bundle FILE --package-dir DIR [--result FILE] [--no-mask]
+                             [--timeout SECONDS] [--grace SECONDS]
+
+The script runs in a forked child of this process (no second interpreter start-up), in its own
+process group, with stdin from /dev/null and stdout and stderr on pipes that this process masks
+line by line before passing them on. Signals sent to the executor are forwarded to the script.
+When the script ends the executor removes the bundle, writes the run's result (exit code, duration,
+the masked tail of the output) and exits with the script's exit code (128 + N if killed by signal
+N, as a shell reports it).
+
+``--no-mask`` shows the real values on this process's output, for debugging; the result's tail is
+masked whatever the flag says, since it is stored.
+
+Exit codes of the executor itself, before the script runs: 2 bad arguments or bundle, 3 no
+entrypoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import contextlib
+import json
+import os
+import selectors
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, BinaryIO
+
+from fx_ef import contract
+from fx_ef.masking import Masker, MaskingStream
+
+EXIT_USAGE, EXIT_NO_ENTRYPOINT = 2, 3
+_FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                      signal.SIGUSR1, signal.SIGUSR2)
+_READ_SIZE = 64 * 1024
+
+
+class ExecutorError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class RunResult:
+    """What is kept of a run: never a secret value (the tail is masked)."""
+
+    run_id: str
+    project: str
+    package: str
+    exit_code: int
+    signal: str | None
+    timed_out: bool
+    started_at: str
+    finished_at: str
+    duration_s: float
+    output_tail: str
+    output_truncated: bool
+    masked_output: bool
+    unmasked_names: list[str]
+    bundle_removed: bool
+
+
+@dataclass
+class _Plan:
+    bundle_path: Path
+    bundle: dict[str, Any]
+    entrypoint: Path
+    argv: list[str]
+
+
+def load_plan(bundle_path: Path, package_dir: Path) -> _Plan:
+    """Read the bundle and check the entrypoint, before anything is started."""
+    try:
+        bundle = json.loads(bundle_path.read_bytes())
+    except OSError as e:
+        raise ExecutorError(f"cannot read the bundle {bundle_path}: {e.strerror}",
+                            EXIT_USAGE) from None
+    except ValueError as e:
+        raise ExecutorError(f"the bundle {bundle_path} is not JSON: {e}", EXIT_USAGE) from None
+    if not isinstance(bundle, dict) or bundle.get("format") != contract.BUNDLE_FORMAT:
+        raise ExecutorError(f"the bundle {bundle_path} is not of format "
+                            f"{contract.BUNDLE_FORMAT}", EXIT_USAGE)
+    name = bundle.get("entrypoint")
+    if not isinstance(name, str) or not name:
+        raise ExecutorError("the bundle names no entrypoint", EXIT_NO_ENTRYPOINT)
+    entrypoint = (package_dir / name).resolve()
+    if not entrypoint.is_relative_to(package_dir.resolve()):
+        raise ExecutorError(f"entrypoint {name!r} is outside the package folder",
+                            EXIT_NO_ENTRYPOINT)
+    if not entrypoint.is_file():
+        raise ExecutorError(f"entrypoint {name!r} not found in {package_dir}",
+                            EXIT_NO_ENTRYPOINT)
+    argv = [str(entrypoint)]
+    if bundle.get("compat") == "ferris":
+        # The original platform's calling convention, opted into per package: argv is visible
+        # to other processes on the machine, so this is never the default.
+        argv.append(json.dumps({**bundle.get("params", {}), **_identity_params(bundle),
+                                "secrets": bundle.get("secrets", {})}))
+    return _Plan(bundle_path, bundle, entrypoint, argv)
+
+
+def _identity_params(bundle: dict[str, Any]) -> dict[str, Any]:
+    package = bundle.get("package") or {}
+    return {"package_name": package.get("name"), "package_id": package.get("id"),
+            "execution_id": bundle.get("run_id")}
+
+
+# --- the child ------------------------------------------------------------------------------------
+
+def _run_script(plan: _Plan, out_w: int, err_w: int, mask_w: int) -> int:
+    """In the forked child: become the script. Returns the exit code (or raises SystemExit)."""
+    import runpy
+    import traceback
+
+    os.setpgid(0, 0)  # our own group: a terminal's Ctrl-C reaches the script once, through us
+    for sig in _FORWARDED_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    for fd in (devnull, out_w, err_w):
+        os.close(fd)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    os.environ[contract.ENV_BUNDLE] = str(plan.bundle_path)
+    os.environ[contract.ENV_RUN_ID] = str(plan.bundle.get("run_id", ""))
+    os.environ[contract.ENV_MASK_FD] = str(mask_w)
+    os.environ.pop(contract.ENV_LOCAL, None)
+    os.chdir(plan.entrypoint.parent)
+    sys.argv = list(plan.argv)
+    sys.path[0] = str(plan.entrypoint.parent)
+    try:
+        runpy.run_path(str(plan.entrypoint), run_name="__main__")
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as e:  # the script's own error: report it as Python would, minus us
+        traceback.print_exception(type(e), e, _script_frames(e.__traceback__, plan.entrypoint))
+        return 1
+    return 0
+
+
+def _script_frames(tb: TracebackType | None, entrypoint: Path) -> TracebackType | None:
+    """The traceback from the script's first frame on, without the executor's and runpy's."""
+    current = tb
+    while current is not None and current.tb_frame.f_code.co_filename != str(entrypoint):
+        current = current.tb_next
+    return current or tb
+
+
+# --- the parent -----------------------------------------------------------------------------------
+
+class _Output:
+    """One of the script's output streams: decoded, masked, passed on, and kept in the tail."""
+
+    def __init__(self, sink: BinaryIO, masker: Masker, tail: _Tail, show_raw: bool) -> None:
+        self.sink = sink
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.stream: MaskingStream = masker.stream()
+        self.tail = tail
+        self.show_raw = show_raw
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        text = self.decoder.decode(data, final)
+        masked = self.stream.write(text) + (self.stream.flush() if final else "")
+        self.tail.add(masked)
+        shown = text if self.show_raw else masked
+        if shown:
+            self.sink.write(shown.encode())
+            self.sink.flush()
+
+
+class _Tail:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: deque[str] = deque()
+        self.size = 0
+        self.truncated = False
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        self.parts.append(text)
+        self.size += len(text)
+        while self.size > self.limit and self.parts:
+            excess = self.size - self.limit
+            first = self.parts[0]
+            self.truncated = True
+            if len(first) <= excess:
+                self.parts.popleft()
+                self.size -= len(first)
+            else:
+                self.parts[0] = first[excess:]
+                self.size -= excess
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _pump(pid: int, out_r: int, err_r: int, mask_r: int, masker: Masker, tail: _Tail,
+          show_raw: bool, deadline: float | None, grace: float) -> tuple[int, bool]:
+    """Stream the script's output until it exits; returns (wait status, timed out)."""
+    outputs = {out_r: _Output(sys.stdout.buffer, masker, tail, show_raw),
+               err_r: _Output(sys.stderr.buffer, masker, tail, show_raw)}
+    selector = selectors.DefaultSelector()
+    for fd in (mask_r, out_r, err_r):
+        selector.register(fd, selectors.EVENT_READ)
+    mask_buffer = b""
+    timed_out = False
+    kill_at: float | None = None
+    open_fds = {out_r, err_r, mask_r}
+    while open_fds:
+        timeout = None
+        now = time.monotonic()
+        if deadline is not None and not timed_out:
+            timeout = max(deadline - now, 0)
+        elif kill_at is not None:
+            timeout = max(kill_at - now, 0)
+        events = selector.select(timeout)
+        if not events:
+            if deadline is not None and not timed_out and time.monotonic() >= deadline:
+                timed_out = True
+                _signal_group(pid, signal.SIGTERM)
+                kill_at = time.monotonic() + grace
+            elif kill_at is not None and time.monotonic() >= kill_at:
+                _signal_group(pid, signal.SIGKILL)
+                kill_at = None
+            continue
+        # A value the script has just set is announced before it can be printed: take the
+        # announcements first, so that output read in this same round is masked with it.
+        ready = sorted((key.fd for key, _ in events), key=lambda fd: fd != mask_r)
+        for fd in ready:
+            data = os.read(fd, _READ_SIZE)
+            if fd == mask_r:
+                mask_buffer = _take_mask_lines(mask_buffer + data, masker)
+            else:
+                outputs[fd].feed(data, final=not data)
+            if not data:
+                selector.unregister(fd)
+                os.close(fd)
+                open_fds.discard(fd)
+    selector.close()
+    _, status = os.waitpid(pid, 0)
+    return status, timed_out
+
+
+def _take_mask_lines(buffer: bytes, masker: Masker) -> bytes:
+    *lines, rest = buffer.split(b"\n")
+    for line in lines:
+        try:
+            announced = json.loads(line)
+            masker.add(str(announced["name"]), announced["value"])
+        except (ValueError, KeyError, TypeError):
+            continue  # not ours to trust blindly, and nothing to mask
+    return rest
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+def _forwarding(pid: int) -> Callable[[int, FrameType | None], None]:
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        _signal_group(pid, signum)
+    return forward
+
+
+def _remove_bundle(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return True
+    except OSError as e:  # a read-only mount in a pod: the tmpfs goes with the pod
+        print(f"fx executor: bundle not removed ({e.strerror}); it ends with the run's tmpfs",
+              file=sys.stderr)
+        return False
+    return True
+
+
+def _exit_code(status: int) -> tuple[int, str | None]:
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        return 128 - code, signal.Signals(-code).name
+    return code, None
+
+
+def write_result(result: RunResult, path: Path) -> None:
+    """Write the result whole or not at all."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(asdict(result), indent=1))
+    partial.replace(path)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fx_ef.executor",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--bundle", type=Path,
+                        default=Path(contract.POD_SECRETS_DIR) / contract.BUNDLE_FILE_NAME)
+    parser.add_argument("--package-dir", type=Path, default=Path(contract.POD_PACKAGE_DIR))
+    parser.add_argument("--result", type=Path, default=_env_path(contract.ENV_RESULT_FILE))
+    parser.add_argument("--no-mask", action="store_true",
+                        help="show real values on this output (the stored tail stays masked)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds; then SIGTERM")
+    parser.add_argument("--grace", type=float, default=10.0,
+                        help="seconds between SIGTERM and SIGKILL after a timeout")
+    parser.add_argument("--keep-bundle", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        plan = load_plan(args.bundle, args.package_dir)
+    except ExecutorError as e:
+        print(f"fx executor: {e}", file=sys.stderr)
+        return e.exit_code
+    masker = Masker(plan.bundle.get("secrets") or {})
+    tail = _Tail(contract.OUTPUT_TAIL_BYTES)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    mask_r, mask_w = os.pipe()
+    started_at, t0 = datetime.now(UTC), time.monotonic()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the executor's logic below
+        for fd in (out_r, err_r, mask_r):
+            os.close(fd)
+        return _run_script(plan, out_w, err_w, mask_w)
+    for fd in (out_w, err_w, mask_w):
+        os.close(fd)
+    previous = {sig: signal.signal(sig, _forwarding(pid)) for sig in _FORWARDED_SIGNALS}
+    try:
+        deadline = t0 + args.timeout if args.timeout else None
+        status, timed_out = _pump(pid, out_r, err_r, mask_r, masker, tail,
+                                  args.no_mask, deadline, args.grace)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    duration = time.monotonic() - t0
+    code, killed_by = _exit_code(status)
+    removed = True if args.keep_bundle else _remove_bundle(plan.bundle_path)
+    if timed_out:
+        print(f"fx executor: the script ran past its timeout of {args.timeout:g}s and was "
+              "stopped", file=sys.stderr)
+    package = plan.bundle.get("package") or {}
+    result = RunResult(
+        run_id=str(plan.bundle.get("run_id", "")), project=str(package.get("project", "")),
+        package=str(package.get("name", "")), exit_code=code, signal=killed_by,
+        timed_out=timed_out, started_at=started_at.isoformat(timespec="milliseconds"),
+        finished_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        duration_s=round(duration, 6), output_tail=tail.text(),
+        output_truncated=tail.truncated, masked_output=not args.no_mask,
+        unmasked_names=masker.unmasked_names, bundle_removed=removed)
+    if args.result is not None:
+        try:
+            write_result(result, args.result)
+        except OSError as e:
+            print(f"fx executor: cannot write the result to {args.result}: {e.strerror}",
+                  file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

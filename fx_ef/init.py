@@ -1,0 +1,146 @@
+"""The run's init step: open the sealed bundle with the one-time run key, write it to the tmpfs.
+
+    python -m fx_ef.init --run-id RUN --sealed FILE --out DIR (--key-stdin | --broker URL)
+
+In a pod the key comes once from the broker (authenticated by the pod's projected token); in a local
+run ``fxctl run`` passes it on stdin. The key is never written anywhere. Imports neither kopf nor
+the kubernetes client: this step is on every run's critical path.
+
+Exit codes: 0 delivered; 2 bad arguments; 3 no key; 4 the bundle does not open; 5 cannot write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import os
+import sys
+from pathlib import Path
+
+from fx_ef import contract
+
+EXIT_USAGE, EXIT_NO_KEY, EXIT_BAD_BUNDLE, EXIT_WRITE = 2, 3, 4, 5
+
+
+class InitError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _decode_key(text: str, source: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise InitError(f"the run key from {source} is not base64", EXIT_NO_KEY) from None
+    if len(key) != contract.RUN_KEY_BYTES:
+        raise InitError(f"the run key from {source} has {len(key)} bytes, "
+                        f"expected {contract.RUN_KEY_BYTES}", EXIT_NO_KEY)
+    return key
+
+
+def key_from_broker(url: str, run_id: str, token_file: Path, ca_file: Path | None) -> bytes:
+    """Ask the broker for this run's key; it answers once per run, to this run's pod only."""
+    import http.client  # only pods pay for these imports
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise InitError(f"the broker URL must be https://HOST[:PORT], got {url!r}", EXIT_USAGE)
+    try:
+        token = token_file.read_text().strip()
+    except OSError as e:
+        raise InitError(f"cannot read the pod's token {token_file}: {e.strerror}",
+                        EXIT_NO_KEY) from None
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443, context=context,
+                                       timeout=30)
+    path = contract.BROKER_KEY_PATH.format(run_id=run_id)
+    try:
+        conn.request("POST", path, body=b"{}", headers={
+            "Authorization": f"Bearer {token}", contract.RUN_HEADER: run_id,
+            "Content-Type": "application/json"})
+        response = conn.getresponse()
+        body = response.read()
+    except (OSError, http.client.HTTPException) as e:
+        raise InitError(f"cannot reach the broker at {url}: {e}", EXIT_NO_KEY) from None
+    finally:
+        conn.close()
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = {}
+    if response.status != 200:
+        reason = answer.get("error") if isinstance(answer, dict) else None
+        raise InitError(f"the broker refused the run key ({response.status}): "
+                        f"{reason or response.reason}", EXIT_NO_KEY)
+    if not isinstance(answer, dict) or not isinstance(answer.get("key"), str):
+        raise InitError("the broker's answer carries no key", EXIT_NO_KEY)
+    return _decode_key(answer["key"], "the broker")
+
+
+def deliver(sealed_path: Path, out_dir: Path, run_id: str, key: bytes) -> Path:
+    """Open the sealed bundle and write it to ``out_dir``; returns the bundle file's path."""
+    from fx_ef.bundle import BundleError, open_bundle, write_bundle_file
+
+    try:
+        sealed = sealed_path.read_bytes()
+    except OSError as e:
+        raise InitError(f"cannot read the sealed bundle {sealed_path}: {e.strerror}",
+                        EXIT_BAD_BUNDLE) from None
+    try:
+        plaintext = open_bundle(sealed, key, run_id)
+    except BundleError as e:
+        raise InitError(str(e), EXIT_BAD_BUNDLE) from None
+    try:
+        return write_bundle_file(out_dir, plaintext)
+    except FileExistsError:
+        raise InitError(f"a bundle is already in {out_dir}: delivery happens once",
+                        EXIT_WRITE) from None
+    except OSError as e:
+        raise InitError(f"cannot write the bundle into {out_dir}: {e.strerror}",
+                        EXIT_WRITE) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fx_ef.init",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--run-id", default=os.environ.get(contract.ENV_RUN_ID),
+                        help=f"the run (default: ${contract.ENV_RUN_ID})")
+    parser.add_argument("--sealed", type=Path, default=Path(contract.POD_SEALED_BUNDLE))
+    parser.add_argument("--out", type=Path, default=Path(contract.POD_SECRETS_DIR))
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--key-stdin", action="store_true",
+                        help="read the base64 run key from stdin (local runs)")
+    source.add_argument("--broker", default=os.environ.get(contract.ENV_BROKER_URL),
+                        help=f"the broker's https URL (default: ${contract.ENV_BROKER_URL})")
+    parser.add_argument("--token-file", type=Path, default=Path(contract.POD_TOKEN_FILE))
+    parser.add_argument("--ca-file", type=Path, default=Path(contract.POD_CA_FILE))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if not args.run_id:
+            raise InitError(f"no run id: pass --run-id or set {contract.ENV_RUN_ID}", EXIT_USAGE)
+        if args.key_stdin:
+            key = _decode_key(sys.stdin.readline(), "stdin")
+        elif args.broker:
+            key = key_from_broker(args.broker, args.run_id, args.token_file,
+                                  args.ca_file if args.ca_file.exists() else None)
+        else:
+            raise InitError("no key source: pass --key-stdin or --broker", EXIT_USAGE)
+        path = deliver(args.sealed, args.out, args.run_id, key)
+    except InitError as e:
+        print(f"fx init: {e}", file=sys.stderr)
+        return e.exit_code
+    print(f"fx init: bundle of run {args.run_id} delivered to {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""What several command groups share: opening the configured store, reading values."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fx_operator.config import Settings
+from fx_operator.services.opening import open_secret_service
+from fx_operator.services.secrets import SecretService
+
+
+@contextmanager
+def secret_service() -> Iterator[SecretService]:
+    """The store named by the environment (FX_DATABASE_URL, else the embedded one)."""
+    service = open_secret_service(Settings())
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+def parse_value(text: str) -> Any:
+    """JSON when the text is valid JSON (``{"a": 1}``, ``42``, ``"x"``), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

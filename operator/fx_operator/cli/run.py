@@ -1,0 +1,104 @@
+"""``fxctl run DIR`` (a package folder, locally) and ``fxctl results [RUN]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fx_operator.cli.common import parse_value, secret_service
+from fx_operator.cli.output import emit
+from fx_operator.services.local_run import LocalRunner, RunOptions, load_package_folder
+from fx_operator.services.runs import RunService
+from fx_operator.storage.run_records import RunRecord
+
+
+def _params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--param")
+        params[key] = parse_value(value)
+    return params
+
+
+@click.command("run")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--project", "-p", default=None, help="The project; default from package.yaml, "
+              "else 'default'.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A run parameter (VALUE is JSON if it parses); repeatable.")
+@click.option("--no-mask", is_flag=True,
+              help="Show real secret values in the output (debugging; the stored result stays "
+                   "masked).")
+@click.option("--allow-platform-write", is_flag=True,
+              help="Let the script write platform-scope secrets.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds before the script is stopped (default: package.yaml's timeout).")
+def run(folder: Path, project: str | None, params: tuple[str, ...], no_mask: bool,
+        allow_platform_write: bool, timeout: float | None) -> None:
+    """Run the package in FOLDER on this machine, with its secrets.json as package scope.
+
+    The script's output is masked: every secret value it could print shows as ***. The exit
+    code is the script's.
+    """
+    package = load_package_folder(folder, project=project)
+    options = RunOptions(params=_params(params), mask=not no_mask,
+                         allow_platform_write=allow_platform_write, timeout=timeout)
+    with secret_service() as service:
+        record = LocalRunner(service).run(package, options)
+    scopes = ", ".join(f"{name}<-{entry['scope']} v{entry['version']}"
+                       for name, entry in record.manifest.items())
+    click.echo(f"fxctl: run {record.run_id} of {record.project}/{record.package}: "
+               f"{_outcome(record)} in {record.duration_s:.2f}s"
+               f"{'; secrets: ' + scopes if scopes else ''}", err=True)
+    click.get_current_context().exit(record.exit_code)
+
+
+def _outcome(record: RunRecord) -> str:
+    if record.timed_out:
+        return f"timed out (exit {record.exit_code})"
+    if record.signal:
+        return f"killed by {record.signal} (exit {record.exit_code})"
+    return f"exit {record.exit_code}"
+
+
+@click.command("results")
+@click.argument("run_id", required=False)
+@click.option("--project", "-p", default=None)
+@click.option("--package", default=None)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def results(run_id: str | None, project: str | None, package: str | None, limit: int,
+            as_json: bool) -> None:
+    """Show the stored result of RUN_ID (masked output, secret manifest), or list recent runs."""
+    with secret_service() as service:
+        runs = RunService(service)
+        if run_id is None:
+            emit([_summary(r) for r in runs.recent(project=project, package=package,
+                                                   limit=limit)],
+                 ["run", "project", "package", "exit", "started", "duration"], as_json=as_json)
+            return
+        record = runs.result(run_id)
+    if as_json:
+        emit([{**_summary(record), "signal": record.signal, "timed_out": record.timed_out,
+               "finished": record.finished_at.isoformat(), "manifest": record.manifest,
+               "output_tail": record.output_tail,
+               "output_truncated": record.output_truncated}], [], as_json=True)
+        return
+    click.echo(f"run:      {record.run_id}\npackage:  {record.project}/{record.package}\n"
+               f"outcome:  {_outcome(record)}\nstarted:  {record.started_at.isoformat()}\n"
+               f"duration: {record.duration_s:.3f}s")
+    click.echo("secrets:")
+    for name, entry in record.manifest.items():
+        click.echo(f"  {name}: {entry['scope']} v{entry['version']}")
+    click.echo("output (masked" + (", last part only" if record.output_truncated else "") + "):")
+    click.echo(record.output_tail, nl=False)
+
+
+def _summary(record: RunRecord) -> dict[str, Any]:
+    return {"run": record.run_id, "project": record.project, "package": record.package,
+            "exit": record.exit_code, "started": record.started_at.isoformat(timespec="seconds"),
+            "duration": f"{record.duration_s:.2f}s"}

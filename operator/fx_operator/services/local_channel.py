@@ -1,0 +1,105 @@
+"""The run channel of a local run: HTTP on a Unix socket in a private folder, one token per run.
+
+The socket's folder is mode 0700 and the token travels only inside the run's bundle (mode 0400 on
+a tmpfs), so only the run's own processes can use it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import secrets
+import socketserver
+import threading
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+from fx_ef import contract
+from fx_operator.services.channel import MAX_BODY_BYTES, dispatch
+from fx_operator.services.runs import RunGrant, RunService
+
+log = logging.getLogger(__name__)
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    channel: LocalChannel
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        channel = self.server.channel
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self._send(413, {"error": f"request body larger than {MAX_BODY_BYTES} bytes"})
+            return
+        raw = self.rfile.read(length) if length else b""
+        if not channel.authenticates(self.headers.get("Authorization", ""),
+                                     self.headers.get(contract.RUN_HEADER, "")):
+            self._send(401, {"error": "not this run's channel token"})
+            return
+        status, body = dispatch(channel.service, channel.grant, self.command,
+                                self.path.split("?")[0], raw)
+        self._send(status, body)
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def address_string(self) -> str:
+        return "local-run"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("channel: " + format, *args)
+
+
+class LocalChannel:
+    """Serves one run's channel until closed."""
+
+    def __init__(self, service: RunService, grant: RunGrant, folder: Path) -> None:
+        self.service = service
+        self.grant = grant
+        self.token = secrets.token_urlsafe(32)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)
+        self.path = folder / "channel.sock"
+        self._server = _Server(str(self.path), _Handler)
+        self._server.channel = self
+        os.chmod(self.path, 0o600)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.2},
+                                        name=f"channel-{grant.run_id}", daemon=True)
+        self._thread.start()
+
+    @property
+    def descriptor(self) -> dict[str, Any]:
+        """The bundle's ``channel`` entry for this run."""
+        return {"url": f"unix:{self.path}", "token": self.token, "token_file": None,
+                "ca_file": None}
+
+    def authenticates(self, authorization: str, run_id: str) -> bool:
+        expected = f"Bearer {self.token}"
+        return (hmac.compare_digest(authorization.encode(), expected.encode())
+                and run_id == self.grant.run_id)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        self.path.unlink(missing_ok=True)

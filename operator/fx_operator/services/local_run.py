@@ -1,0 +1,245 @@
+"""Run a package folder on this machine: the same bundle, steps and masking as a pod run.
+
+Only delivery differs. The sealed bundle is written to a private work folder; the one-time run key
+goes to the init step on a pipe; the init step writes the bundle to a tmpfs (``/dev/shm``) folder
+of mode 0700; the executor runs the script and masks its output; the channel is a Unix socket in
+the work folder. When the run ends the tmpfs folder, the socket and the sealed bundle are removed
+and the result (masked) is recorded in the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from fx_ef import contract
+from fx_ef.bundle import new_run_key, seal_bundle
+from fx_operator.domain.package_spec import PackageSpec, parse_package_spec
+from fx_operator.domain.scopes import DEFAULT_PROJECT, OWNER_NAME_PATTERN
+from fx_operator.exceptions import Problem, RunError, ValidationError
+from fx_operator.services.local_channel import LocalChannel
+from fx_operator.services.runs import RunGrant, RunService
+from fx_operator.services.secrets import Resolution, SecretService
+from fx_operator.storage.run_records import RunRecord
+
+log = logging.getLogger(__name__)
+
+SECRETS_FILE = "secrets.json"
+SPEC_FILE = "package.yaml"
+TMPFS = Path("/dev/shm")  # noqa: S108 (a private 0700 folder is made inside)
+# Settings of the store are the operator's, never the script's: a script that could read
+# FX_DATABASE_URL or FX_MASTER_KEY_FILE could bypass scopes altogether.
+_WITHHELD_ENV_PREFIXES = ("FX_", "EF_ENV")
+
+
+@dataclass(frozen=True)
+class PackageFolder:
+    path: Path
+    name: str
+    project: str
+    entrypoint: str
+    spec: PackageSpec
+    secrets_file: Path | None
+
+    @property
+    def package_id(self) -> str:
+        return f"{self.project}/{self.name}"
+
+
+def load_package_folder(path: Path, *, project: str | None = None) -> PackageFolder:
+    """Read a package folder's settings and find its entrypoint; nothing is stored yet."""
+    if not path.is_dir():
+        raise RunError(f"{path} is not a folder")
+    path = path.resolve()
+    spec_path = path / SPEC_FILE
+    spec = (parse_package_spec(spec_path.read_text(), source=str(spec_path))
+            if spec_path.is_file() else PackageSpec())
+    name = spec.name or path.name
+    if not OWNER_NAME_PATTERN.match(name):
+        raise ValidationError(Problem("name", f"the folder's name {name!r} is not a valid package "
+                                      "name (lowercase letters, digits and '-'): set name in "
+                                      f"{SPEC_FILE}"), source=str(spec_path))
+    chosen_project = project or spec.project or DEFAULT_PROJECT
+    if not OWNER_NAME_PATTERN.match(chosen_project):
+        raise ValidationError(Problem("project", f"{chosen_project!r} is not a valid project "
+                                      "name (lowercase letters, digits and '-')"),
+                              source="--project")
+    entrypoint = spec.entrypoint or _only_script(path)
+    if not (path / entrypoint).is_file():
+        raise RunError(f"entrypoint {entrypoint!r} not found in {path}")
+    secrets_file = path / SECRETS_FILE
+    return PackageFolder(path, name, chosen_project, entrypoint, spec,
+                         secrets_file if secrets_file.is_file() else None)
+
+
+def _only_script(path: Path) -> str:
+    scripts = sorted(p.name for p in path.glob("*.py"))
+    if len(scripts) == 1:
+        return scripts[0]
+    if not scripts:
+        raise RunError(f"no .py script in {path}: a package needs an entrypoint")
+    raise RunError(f"several scripts in {path} ({', '.join(scripts)}): name the one to run "
+                   f"with 'entrypoint:' in {SPEC_FILE}")
+
+
+def new_run_id() -> str:
+    return f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
+
+
+@dataclass
+class RunOptions:
+    params: Mapping[str, Any] = field(default_factory=dict)
+    mask: bool = True
+    allow_platform_write: bool = False
+    timeout: float | None = None
+
+
+class LocalRunner:
+    """Prepares, runs and records one package run at a time on the configured store."""
+
+    def __init__(self, secrets_service: SecretService, *, python: str = sys.executable) -> None:
+        self.secrets = secrets_service
+        self.runs = RunService(secrets_service)
+        self.python = python
+
+    def run(self, folder: PackageFolder, options: RunOptions) -> RunRecord:
+        if folder.secrets_file is not None:
+            written = self.secrets.sync_file(folder.secrets_file.read_bytes(),
+                                             project=folder.project, package=folder.name,
+                                             source=str(folder.secrets_file))
+            if written:
+                log.info("imported %s: %s", folder.secrets_file,
+                         ", ".join(f"{n} v{v}" for n, v in sorted(written.items())))
+        run_id = new_run_id()
+        resolution = self.secrets.resolve(folder.project, folder.name, run_id=run_id,
+                                          actor=f"run:{run_id}")
+        grant = RunGrant(run_id, folder.project, folder.name, options.allow_platform_write)
+        with _private_dir("fx-run-", None) as work, _private_dir("fx-secrets-", _tmpfs()) as tmp:
+            channel = LocalChannel(self.runs, grant, work / "channel")
+            try:
+                bundle = _bundle(folder, run_id, resolution, options, channel.descriptor)
+                key = new_run_key()
+                sealed = work / "bundle.sealed"
+                sealed.write_bytes(seal_bundle(bundle, key))
+                self._init(run_id, sealed, tmp, key)
+                exit_code = self._execute(tmp / contract.BUNDLE_FILE_NAME, folder,
+                                          work / "result.json", options)
+                record = _record(work / "result.json", folder, run_id, exit_code, resolution)
+            finally:
+                channel.close()
+        self.runs.record_result(record)
+        return record
+
+    def _init(self, run_id: str, sealed: Path, out: Path, key: bytes) -> None:
+        step = subprocess.run(
+            [self.python, "-m", "fx_ef.init", "--run-id", run_id, "--sealed", str(sealed),
+             "--out", str(out), "--key-stdin"],
+            input=base64.b64encode(key) + b"\n", capture_output=True, env=_script_env(),
+            check=False)
+        if step.returncode != 0:
+            raise RunError(f"the init step failed ({step.returncode}): "
+                           f"{step.stderr.decode(errors='replace').strip()}")
+
+    def _execute(self, bundle: Path, folder: PackageFolder, result: Path,
+                 options: RunOptions) -> int:
+        command = [self.python, "-m", "fx_ef.executor", "--bundle", str(bundle),
+                   "--package-dir", str(folder.path), "--result", str(result)]
+        if not options.mask:
+            command.append("--no-mask")
+        timeout = options.timeout or folder.spec.timeout
+        if timeout:
+            command += ["--timeout", str(timeout)]
+        process = subprocess.Popen(command, env=_script_env())
+        with _forwarding_signals(process):
+            return process.wait()
+
+
+def _tmpfs() -> Path | None:
+    if TMPFS.is_dir() and os.access(TMPFS, os.W_OK):
+        return TMPFS
+    log.warning("%s is not available: the run's bundle goes to a private folder on disk", TMPFS)
+    return None
+
+
+@contextmanager
+def _private_dir(prefix: str, parent: Path | None) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))  # mode 0700
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def _forwarding_signals(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    """While the executor runs, signals go to it; it stops the script and records the result."""
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if process.poll() is None:
+            process.send_signal(signum)
+
+    def ignore(_signum: int, _frame: FrameType | None) -> None:
+        pass  # a terminal's Ctrl-C already reached the executor, in our process group
+
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+                signal.SIGINT: signal.signal(signal.SIGINT, ignore)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _script_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_WITHHELD_ENV_PREFIXES)}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _bundle(folder: PackageFolder, run_id: str, resolution: Resolution, options: RunOptions,
+            channel: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": contract.BUNDLE_FORMAT,
+        "run_id": run_id,
+        "package": {"name": folder.name, "id": folder.package_id, "project": folder.project},
+        "entrypoint": folder.entrypoint,
+        "compat": folder.spec.compat,
+        "params": {**folder.spec.params, **options.params},
+        "config": dict(folder.spec.config),
+        "secrets": resolution.values,
+        "scopes": {name: entry.scope.value for name, entry in resolution.manifest.items()},
+        "channel": channel,
+        "allow_platform_write": options.allow_platform_write,
+    }
+
+
+def _record(result_file: Path, folder: PackageFolder, run_id: str, exit_code: int,
+            resolution: Resolution) -> RunRecord:
+    """The executor's result with the run's manifest; the executor's own code if it wrote none."""
+    now = datetime.now(UTC)
+    try:
+        result = json.loads(result_file.read_text())
+    except (OSError, ValueError):
+        return RunRecord(run_id, folder.project, folder.name, f"run:{run_id}", exit_code, None,
+                         False, now, now, 0.0, "(the executor recorded no result)", False,
+                         resolution.manifest_dict())
+    return RunRecord(
+        run_id, folder.project, folder.name, f"run:{run_id}", int(result["exit_code"]),
+        result.get("signal"), bool(result.get("timed_out")),
+        datetime.fromisoformat(result["started_at"]), datetime.fromisoformat(result["finished_at"]),
+        float(result["duration_s"]), str(result["output_tail"]),
+        bool(result.get("output_truncated")), resolution.manifest_dict())
