@@ -47,5 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     except FxError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_FAILURE)
+    except OSError as e:  # a file named on the command line cannot be read or written
+        where = f": {e.filename}" if e.filename else ""
+        click.echo(f"error: {e.strerror or e}{where}", err=True)
+        sys.exit(EXIT_FAILURE)
     if isinstance(code, int) and code:
         sys.exit(code)
