@@ -30,16 +30,14 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple, TypedDict
 
 from fx_ef import contract
 from fx_ef.masking import Masker, MaskingStream
 
 EXIT_USAGE, EXIT_NO_ENTRYPOINT = 2, 3
+EXIT_SCRIPT_FAILED = 1
 _FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
                       signal.SIGUSR1, signal.SIGUSR2)
 _READ_SIZE = 64 * 1024
@@ -51,8 +49,11 @@ class ExecutorError(Exception):
         self.exit_code = exit_code
 
 
-@dataclass
-class RunResult:
+# Start-up time is this step's cost on every run: stdlib only, and neither dataclasses nor
+# pathlib nor runpy (each costs milliseconds to import).
+
+
+class RunResult(TypedDict):
     """What is kept of a run: never a secret value (the tail is masked)."""
 
     run_id: str
@@ -71,18 +72,18 @@ class RunResult:
     bundle_removed: bool
 
 
-@dataclass
-class _Plan:
-    bundle_path: Path
+class _Plan(NamedTuple):
+    bundle_path: str
     bundle: dict[str, Any]
-    entrypoint: Path
+    entrypoint: str
     argv: list[str]
 
 
-def load_plan(bundle_path: Path, package_dir: Path) -> _Plan:
+def load_plan(bundle_path: str, package_dir: str) -> _Plan:
     """Read the bundle and check the entrypoint, before anything is started."""
     try:
-        bundle = json.loads(bundle_path.read_bytes())
+        with open(bundle_path, "rb") as f:
+            bundle = json.loads(f.read())
     except OSError as e:
         raise ExecutorError(f"cannot read the bundle {bundle_path}: {e.strerror}",
                             EXIT_USAGE) from None
@@ -94,14 +95,15 @@ def load_plan(bundle_path: Path, package_dir: Path) -> _Plan:
     name = bundle.get("entrypoint")
     if not isinstance(name, str) or not name:
         raise ExecutorError("the bundle names no entrypoint", EXIT_NO_ENTRYPOINT)
-    entrypoint = (package_dir / name).resolve()
-    if not entrypoint.is_relative_to(package_dir.resolve()):
+    root = os.path.realpath(package_dir)
+    entrypoint = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([root, entrypoint]) != root:
         raise ExecutorError(f"entrypoint {name!r} is outside the package folder",
                             EXIT_NO_ENTRYPOINT)
-    if not entrypoint.is_file():
+    if not os.path.isfile(entrypoint):
         raise ExecutorError(f"entrypoint {name!r} not found in {package_dir}",
                             EXIT_NO_ENTRYPOINT)
-    argv = [str(entrypoint)]
+    argv = [entrypoint]
     if bundle.get("compat") == "ferris":
         # The original platform's calling convention, opted into per package: argv is visible
         # to other processes on the machine, so this is never the default.
@@ -119,10 +121,7 @@ def _identity_params(bundle: dict[str, Any]) -> dict[str, Any]:
 # --- the child ------------------------------------------------------------------------------------
 
 def _run_script(plan: _Plan, out_w: int, err_w: int, mask_w: int) -> int:
-    """In the forked child: become the script. Returns the exit code (or raises SystemExit)."""
-    import runpy
-    import traceback
-
+    """In the forked child: become the script, run it, and return its exit code."""
     os.setpgid(0, 0)  # our own group: a terminal's Ctrl-C reaches the script once, through us
     for sig in _FORWARDED_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
@@ -135,27 +134,60 @@ def _run_script(plan: _Plan, out_w: int, err_w: int, mask_w: int) -> int:
         os.close(fd)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    os.environ[contract.ENV_BUNDLE] = str(plan.bundle_path)
+    os.environ[contract.ENV_BUNDLE] = plan.bundle_path
     os.environ[contract.ENV_RUN_ID] = str(plan.bundle.get("run_id", ""))
     os.environ[contract.ENV_MASK_FD] = str(mask_w)
     os.environ.pop(contract.ENV_LOCAL, None)
-    os.chdir(plan.entrypoint.parent)
+    folder = os.path.dirname(plan.entrypoint)
+    os.chdir(folder)
     sys.argv = list(plan.argv)
-    sys.path[0] = str(plan.entrypoint.parent)
+    sys.path[0] = folder
+    main = type(sys)("__main__")
+    main.__file__ = plan.entrypoint
+    sys.modules["__main__"] = main
     try:
-        runpy.run_path(str(plan.entrypoint), run_name="__main__")
-    except (SystemExit, KeyboardInterrupt):
+        with open(plan.entrypoint, "rb") as f:
+            code = compile(f.read(), plan.entrypoint, "exec")
+        exec(code, main.__dict__)  # noqa: S102 (running the package's script is the point)
+    except SystemExit as e:
+        return _system_exit_code(e)
+    except KeyboardInterrupt:
         raise
     except BaseException as e:  # the script's own error: report it as Python would, minus us
+        import traceback
+
         traceback.print_exception(type(e), e, _script_frames(e.__traceback__, plan.entrypoint))
         return 1
     return 0
 
 
-def _script_frames(tb: TracebackType | None, entrypoint: Path) -> TracebackType | None:
-    """The traceback from the script's first frame on, without the executor's and runpy's."""
+def _system_exit_code(e: SystemExit) -> int:
+    if e.code is None:
+        return 0
+    if isinstance(e.code, int):
+        return e.code & 0xFF
+    print(e.code, file=sys.stderr)
+    return 1
+
+
+def _finish_child(code: int) -> None:
+    """End the script's process as the interpreter would, minus the slow module teardown."""
+    import atexit
+    import threading
+
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  # join non-daemon threads
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def _script_frames(tb: TracebackType | None, entrypoint: str) -> TracebackType | None:
+    """The traceback from the script's first frame on, without the executor's."""
     current = tb
-    while current is not None and current.tb_frame.f_code.co_filename != str(entrypoint):
+    while current is not None and current.tb_frame.f_code.co_filename != entrypoint:
         current = current.tb_next
     return current or tb
 
@@ -278,9 +310,9 @@ def _forwarding(pid: int) -> Callable[[int, FrameType | None], None]:
     return forward
 
 
-def _remove_bundle(path: Path) -> bool:
+def _remove_bundle(path: str) -> bool:
     try:
-        path.unlink()
+        os.unlink(path)
     except FileNotFoundError:
         return True
     except OSError as e:  # a read-only mount in a pod: the tmpfs goes with the pod
@@ -297,20 +329,27 @@ def _exit_code(status: int) -> tuple[int, str | None]:
     return code, None
 
 
-def write_result(result: RunResult, path: Path) -> None:
+def write_result(result: RunResult, path: str) -> None:
     """Write the result whole or not at all."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(asdict(result), indent=1))
-    partial.replace(path)
+    partial = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial")
+    with open(partial, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(partial, path)
+
+
+def _timestamp(seconds: float) -> str:
+    """ISO 8601 in UTC with milliseconds, without importing datetime."""
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{whole}.{int(seconds % 1 * 1000):03d}+00:00"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fx_ef.executor",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--bundle", type=Path,
-                        default=Path(contract.POD_SECRETS_DIR) / contract.BUNDLE_FILE_NAME)
-    parser.add_argument("--package-dir", type=Path, default=Path(contract.POD_PACKAGE_DIR))
-    parser.add_argument("--result", type=Path, default=_env_path(contract.ENV_RESULT_FILE))
+    parser.add_argument("--bundle", default=os.path.join(contract.POD_SECRETS_DIR,
+                                                          contract.BUNDLE_FILE_NAME))
+    parser.add_argument("--package-dir", default=contract.POD_PACKAGE_DIR)
+    parser.add_argument("--result", default=os.environ.get(contract.ENV_RESULT_FILE) or None)
     parser.add_argument("--no-mask", action="store_true",
                         help="show real values on this output (the stored tail stays masked)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds; then SIGTERM")
@@ -318,11 +357,6 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds between SIGTERM and SIGKILL after a timeout")
     parser.add_argument("--keep-bundle", action="store_true", help=argparse.SUPPRESS)
     return parser
-
-
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get(name)
-    return Path(value) if value else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,14 +371,18 @@ def main(argv: list[str] | None = None) -> int:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     mask_r, mask_w = os.pipe()
-    started_at, t0 = datetime.now(UTC), time.monotonic()
+    started_at, t0 = time.time(), time.monotonic()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # the child: never returns into the executor's logic below
-        for fd in (out_r, err_r, mask_r):
-            os.close(fd)
-        return _run_script(plan, out_w, err_w, mask_w)
+        code = EXIT_SCRIPT_FAILED
+        try:
+            for fd in (out_r, err_r, mask_r):
+                os.close(fd)
+            code = _run_script(plan, out_w, err_w, mask_w)
+        finally:
+            _finish_child(code)
     for fd in (out_w, err_w, mask_w):
         os.close(fd)
     previous = {sig: signal.signal(sig, _forwarding(pid)) for sig in _FORWARDED_SIGNALS}
@@ -365,8 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     result = RunResult(
         run_id=str(plan.bundle.get("run_id", "")), project=str(package.get("project", "")),
         package=str(package.get("name", "")), exit_code=code, signal=killed_by,
-        timed_out=timed_out, started_at=started_at.isoformat(timespec="milliseconds"),
-        finished_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        timed_out=timed_out, started_at=_timestamp(started_at),
+        finished_at=_timestamp(time.time()),
         duration_s=round(duration, 6), output_tail=tail.text(),
         output_truncated=tail.truncated, masked_output=not args.no_mask,
         unmasked_names=masker.unmasked_names, bundle_removed=removed)
@@ -379,5 +417,14 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def run() -> None:
+    """Entry point: exit with the script's code, skipping the interpreter's module teardown
+    (nothing of ours needs it, and it is a measurable part of a trivial run)."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
