@@ -26,7 +26,7 @@ from fx_operator.storage.backends import (
     as_datetime,
     utcnow,
 )
-from fx_operator.storage.migrating import upgrade
+from fx_operator.storage.migrating import ensure_current
 
 OWNER_MATCH = "scope = :scope AND project = :project AND package = :package"
 
@@ -152,15 +152,24 @@ class SecretStore:
     @classmethod
     def open_postgres(cls, url: str, *, pool_max_size: int = 10,
                       migrate: bool = True) -> SecretStore:
+        backend = PostgresBackend(url, max_size=pool_max_size)
         if migrate:
-            upgrade(url)
-        return cls(PostgresBackend(url, max_size=pool_max_size))
+            try:
+                ensure_current(backend)
+            except BaseException:
+                backend.close()
+                raise
+        return cls(backend)
 
     @classmethod
     def open_embedded(cls, path: Any, *, migrate: bool = True) -> SecretStore:
         backend = SqliteBackend(path)
         if migrate:
-            upgrade(backend.url)
+            try:
+                ensure_current(backend)
+            except BaseException:
+                backend.close()
+                raise
         return cls(backend)
 
     def close(self) -> None:
