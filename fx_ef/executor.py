@@ -329,11 +329,28 @@ def _exit_code(status: int) -> tuple[int, str | None]:
     return code, None
 
 
-def write_result(result: RunResult, path: str) -> None:
-    """Write the result whole or not at all."""
+def fit_result(result: RunResult, max_bytes: int) -> str:
+    """The result as JSON of at most ``max_bytes`` (a pod's termination message keeps 4 KiB):
+    the oldest part of the output tail goes first."""
+    text = json.dumps(result, separators=(",", ":"))
+    while len(text.encode()) > max_bytes and result["output_tail"]:
+        excess = len(text.encode()) - max_bytes
+        result["output_tail"] = result["output_tail"][max(excess, 64):]
+        result["output_truncated"] = True
+        text = json.dumps(result, separators=(",", ":"))
+    return text
+
+
+def write_result(result: RunResult, path: str, max_bytes: int | None = None) -> None:
+    """Write the result whole or not at all (``/dev/termination-log`` is written in place)."""
+    text = fit_result(result, max_bytes) if max_bytes else json.dumps(result, indent=1)
+    if path.startswith("/dev/"):
+        with open(path, "w") as f:
+            f.write(text)
+        return
     partial = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial")
     with open(partial, "w") as f:
-        json.dump(result, f, indent=1)
+        f.write(text)
     os.replace(partial, path)
 
 
@@ -350,6 +367,8 @@ def _parser() -> argparse.ArgumentParser:
                                                           contract.BUNDLE_FILE_NAME))
     parser.add_argument("--package-dir", default=contract.POD_PACKAGE_DIR)
     parser.add_argument("--result", default=os.environ.get(contract.ENV_RESULT_FILE) or None)
+    parser.add_argument("--result-max-bytes", type=int, default=None,
+                        help="shorten the output tail so the result fits (termination message)")
     parser.add_argument("--no-mask", action="store_true",
                         help="show real values on this output (the stored tail stays masked)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds; then SIGTERM")
@@ -410,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         unmasked_names=masker.unmasked_names, bundle_removed=removed)
     if args.result is not None:
         try:
-            write_result(result, args.result)
+            write_result(result, args.result, args.result_max_bytes)
         except OSError as e:
             print(f"fx executor: cannot write the result to {args.result}: {e.strerror}",
                   file=sys.stderr)

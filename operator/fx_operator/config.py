@@ -7,6 +7,20 @@
 | master_key_file    | ``FX_MASTER_KEY_FILE``| unset: ``home/master.key``, local use only     |
 | pool_max_size      | ``FX_POOL_MAX_SIZE``  | 10 connections to PostgreSQL                   |
 | actor              | ``FX_ACTOR``          | the OS user name, written to audit records     |
+
+The operator's own settings (ignored by local runs), each ``FX_`` + the name in capitals:
+
+* ``platform_namespace`` (``fx-system``): the only namespace whose ScopedSecrets may be platform
+  scope;
+* ``platform_writers`` (none): JSON list of ``namespace/package`` whose runs may write platform
+  scope;
+* ``runtime_image``: the run pods' image, unless a Package names one;
+* ``broker_url`` (``https://fx-broker.fx-system.svc:8443``): the broker as run pods reach it;
+  ``broker_host``, ``broker_port`` (``0.0.0.0``, 8443): where it listens;
+  ``broker_audience`` (``fx-broker``): the run pods' token audience;
+  ``broker_ca_configmap`` (``fx-broker-ca``): the CA's ConfigMap in each namespace;
+  ``broker_dns_names``: JSON list of names in its certificate (default: broker_url's host);
+* ``job_ttl_seconds`` (3600), ``metrics_port`` (9090).
 """
 
 from __future__ import annotations
@@ -46,6 +60,30 @@ class Settings(BaseSettings):
     pool_max_size: int = Field(default=10, ge=1, description="Most PostgreSQL connections held.")
     actor: str = Field(default_factory=_default_actor,
                        description="Who the audit records name for writes from this process.")
+
+    platform_namespace: str = Field(default="fx-system",
+                                    description="Namespace whose ScopedSecrets may be platform "
+                                    "scope.")
+    platform_writers: list[str] = Field(
+        default_factory=list,
+        description="namespace/package pairs whose runs may write platform-scope secrets.")
+    runtime_image: str = Field(default="ghcr.io/fx-dev/fx-runtime:0.1.0",
+                               description="Image of run pods unless a Package names one.")
+    broker_url: str = Field(default="https://fx-broker.fx-system.svc:8443",
+                            description="The broker's URL as run pods reach it.")
+    broker_host: str = Field(default="0.0.0.0", description="Where the broker listens.")  # noqa: S104
+    broker_port: int = Field(default=8443, ge=0, le=65535)
+    broker_audience: str = Field(default="fx-broker",
+                                 description="Audience of the run pods' projected tokens.")
+    broker_ca_configmap: str = Field(default="fx-broker-ca",
+                                     description="ConfigMap with the broker's CA, per namespace.")
+    broker_dns_names: list[str] = Field(default_factory=list,
+                                        description="Names in the broker's certificate.")
+    job_ttl_seconds: int = Field(default=3600, ge=0)
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+
+    def may_write_platform(self, namespace: str, package: str) -> bool:
+        return f"{namespace}/{package}" in self.platform_writers
 
     @property
     def embedded(self) -> bool:

@@ -309,3 +309,15 @@ def test_unreadable_bundle_is_a_clear_error(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert b"cannot read the bundle" in run.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_result_fits_a_termination_message(tmp_path: Path) -> None:
+    root = _package(tmp_path, f"for i in range(2000):\n    print('line', i, {CANARY!r})\n")
+    run = _execute(root, "--result-max-bytes", "4096")
+    assert run.returncode == 0
+    text = (root / "result.json").read_text()
+    assert len(text.encode()) <= 4096
+    result = json.loads(text)
+    assert result["output_truncated"] is True
+    assert result["output_tail"].endswith("line 1999 ***\n")
+    assert CANARY not in text

@@ -13,6 +13,7 @@ Every field is optional::
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
@@ -65,3 +66,79 @@ def _message(error: Any) -> str:
     if error["type"] == "string_pattern_mismatch":
         return f"{error['input']!r} does not match {error['ctx']['pattern']}"
     return str(error["msg"])
+
+
+# --- a Package resource's spec -------------------------------------------------------------------
+
+SECRETS_FILE_NAME = "secrets.json"
+MAX_TOTAL_SCRIPT_BYTES = 900 * 1024  # a ConfigMap holds at most 1 MiB, metadata included
+
+
+@dataclass(frozen=True)
+class PackageDefinition:
+    """A Package resource's spec, checked: what a run of it needs."""
+
+    name: str
+    scripts: dict[str, str]
+    entrypoint: str
+    image: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    compat: str | None = None
+    timeout_seconds: int | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+
+
+def package_definition(name: str, spec: dict[str, Any]) -> PackageDefinition:
+    """Check a Package's spec; a ValidationError lists every problem with its field."""
+    source = f"Package {name}"
+    problems: list[Problem] = []
+    scripts: dict[str, str] = {}
+    raw_scripts = spec.get("scripts")
+    if not isinstance(raw_scripts, list) or not raw_scripts:
+        problems.append(Problem("spec.scripts", "must list at least one script"))
+        raw_scripts = []
+    for index, item in enumerate(raw_scripts):
+        where = f"spec.scripts[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                or not isinstance(item.get("content"), str):
+            problems.append(Problem(where, "needs a name and a content, both strings"))
+            continue
+        script_name = item["name"]
+        if script_name == SECRETS_FILE_NAME:
+            problems.append(Problem(f"{where}.name", "a Package carries no secrets.json: seal it "
+                                    "into a ScopedSecret (fxctl seal)"))
+        elif "/" in script_name or script_name.startswith("."):
+            problems.append(Problem(f"{where}.name", f"{script_name!r} must be a plain file name"))
+        elif script_name in scripts:
+            problems.append(Problem(f"{where}.name", f"{script_name!r} appears twice"))
+        else:
+            scripts[script_name] = item["content"]
+    total = sum(len(c.encode()) for c in scripts.values())
+    if total > MAX_TOTAL_SCRIPT_BYTES:
+        problems.append(Problem("spec.scripts", f"{total} bytes in all; at most "
+                                f"{MAX_TOTAL_SCRIPT_BYTES} fit in the ConfigMap"))
+    entrypoint = spec.get("entrypoint")
+    python_scripts = sorted(n for n in scripts if n.endswith(".py"))
+    if entrypoint is None:
+        if len(python_scripts) == 1:
+            entrypoint = python_scripts[0]
+        elif scripts:
+            problems.append(Problem("spec.entrypoint", "name the script to run: the package has "
+                                    f"{len(python_scripts)} .py scripts"))
+    elif entrypoint not in scripts:
+        problems.append(Problem("spec.entrypoint", f"{entrypoint!r} is not one of the scripts"))
+    compat = spec.get("compat")
+    if compat not in (None, "ferris"):
+        problems.append(Problem("spec.compat", f"{compat!r} is not 'ferris'"))
+    timeout = spec.get("timeoutSeconds")
+    if timeout is not None and (not isinstance(timeout, int) or timeout < 1):
+        problems.append(Problem("spec.timeoutSeconds", "must be a positive whole number"))
+    for key in ("params", "config", "resources"):
+        if not isinstance(spec.get(key, {}), dict):
+            problems.append(Problem(f"spec.{key}", "must be an object"))
+    if problems:
+        raise ValidationError(problems, source=source)
+    return PackageDefinition(name, scripts, str(entrypoint), spec.get("image"),
+                             dict(spec.get("params") or {}), dict(spec.get("config") or {}),
+                             compat, timeout, dict(spec.get("resources") or {}))

@@ -1,0 +1,217 @@
+"""The Kubernetes objects of a run, built from a Package and an Execution. Pure: dicts out.
+
+* the package's ConfigMap (its scripts), owned by the Package, kept in sync with it;
+* the run's Secret, holding only the *sealed* bundle (ciphertext under the one-time run key);
+* the run's Job: an init container that gets the run key from the broker (authenticated by a
+  projected, audience-bound, short-lived token) and opens the bundle into a memory-backed
+  ``emptyDir``; the executor as the main container, with that volume read-only; the restricted
+  pod-security level; no default service-account token; no retries (the key is given once).
+
+Names are deterministic, so a restarted operator finds the Job it made instead of making another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from fx_ef import contract
+
+GROUP = "fx.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+LABEL_RUN = f"{GROUP}/run-id"
+LABEL_EXECUTION = f"{GROUP}/execution"
+LABEL_PACKAGE = f"{GROUP}/package"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "fx-operator"
+ANNOTATION_CONTENT_HASH = f"{GROUP}/content-hash"
+SEALED_BUNDLE_KEY = "bundle"
+INIT_CONTAINER = "deliver-secrets"
+SCRIPT_CONTAINER = "script"
+RESULT_MAX_BYTES = 4096  # the kubelet keeps at most 4 KiB of a termination message
+_MAX_NAME = 63
+
+
+def _bounded(prefix: str, name: str) -> str:
+    """``prefix + name`` within 63 characters; long names keep a hash so they stay unique."""
+    full = f"{prefix}{name}"
+    if len(full) <= _MAX_NAME:
+        return full
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{full[:_MAX_NAME - 9].rstrip('-')}-{digest}"
+
+
+def job_name(execution: str) -> str:
+    return _bounded("fx-run-", execution)
+
+
+def sealed_secret_name(execution: str) -> str:
+    return _bounded("fx-sealed-", execution)
+
+
+def scripts_configmap_name(package: str) -> str:
+    return _bounded("fx-pkg-", package)
+
+
+def content_hash(scripts: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(scripts):
+        digest.update(name.encode() + b"\0" + scripts[name].encode() + b"\0")
+    return digest.hexdigest()
+
+
+def owner_reference(kind: str, name: str, uid: str, *, controller: bool = True) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": kind, "name": name, "uid": uid,
+            "controller": controller, "blockOwnerDeletion": True}
+
+
+@dataclass(frozen=True)
+class RunPodSettings:
+    """What the operator's configuration decides about every run pod."""
+
+    runtime_image: str
+    broker_url: str
+    broker_audience: str
+    broker_ca_configmap: str
+    token_expiration_seconds: int = 600
+    ttl_seconds_after_finished: int = 3600
+    run_user_id: int = 10001
+    bundle_size_limit: str = "16Mi"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One Execution of one Package, as decided when it was admitted."""
+
+    namespace: str
+    execution: str
+    execution_uid: str
+    package: str
+    run_id: str
+    entrypoint: str
+    script_names: tuple[str, ...]
+    image: str | None = None
+    timeout_seconds: int | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    def labels(self) -> dict[str, str]:
+        return {LABEL_RUN: self.run_id, LABEL_EXECUTION: self.execution,
+                LABEL_PACKAGE: self.package, LABEL_MANAGED_BY: MANAGER}
+
+
+def scripts_configmap(namespace: str, package: str, package_uid: str,
+                      scripts: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": scripts_configmap_name(package), "namespace": namespace,
+                     "labels": {LABEL_PACKAGE: package, LABEL_MANAGED_BY: MANAGER},
+                     "annotations": {ANNOTATION_CONTENT_HASH: content_hash(scripts)},
+                     "ownerReferences": [owner_reference("Package", package, package_uid)]},
+        "data": dict(sorted(scripts.items())),
+    }
+
+
+def sealed_bundle_secret(plan: RunPlan, sealed_base64: str) -> dict[str, Any]:
+    """The run's bundle, sealed under the one-time run key: ciphertext only (P1)."""
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": sealed_secret_name(plan.execution), "namespace": plan.namespace,
+                     "labels": plan.labels(),
+                     "ownerReferences": [owner_reference("Execution", plan.execution,
+                                                         plan.execution_uid)]},
+        "data": {SEALED_BUNDLE_KEY: sealed_base64},
+    }
+
+
+def _restricted() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _dir(path: str) -> str:
+    return path.rsplit("/", 1)[0]
+
+
+def run_job(plan: RunPlan, settings: RunPodSettings) -> dict[str, Any]:
+    """The Job of one run (its deterministic name: ``job_name(plan.execution)``)."""
+    secrets_dir = contract.POD_SECRETS_DIR
+    bundle_path = f"{secrets_dir}/{contract.BUNDLE_FILE_NAME}"
+    image = plan.image or settings.runtime_image
+    env = [{"name": contract.ENV_RUN_ID, "value": plan.run_id},
+           {"name": contract.ENV_BROKER_URL, "value": settings.broker_url},
+           {"name": "PYTHONUNBUFFERED", "value": "1"},
+           {"name": "HOME", "value": "/tmp"}]  # noqa: S108 (an emptyDir; the root fs is read-only)
+    token_mount = {"name": "token", "mountPath": _dir(contract.POD_TOKEN_FILE), "readOnly": True}
+    ca_mount = {"name": "broker-ca", "mountPath": _dir(contract.POD_CA_FILE), "readOnly": True}
+    init = {
+        "name": INIT_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "fx_ef.init", "--run-id", plan.run_id,
+                    "--sealed", contract.POD_SEALED_BUNDLE, "--out", secrets_dir,
+                    "--broker", settings.broker_url, "--token-file", contract.POD_TOKEN_FILE,
+                    "--ca-file", contract.POD_CA_FILE],
+        "env": env, "securityContext": _restricted(),
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                      "limits": {"cpu": "500m", "memory": "128Mi"}},
+        "volumeMounts": [
+            {"name": "sealed", "mountPath": _dir(contract.POD_SEALED_BUNDLE), "readOnly": True},
+            {"name": "secrets", "mountPath": secrets_dir},
+            token_mount, ca_mount],
+    }
+    command = ["python", "-m", "fx_ef.executor", "--bundle", bundle_path,
+               "--package-dir", contract.POD_PACKAGE_DIR, "--result", contract.POD_RESULT_FILE,
+               "--result-max-bytes", str(RESULT_MAX_BYTES)]
+    script = {
+        "name": SCRIPT_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
+        "command": command, "env": env, "securityContext": _restricted(),
+        "resources": plan.resources or {"requests": {"cpu": "100m", "memory": "128Mi"}},
+        "terminationMessagePath": contract.POD_RESULT_FILE,
+        "terminationMessagePolicy": "File",
+        "volumeMounts": [
+            {"name": "package", "mountPath": contract.POD_PACKAGE_DIR, "readOnly": True},
+            {"name": "secrets", "mountPath": secrets_dir, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+            token_mount, ca_mount],
+    }
+    volumes = [
+        {"name": "package", "configMap": {
+            "name": scripts_configmap_name(plan.package), "defaultMode": 0o444,
+            "items": [{"key": n, "path": n} for n in plan.script_names]}},
+        {"name": "sealed", "secret": {"secretName": sealed_secret_name(plan.execution),
+                                      "defaultMode": 0o400}},
+        {"name": "secrets", "emptyDir": {"medium": "Memory",
+                                         "sizeLimit": settings.bundle_size_limit}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        {"name": "token", "projected": {"defaultMode": 0o400, "sources": [
+            {"serviceAccountToken": {"audience": settings.broker_audience,
+                                     "expirationSeconds": settings.token_expiration_seconds,
+                                     "path": contract.POD_TOKEN_FILE.rsplit("/", 1)[1]}}]}},
+        {"name": "broker-ca", "configMap": {"name": settings.broker_ca_configmap,
+                                            "defaultMode": 0o444}},
+    ]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": settings.run_user_id,
+                            "runAsGroup": settings.run_user_id, "fsGroup": settings.run_user_id,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "initContainers": [init], "containers": [script], "volumes": volumes,
+    }
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,  # the run key is handed out once: a retried pod could not start
+        "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+        "template": {"metadata": {"labels": plan.labels()}, "spec": pod_spec},
+    }
+    if plan.timeout_seconds:
+        job_spec["activeDeadlineSeconds"] = plan.timeout_seconds
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": job_name(plan.execution), "namespace": plan.namespace,
+                     "labels": plan.labels(),
+                     "ownerReferences": [owner_reference("Execution", plan.execution,
+                                                         plan.execution_uid)]},
+        "spec": job_spec,
+    }

@@ -1,0 +1,85 @@
+"""What to do for a Package: check it, publish its scripts for run pods, report its status.
+
+A Package never holds a secret: a script named ``secrets.json`` is refused, and so is a script in
+which the value of one of the package's stored secrets appears (P1); the condition names the
+secret, never its value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from fx_ef.masking import Masker
+from fx_operator.domain import job_spec
+from fx_operator.domain.conditions import READY, EventNote, Outcome, Reason, with_condition
+from fx_operator.domain.package_spec import PackageDefinition, package_definition
+from fx_operator.exceptions import Problem, ValidationError
+from fx_operator.services.secrets import SecretService
+from fx_operator.storage.kube import Kube
+
+log = logging.getLogger(__name__)
+
+
+class PackageService:
+    def __init__(self, secrets: SecretService, kube: Kube) -> None:
+        self.secrets = secrets
+        self.kube = kube
+
+    def definition(self, body: dict[str, Any]) -> PackageDefinition:
+        return package_definition(body["metadata"]["name"], body.get("spec") or {})
+
+    async def reconcile(self, body: dict[str, Any]) -> Outcome:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        generation = meta.get("generation")
+        conditions = (body.get("status") or {}).get("conditions")
+        try:
+            package = self.definition(body)
+            await self._refuse_secrets_in_scripts(namespace, package)
+        except ValidationError as e:
+            reason = _reason_of(e)
+            message = str(e)
+            return Outcome({"observedGeneration": generation, "conditions": with_condition(
+                conditions, type_=READY, ok=False, reason=reason, message=message,
+                generation=generation)}, [EventNote("Warning", reason, message)], ok=False)
+        config_map = job_spec.scripts_configmap(namespace, name, meta["uid"], package.scripts)
+        await self.kube.apply_config_map(config_map)
+        message = (f"{len(package.scripts)} script(s) published in ConfigMap "
+                   f"{config_map['metadata']['name']}; entrypoint {package.entrypoint}")
+        previously_ready = any(c.get("type") == READY and c.get("status") == "True"
+                               and c.get("observedGeneration") == generation
+                               for c in conditions or [])
+        events = [] if previously_ready else [
+            EventNote("Normal", Reason.SCRIPTS_PUBLISHED, message)]
+        return Outcome({
+            "observedGeneration": generation, "scriptCount": len(package.scripts),
+            "entrypoint": package.entrypoint, "configMap": config_map["metadata"]["name"],
+            "contentHash": job_spec.content_hash(package.scripts),
+            "conditions": with_condition(conditions, type_=READY, ok=True,
+                                         reason=Reason.SCRIPTS_PUBLISHED, message=message,
+                                         generation=generation)}, events)
+
+    async def _refuse_secrets_in_scripts(self, namespace: str, package: PackageDefinition) -> None:
+        resolution = await asyncio.to_thread(
+            self.secrets.resolve, namespace, package.name, actor="operator:package-check")
+        found = sorted({secret for secret, value in resolution.values.items()
+                        for content in package.scripts.values()
+                        if Masker({secret: value}).masked_spans(content)})
+        if found:
+            raise ValidationError(
+                [Problem("spec.scripts", f"the value of secret {secret!r} appears in a script: "
+                         "read it with context.secrets.get instead") for secret in found],
+                source=f"Package {package.name}")
+
+
+def _reason_of(error: ValidationError) -> Reason:
+    text = str(error)
+    if "secrets.json" in text:
+        return Reason.SECRETS_FILE_IN_PACKAGE
+    if "appears in a script" in text:
+        return Reason.SECRET_IN_SCRIPT
+    if "spec.entrypoint" in text:
+        return Reason.NO_ENTRYPOINT
+    return Reason.INVALID_SPEC

@@ -1,0 +1,220 @@
+"""Every call the operator makes to the Kubernetes API, in one place.
+
+The official client is synchronous: each call runs in a worker thread (``asyncio.to_thread``) so
+kopf's event loop never blocks. ``ApiException`` is converted here, once, into ``KubeError``
+(retry later) or ``KubeNotFound``; callers never see the client's exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from fx_operator.domain.job_spec import GROUP, LABEL_RUN, VERSION
+from fx_operator.exceptions import FxError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class KubeError(FxError):
+    """The API server refused or failed a call; retrying later may succeed."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class KubeNotFound(KubeError):
+    """The object does not exist (any more)."""
+
+
+@dataclass(frozen=True)
+class PodIdentity:
+    """Who a run pod's projected token says it is (from a TokenReview)."""
+
+    namespace: str
+    pod_name: str
+    pod_uid: str
+    service_account: str
+
+
+def load_api_client() -> client.ApiClient:
+    """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        configuration = client.Configuration()
+        config.load_kube_config(client_configuration=configuration)
+        return client.ApiClient(configuration)
+
+
+class Kube:
+    """The operator's view of the cluster: a few typed calls, nothing more."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.auth = client.AuthenticationV1Api(api_client)
+
+    async def _call(self, what: str, call: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(call)
+        except ApiException as e:
+            reason = _reason(e)
+            if e.status == 404:
+                raise KubeNotFound(f"{what}: not found", 404) from e
+            raise KubeError(f"{what}: {e.status} {reason}", e.status) from e
+
+    # --- custom resources ------------------------------------------------------------------
+
+    async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        return await self._call(f"reading {plural} {namespace}/{name}", lambda: dict(
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)))
+
+    async def patch_custom_status(self, plural: str, namespace: str, name: str,
+                                  status: dict[str, Any]) -> None:
+        await self._call(f"updating the status of {plural} {namespace}/{name}",
+                         lambda: self.custom.patch_namespaced_custom_object_status(
+                             GROUP, VERSION, namespace, plural, name, {"status": status}))
+
+    # --- ConfigMaps and Secrets ------------------------------------------------------------
+
+    async def apply_config_map(self, body: dict[str, Any]) -> None:
+        """Create the ConfigMap, or replace it when its content differs."""
+        meta = body["metadata"]
+        what = f"writing ConfigMap {meta['namespace']}/{meta['name']}"
+        try:
+            current = await self._call(what, lambda: self.core.read_namespaced_config_map(
+                meta["name"], meta["namespace"]))
+        except KubeNotFound:
+            await self._call(what, lambda: self.core.create_namespaced_config_map(
+                meta["namespace"], body))
+            return
+        if (current.data or {}) == body.get("data", {}) and \
+                (current.metadata.annotations or {}) == meta.get("annotations", {}):
+            return
+        await self._call(what, lambda: self.core.patch_namespaced_config_map(
+            meta["name"], meta["namespace"],
+            {"metadata": {"annotations": meta.get("annotations", {})}, "data": body["data"]}))
+
+    async def create_secret(self, body: dict[str, Any], *, replace: bool) -> None:
+        """Create the Secret; an existing one is kept, or replaced when ``replace``."""
+        meta = body["metadata"]
+        what = f"writing Secret {meta['namespace']}/{meta['name']}"
+        try:
+            await self._call(what, lambda: self.core.create_namespaced_secret(
+                meta["namespace"], body))
+        except KubeError as e:
+            if e.status != 409:
+                raise
+            if replace:
+                await self._call(what, lambda: self.core.replace_namespaced_secret(
+                    meta["name"], meta["namespace"], body))
+
+    # --- Jobs and Pods ----------------------------------------------------------------------
+
+    async def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            job = await self._call(f"reading Job {namespace}/{name}",
+                                   lambda: self.batch.read_namespaced_job(name, namespace))
+        except KubeNotFound:
+            return None
+        return dict(self.api_client.sanitize_for_serialization(job))
+
+    async def create_job(self, body: dict[str, Any]) -> bool:
+        """Create the Job; False when it already exists (a restarted operator)."""
+        meta = body["metadata"]
+        try:
+            await self._call(f"creating Job {meta['namespace']}/{meta['name']}",
+                             lambda: self.batch.create_namespaced_job(meta["namespace"], body))
+        except KubeError as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            pod = await self._call(f"reading Pod {namespace}/{name}",
+                                   lambda: self.core.read_namespaced_pod(name, namespace))
+        except KubeNotFound:
+            return None
+        return dict(self.api_client.sanitize_for_serialization(pod))
+
+    # --- run pods' identity (the broker's PodAuthenticator) --------------------------------
+
+    async def review_token(self, token: str, audience: str) -> PodIdentity | None:
+        """Ask the API server who a projected token belongs to; None when it is not valid."""
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                  "spec": {"token": token, "audiences": [audience]}}
+        answer = await self._call("reviewing a run pod's token",
+                                  lambda: self.auth.create_token_review(review))
+        status = self.api_client.sanitize_for_serialization(answer).get("status") or {}
+        if not status.get("authenticated") or audience not in (status.get("audiences") or
+                                                               [audience]):
+            return None
+        user = status.get("user") or {}
+        extra = user.get("extra") or {}
+        username = str(user.get("username", ""))
+        parts = username.split(":")  # system:serviceaccount:NAMESPACE:NAME
+        pod_name = (extra.get("authentication.kubernetes.io/pod-name") or [""])[0]
+        pod_uid = (extra.get("authentication.kubernetes.io/pod-uid") or [""])[0]
+        if len(parts) != 4 or parts[:2] != ["system", "serviceaccount"] or not pod_name:
+            return None
+        return PodIdentity(parts[2], pod_name, pod_uid, parts[3])
+
+    async def pod_run_id(self, namespace: str, pod_name: str, pod_uid: str) -> str | None:
+        """The run a live pod belongs to (its run label), if it is that pod and still running."""
+        pod = await self.read_pod(namespace, pod_name)
+        if pod is None:
+            return None
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        if pod_uid and meta.get("uid") != pod_uid:
+            return None
+        if status.get("phase") in ("Succeeded", "Failed"):
+            return None
+        run_id = (meta.get("labels") or {}).get(LABEL_RUN)
+        return str(run_id) if run_id else None
+
+    # --- Events ----------------------------------------------------------------------------
+
+    async def post_event(self, involved: dict[str, Any], event_type: str, reason: str,
+                         message: str) -> None:
+        """An Event about a custom resource; losing one is logged, never fatal."""
+        meta = involved.get("metadata") or {}
+        now = datetime.now(UTC)
+        body = {"apiVersion": "v1", "kind": "Event",
+                "metadata": {"generateName": f"{meta.get('name', 'fx')}.",
+                             "namespace": meta.get("namespace")},
+                "involvedObject": {"apiVersion": involved.get("apiVersion"),
+                                   "kind": involved.get("kind"), "name": meta.get("name"),
+                                   "namespace": meta.get("namespace"), "uid": meta.get("uid")},
+                "type": event_type, "reason": reason, "message": message[:1024],
+                "source": {"component": "fx-operator"}, "firstTimestamp": now.isoformat(),
+                "lastTimestamp": now.isoformat(), "count": 1}
+        try:
+            await self._call("posting an Event", lambda: self.core.create_namespaced_event(
+                meta.get("namespace"), body))
+        except KubeError as e:
+            log.warning("event %s on %s/%s not posted: %s", reason, meta.get("namespace"),
+                        meta.get("name"), e)
+
+
+def _reason(e: ApiException) -> str:
+    import json
+
+    try:
+        return str(json.loads(e.body).get("message") or e.reason)
+    except (TypeError, ValueError):
+        return str(e.reason)
