@@ -162,8 +162,11 @@ def _channel(value: object, path: str, what: str) -> ChannelSpec | None:
     url = fields.string("url")
     if not url.startswith(("unix:/", "https://", "http://")):
         raise RunDataError(f"{what} {path}: channel.url must be unix:/PATH or https://HOST:PORT")
-    return ChannelSpec(url, fields.optional_string("token"), fields.optional_string("token_file"),
-                       fields.optional_string("ca_file"))
+    # The pod's environment may say where its token and CA are mounted; it wins over the bundle.
+    return ChannelSpec(url, fields.optional_string("token"),
+                       os.environ.get(contract.ENV_TOKEN_FILE) or fields.optional_string(
+                           "token_file"),
+                       os.environ.get(contract.ENV_CA_FILE) or fields.optional_string("ca_file"))
 
 
 def load_local(path: str) -> RunData:

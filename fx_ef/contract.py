@@ -74,6 +74,9 @@ CHANNEL_STATE_PATH: Final = "/v1/state"
 # request for the same run is refused (run-once delivery).
 BROKER_KEY_PATH: Final = "/v1/runs/{run_id}/key"
 ENV_BROKER_URL: Final = "FX_BROKER_URL"
+# Where a run pod's token and the broker's CA are mounted (default: POD_TOKEN_FILE, POD_CA_FILE).
+ENV_TOKEN_FILE: Final = "FX_TOKEN_FILE"  # noqa: S105 (a variable name)
+ENV_CA_FILE: Final = "FX_CA_FILE"
 RUN_HEADER: Final = "X-FX-Run"
 
 SCOPES: Final = ("package", "project", "platform")  # precedence order: first wins

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from fx_operator.cli.cluster import operator, seal
 from fx_operator.cli.db import db
 from fx_operator.cli.run import results, run
 from fx_operator.cli.secrets import secrets
@@ -29,6 +30,8 @@ cli.add_command(secrets)
 cli.add_command(db)
 cli.add_command(run)
 cli.add_command(results)
+cli.add_command(seal)
+cli.add_command(operator)
 
 
 def main(argv: list[str] | None = None) -> None:

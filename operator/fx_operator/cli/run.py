@@ -25,7 +25,7 @@ def _params(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 @click.command("run")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("target")
 @click.option("--project", "-p", default=None, help="The project; default from package.yaml, "
               "else 'default'.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
@@ -37,13 +37,28 @@ def _params(pairs: tuple[str, ...]) -> dict[str, Any]:
               help="Let the script write platform-scope secrets.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds before the script is stopped (default: package.yaml's timeout).")
-def run(folder: Path, project: str | None, params: tuple[str, ...], no_mask: bool,
-        allow_platform_write: bool, timeout: float | None) -> None:
-    """Run the package in FOLDER on this machine, with its secrets.json as package scope.
+@click.option("--namespace", "-n", default=None,
+              help="Run the Package TARGET of this namespace in the cluster (an Execution).")
+@click.option("--follow/--no-follow", default=True, show_default=True,
+              help="In a cluster: wait for the end and print the masked output.")
+def run(target: str, project: str | None, params: tuple[str, ...], no_mask: bool,
+        allow_platform_write: bool, timeout: float | None, namespace: str | None,
+        follow: bool) -> None:
+    """Run a package: TARGET is a folder (run here, on the embedded store by default, with its
+    secrets.json as package scope) or, with -n, a Package in a cluster.
 
     The script's output is masked: every secret value it could print shows as ***. The exit
     code is the script's.
     """
+    if namespace is not None:
+        from fx_operator.cli.cluster import run_in_cluster
+
+        code = run_in_cluster(target, namespace, _params(params), follow, timeout)
+        click.get_current_context().exit(code)
+    folder = Path(target)
+    if not folder.is_dir():
+        raise click.BadParameter(f"{target!r} is not a package folder (to run a Package in a "
+                                 "cluster, pass -n NAMESPACE)", param_hint="TARGET")
     package = load_package_folder(folder, project=project)
     options = RunOptions(params=_params(params), mask=not no_mask,
                          allow_platform_write=allow_platform_write, timeout=timeout)

@@ -113,6 +113,14 @@ def scripts_configmap(namespace: str, package: str, package_uid: str,
     }
 
 
+def broker_ca_configmap(namespace: str, name: str, ca_pem: str) -> dict[str, Any]:
+    """The broker's CA certificate (public), for run pods to check the broker they talk to."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {LABEL_MANAGED_BY: MANAGER}},
+            "data": {contract.POD_CA_FILE.rsplit("/", 1)[1]: ca_pem}}
+
+
 def sealed_bundle_secret(plan: RunPlan, sealed_base64: str) -> dict[str, Any]:
     """The run's bundle, sealed under the one-time run key: ciphertext only (P1)."""
     return {
@@ -142,6 +150,8 @@ def run_job(plan: RunPlan, settings: RunPodSettings) -> dict[str, Any]:
     image = plan.image or settings.runtime_image
     env = [{"name": contract.ENV_RUN_ID, "value": plan.run_id},
            {"name": contract.ENV_BROKER_URL, "value": settings.broker_url},
+           {"name": contract.ENV_TOKEN_FILE, "value": contract.POD_TOKEN_FILE},
+           {"name": contract.ENV_CA_FILE, "value": contract.POD_CA_FILE},
            {"name": "PYTHONUNBUFFERED", "value": "1"},
            {"name": "HOME", "value": "/tmp"}]  # noqa: S108 (an emptyDir; the root fs is read-only)
     token_mount = {"name": "token", "mountPath": _dir(contract.POD_TOKEN_FILE), "readOnly": True}

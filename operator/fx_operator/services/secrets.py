@@ -167,11 +167,20 @@ class SecretService:
         Names absent from the file are left alone (they may have been set another way).
         """
         values = parse_secrets_file(raw, source=source)
-        owner = Owner.of(Scope.PACKAGE, project, package)
+        return self.sync_values(Owner.of(Scope.PACKAGE, project, package), values,
+                                action="import", actor=actor)
+
+    def sync_values(self, owner: Owner, values: Mapping[str, Any], *, action: str = "apply",
+                    actor: str | None = None) -> dict[str, int]:
+        """Write, all or nothing, the names whose value differs from the stored one; returns
+        the new versions (an unchanged name is not written again)."""
+        for name, value in values.items():
+            validate_name(name)
+            validate_value(name, value)
         with self.store.transaction() as tx:
-            records = [r for r in self.store.current(tx, scope=Scope.PACKAGE, project=owner.project,
+            records = [r for r in self.store.current(tx, scope=owner.scope, project=owner.project,
                                                      package=owner.package)
-                       if r.name in values and not r.deleted]
+                       if r.name in values and not r.deleted and r.owner == owner]
             stored = {r.name: crypto.decrypt_value(self._key_of(tx, r), r.name, r.version,
                                                    r.blob or b"") for r in records}
             if records:
@@ -182,7 +191,23 @@ class SecretService:
                    if name not in stored or _canonical(stored[name]) != _canonical(value)}
         if not changed:
             return {}
-        return self._retrying(lambda: self._write(owner, changed, "import", None, actor))
+        return self._retrying(lambda: self._write(owner, changed, action, None, actor))
+
+    def current_versions(self, owner: Owner) -> dict[str, int]:
+        """The current version of each live name of one owner."""
+        with self.store.transaction() as tx:
+            return {r.name: r.version for r in self.store.current(
+                tx, scope=owner.scope, project=owner.project, package=owner.package)
+                if not r.deleted and r.owner == owner}
+
+    def delete_many(self, owner: Owner, names: Sequence[str], *, actor: str | None = None,
+                    action: str = "delete") -> dict[str, int]:
+        """Tombstone the live ones of ``names`` at one owner, all at once."""
+        live = set(self.current_versions(owner))
+        doomed = {name: TOMBSTONE for name in names if name in live}
+        if not doomed:
+            return {}
+        return self._retrying(lambda: self._write(owner, doomed, action, None, actor))
 
     def delete(self, owner: Owner, name: str, *, run_id: str | None = None) -> int:
         """Write a tombstone: the name stops resolving at this scope; history is kept."""

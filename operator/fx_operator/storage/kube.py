@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,7 +54,9 @@ def load_api_client() -> client.ApiClient:
         return client.ApiClient()
     except config.ConfigException:
         configuration = client.Configuration()
-        config.load_kube_config(client_configuration=configuration)
+        # $KUBECONFIG read now: the client's own default was fixed when it was imported.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"),
+                                client_configuration=configuration)
         return client.ApiClient(configuration)
 
 
@@ -82,6 +85,11 @@ class Kube:
         return await self._call(f"reading {plural} {namespace}/{name}", lambda: dict(
             self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)))
 
+    async def create_custom(self, plural: str, namespace: str,
+                            body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(f"creating {plural} in {namespace}", lambda: dict(
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)))
+
     async def patch_custom_status(self, plural: str, namespace: str, name: str,
                                   status: dict[str, Any]) -> None:
         await self._call(f"updating the status of {plural} {namespace}/{name}",
@@ -107,6 +115,14 @@ class Kube:
         await self._call(what, lambda: self.core.patch_namespaced_config_map(
             meta["name"], meta["namespace"],
             {"metadata": {"annotations": meta.get("annotations", {})}, "data": body["data"]}))
+
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = await self._call(f"reading ConfigMap {namespace}/{name}",
+                                     lambda: self.core.read_namespaced_config_map(name, namespace))
+        except KubeNotFound:
+            return None
+        return dict(self.api_client.sanitize_for_serialization(found))
 
     async def create_secret(self, body: dict[str, Any], *, replace: bool) -> None:
         """Create the Secret; an existing one is kept, or replaced when ``replace``."""

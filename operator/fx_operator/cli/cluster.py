@@ -1,0 +1,125 @@
+"""Commands that talk to a cluster: ``fxctl seal``, ``fxctl run PACKAGE -n NS``, ``fxctl operator``.
+
+Sealing happens here, on the client: the plaintext secrets.json never leaves this machine; the
+manifest carries only values sealed for their namespace, scope, package and name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from fx_operator.config import Settings
+from fx_operator.domain.job_spec import API_VERSION, GROUP, VERSION
+from fx_operator.domain.scopes import Owner, Scope
+from fx_operator.domain.sealing import SealingPublicKey, SealTarget
+from fx_operator.domain.secrets_file import parse_secrets_file
+from fx_operator.exceptions import FxError
+
+SEALING_KEY_CONFIGMAP = "fx-sealing-key"
+SEALING_KEY_FIELD = "publicKey"
+FINAL_PHASES = ("Succeeded", "Failed")
+
+
+def _kube() -> Any:
+    from fx_operator.storage.kube import Kube, load_api_client
+
+    return Kube(load_api_client())
+
+
+def _public_key(key_file: Path | None, settings: Settings) -> SealingPublicKey:
+    if key_file is not None:
+        return SealingPublicKey.parse(key_file.read_text())
+    kube = _kube()
+    config_map = asyncio.run(kube.read_config_map(settings.platform_namespace,
+                                                  SEALING_KEY_CONFIGMAP))
+    if config_map is None or SEALING_KEY_FIELD not in (config_map.get("data") or {}):
+        raise FxError(f"no sealing key in ConfigMap {settings.platform_namespace}/"
+                      f"{SEALING_KEY_CONFIGMAP}: is the operator running? (or pass --public-key)")
+    return SealingPublicKey.parse(config_map["data"][SEALING_KEY_FIELD])
+
+
+def sealed_manifest(values: dict[str, Any], public_key: SealingPublicKey, *, namespace: str,
+                    scope: str, package: str | None, name: str) -> dict[str, Any]:
+    """A ScopedSecret whose every value opens only in this namespace, scope, package and name."""
+    owner = Owner.of(scope, namespace, package)
+    spec: dict[str, Any] = {"scope": owner.scope.value}
+    if owner.scope is Scope.PACKAGE:
+        spec["package"] = owner.package
+    spec["encryptedData"] = {
+        key: public_key.seal(SealTarget(namespace, owner.scope.value, owner.package, key), value)
+        for key, value in sorted(values.items())}
+    return {"apiVersion": API_VERSION, "kind": "ScopedSecret",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+@click.command("seal")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True))
+@click.option("--namespace", "-n", required=True, help="The project (namespace).")
+@click.option("--scope", type=click.Choice([s.value for s in Scope]), default="package",
+              show_default=True)
+@click.option("--package", default=None, help="The package, for package scope.")
+@click.option("--name", default=None, help="The ScopedSecret's name (default from scope).")
+@click.option("--public-key", "key_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="The operator's public key (fxseal1:...) in a file; default: "
+              f"read ConfigMap {SEALING_KEY_CONFIGMAP} from the platform namespace.")
+def seal(file: Path, namespace: str, scope: str, package: str | None, name: str | None,
+         key_file: Path | None) -> None:
+    """Seal a secrets.json into a ScopedSecret manifest (YAML on stdout), safe to commit."""
+    raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    values = parse_secrets_file(raw, source=str(file))
+    manifest = sealed_manifest(values, _public_key(key_file, Settings()), namespace=namespace,
+                               scope=scope, package=package,
+                               name=name or (f"{package}-secrets" if package else
+                                             f"{scope}-secrets"))
+    click.echo(yaml.safe_dump(manifest, sort_keys=False), nl=False)
+
+
+def run_in_cluster(package: str, namespace: str, params: dict[str, Any], follow: bool,
+                   timeout: float | None) -> int:
+    """Create an Execution, follow it to the end, print its masked output; its exit code."""
+    kube = _kube()
+    body: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "Execution",
+                            "metadata": {"generateName": f"{package}-", "namespace": namespace},
+                            "spec": {"package": package, "params": params}}
+    if timeout:
+        body["spec"]["timeoutSeconds"] = int(timeout)
+    created = asyncio.run(kube.create_custom("executions", namespace, body))
+    name = created["metadata"]["name"]
+    click.echo(f"fxctl: execution {namespace}/{name} created", err=True)
+    if not follow:
+        return 0
+    execution = created
+    while (execution.get("status") or {}).get("phase") not in FINAL_PHASES:
+        time.sleep(0.5)
+        execution = asyncio.run(kube.get_custom("executions", namespace, name))
+    status = execution["status"]
+    click.echo((status.get("result") or {}).get("outputTail", ""), nl=False)
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Succeeded":
+            click.echo(f"fxctl: {status['phase']}: {condition.get('message')}", err=True)
+    return int(status.get("exitCode", 1))
+
+
+@click.command("operator")
+@click.option("--namespace", "-n", "namespaces", multiple=True,
+              help="Watch only these namespaces (repeatable); default: the whole cluster.")
+@click.option("--liveness", default="http://0.0.0.0:8080/healthz", show_default=True,
+              help="kopf's liveness and readiness endpoint.")
+def operator(namespaces: tuple[str, ...], liveness: str) -> None:
+    """Run the operator (settings from FX_* variables; see the chart's values)."""
+    import kopf
+
+    import fx_operator.handlers.all  # noqa: F401 (registers the handlers)
+
+    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=list(namespaces),
+             liveness_endpoint=liveness)
+
+
+__all__ = ["GROUP", "VERSION", "operator", "run_in_cluster", "seal", "sealed_manifest"]

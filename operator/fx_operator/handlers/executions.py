@@ -1,0 +1,50 @@
+"""Execution: admit it into a Job, then follow the run pod and the Job to the end."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import kopf
+
+from fx_operator.domain.job_spec import GROUP, LABEL_MANAGED_BY, LABEL_RUN, MANAGER, VERSION
+from fx_operator.handlers.common import app_of, apply, retrying
+
+_RUN_OBJECTS: dict[str, Any] = {LABEL_RUN: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER}
+
+
+@kopf.on.resume(GROUP, VERSION, "executions", id="admission")
+@kopf.on.create(GROUP, VERSION, "executions", id="admission", retries=60)
+async def execution_created(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+                            **_: Any) -> None:
+    app = app_of(memo)
+    started = time.perf_counter()
+    async with retrying():
+        outcome = await app.executions.admit(dict(body))
+    app.metrics.admission.observe(time.perf_counter() - started)
+    if outcome is not None:
+        app.metrics.executions.labels(outcome.status.get("phase", "Pending")).inc()
+    await apply(app, body, patch, outcome)
+
+
+@kopf.on.event("", "v1", "pods", labels=_RUN_OBJECTS)
+async def run_pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    app = app_of(memo)
+    async with retrying():
+        observed = await app.executions.observe_pod(dict(body))
+    if observed is not None:
+        execution, outcome = observed
+        if outcome.status.get("phase") != (execution.get("status") or {}).get("phase"):
+            app.metrics.executions.labels(outcome.status.get("phase", "")).inc()
+        await apply(app, execution, None, outcome)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=_RUN_OBJECTS)
+async def run_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    app = app_of(memo)
+    async with retrying():
+        observed = await app.executions.observe_job(dict(body))
+    if observed is not None:
+        execution, outcome = observed
+        app.metrics.executions.labels(outcome.status.get("phase", "")).inc()
+        await apply(app, execution, None, outcome)

@@ -1,0 +1,20 @@
+"""Package: publish its scripts for run pods, or say with a condition why not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from fx_operator.domain.job_spec import GROUP, VERSION
+from fx_operator.handlers.common import app_of, apply, retrying
+
+
+@kopf.on.resume(GROUP, VERSION, "packages", id="package")
+@kopf.on.create(GROUP, VERSION, "packages", id="package")
+@kopf.on.update(GROUP, VERSION, "packages", id="package", field="spec")
+async def package_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+                          **_: Any) -> None:
+    app = app_of(memo)
+    async with retrying():
+        await apply(app, body, patch, await app.packages.reconcile(dict(body)))

@@ -1,0 +1,314 @@
+"""What to do for an Execution: admit it (resolve, seal, register the run key, create the Job) and
+follow its pod to the end, reporting phase, steps, exit code and the masked result.
+
+Admission is idempotent: the run id comes from the Execution's uid and the Job's name from the
+Execution's name, so an operator restarted at any point finds what it made instead of making a
+second Job. Plaintext exists only in memory here, between the resolution and the sealing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from typing import Any, Protocol
+
+from fx_ef import contract
+from fx_ef.bundle import new_run_key, seal_bundle
+from fx_operator.config import Settings
+from fx_operator.domain import job_spec
+from fx_operator.domain.conditions import (
+    READY,
+    SUCCEEDED,
+    EventNote,
+    Outcome,
+    Reason,
+    now_iso,
+    with_condition,
+)
+from fx_operator.domain.package_spec import PackageDefinition
+from fx_operator.exceptions import FxError, ValidationError
+from fx_operator.services.packages import PackageService
+from fx_operator.services.secrets import SecretService
+from fx_operator.storage.kube import Kube, KubeNotFound
+
+log = logging.getLogger(__name__)
+
+PENDING, RUNNING, SUCCEEDED_PHASE, FAILED = "Pending", "Running", "Succeeded", "Failed"
+FINAL_PHASES = (SUCCEEDED_PHASE, FAILED)
+STEP_ADMITTED, STEP_DELIVERY, STEP_SCRIPT = "Admitted", "SecretsDelivered", "Script"
+
+
+class NotReadyYet(FxError):
+    """Something the Execution needs is still being set up; try again shortly."""
+
+
+class PackageNotUsable(FxError):
+    """The Package exists but cannot run: its own condition says why."""
+
+
+class RunKeys(Protocol):
+    """Where one-time run keys are kept until the run's pod claims its own (the broker)."""
+
+    def register(self, run_id: str, namespace: str, execution: str, job_name: str,
+                 package: str, key: bytes, allow_platform_write: bool) -> None: ...
+
+    def finish(self, run_id: str) -> None: ...
+
+
+def run_id_of(execution: dict[str, Any]) -> str:
+    return f"run-{execution['metadata']['uid']}"
+
+
+def _step(name: str, phase: str, message: str = "", *, started: str | None = None,
+          finished: str | None = None) -> dict[str, Any]:
+    step: dict[str, Any] = {"name": name, "phase": phase}
+    if message:
+        step["message"] = message
+    if started:
+        step["startedAt"] = started
+    if finished:
+        step["finishedAt"] = finished
+    return step
+
+
+class ExecutionService:
+    def __init__(self, secrets: SecretService, run_keys: RunKeys, kube: Kube,
+                 packages: PackageService, settings: Settings,
+                 pod_settings: job_spec.RunPodSettings, *, ca_pem: str) -> None:
+        self.secrets = secrets
+        self.run_keys = run_keys
+        self.kube = kube
+        self.packages = packages
+        self.settings = settings
+        self.pod_settings = pod_settings
+        self.ca_pem = ca_pem
+
+    # --- admission -------------------------------------------------------------------------
+
+    async def admit(self, body: dict[str, Any]) -> Outcome | None:
+        """Create the run's Job, or nothing when it exists already; None when nothing to do."""
+        meta, spec = body["metadata"], body.get("spec") or {}
+        namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+        status = body.get("status") or {}
+        if status.get("phase") in FINAL_PHASES:
+            return None
+        run_id = run_id_of(body)
+        job_name = job_spec.job_name(name)
+        if await self.kube.read_job(namespace, job_name) is not None:
+            return None  # admitted before a restart: the pod's events carry on from here
+        try:
+            package = await self._package(namespace, str(spec.get("package", "")))
+        except PackageNotUsable as e:
+            return self._failed(body, Reason.PACKAGE_NOT_READY, str(e))
+        except KubeNotFound:
+            return self._failed(body, Reason.PACKAGE_NOT_FOUND,
+                                f"no Package {spec.get('package')!r} in namespace {namespace}")
+        plan = job_spec.RunPlan(
+            namespace=namespace, execution=name, execution_uid=meta["uid"],
+            package=package.name, run_id=run_id, entrypoint=package.entrypoint,
+            script_names=tuple(sorted(package.scripts)), image=package.image,
+            timeout_seconds=spec.get("timeoutSeconds") or package.timeout_seconds,
+            resources=package.resources)
+        resolution = await asyncio.to_thread(
+            self.secrets.resolve, namespace, package.name, run_id=run_id,
+            actor=f"operator:Execution/{namespace}/{name}")
+        allow_platform = self.settings.may_write_platform(namespace, package.name)
+        bundle = {
+            "format": contract.BUNDLE_FORMAT, "run_id": run_id,
+            "package": {"name": package.name, "id": f"{namespace}/{package.name}",
+                        "project": namespace},
+            "entrypoint": package.entrypoint, "compat": package.compat,
+            "params": {**package.params, **(spec.get("params") or {})},
+            "config": package.config, "secrets": resolution.values,
+            "scopes": {n: e.scope.value for n, e in resolution.manifest.items()},
+            "channel": {"url": self.settings.broker_url, "token": None,
+                        "token_file": contract.POD_TOKEN_FILE, "ca_file": contract.POD_CA_FILE},
+            "allow_platform_write": allow_platform,
+        }
+        key = new_run_key()
+        sealed = base64.b64encode(seal_bundle(bundle, key)).decode()
+        manifest = resolution.manifest_dict()
+        del bundle, resolution  # plaintext lives no longer than needed
+        await self.kube.apply_config_map(job_spec.broker_ca_configmap(
+            namespace, self.pod_settings.broker_ca_configmap, self.ca_pem))
+        await asyncio.to_thread(self.run_keys.register, run_id, namespace, name, job_name,
+                                package.name, key, allow_platform)
+        await self.kube.create_secret(job_spec.sealed_bundle_secret(plan, sealed), replace=True)
+        created = await self.kube.create_job(job_spec.run_job(plan, self.pod_settings))
+        now = now_iso()
+        message = (f"Job {job_name} created for run {run_id} with {len(manifest)} secret(s)"
+                   if created else f"Job {job_name} already exists")
+        return Outcome({
+            "observedGeneration": generation, "phase": PENDING, "runId": run_id,
+            "jobName": job_name, "manifest": manifest,
+            "steps": [_step(STEP_ADMITTED, SUCCEEDED_PHASE, message, started=now, finished=now),
+                      _step(STEP_DELIVERY, PENDING), _step(STEP_SCRIPT, PENDING)],
+            "conditions": with_condition(status.get("conditions"), type_=READY, ok=True,
+                                         reason=Reason.JOB_CREATED, message=message,
+                                         generation=generation)},
+            [EventNote("Normal", Reason.JOB_CREATED, message)])
+
+    async def _package(self, namespace: str, name: str) -> PackageDefinition:
+        body = await self.kube.get_custom("packages", namespace, name)
+        ready = [c for c in (body.get("status") or {}).get("conditions") or []
+                 if c.get("type") == READY]
+        if not ready or ready[0].get("observedGeneration") != body["metadata"].get("generation"):
+            raise NotReadyYet(f"Package {namespace}/{name} is not published yet")
+        if ready[0].get("status") != "True":
+            raise PackageNotUsable(f"Package {name} is not ready ({ready[0].get('reason')}): "
+                                   f"{ready[0].get('message')}")
+        try:
+            return self.packages.definition(body)
+        except ValidationError as e:
+            raise PackageNotUsable(str(e)) from None
+
+    def _failed(self, body: dict[str, Any], reason: Reason, message: str) -> Outcome:
+        meta, status = body["metadata"], body.get("status") or {}
+        generation = meta.get("generation")
+        now = now_iso()
+        return Outcome({
+            "observedGeneration": generation, "phase": FAILED, "completionTime": now,
+            "steps": [_step(STEP_ADMITTED, FAILED, message, started=now, finished=now)],
+            "conditions": with_condition(
+                with_condition(status.get("conditions"), type_=READY, ok=False, reason=reason,
+                               message=message, generation=generation),
+                type_=SUCCEEDED, ok=False, reason=reason, message=message,
+                generation=generation)},
+            [EventNote("Warning", reason, message)], ok=False)
+
+    # --- following the run -----------------------------------------------------------------
+
+    async def observe_pod(self, pod: dict[str, Any]) -> tuple[dict[str, Any], Outcome] | None:
+        """The Execution's new status from its pod's; None when nothing changed."""
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        name = labels.get(job_spec.LABEL_EXECUTION)
+        if not name:
+            return None
+        try:
+            execution = await self.kube.get_custom("executions", meta["namespace"], name)
+        except KubeNotFound:
+            return None
+        status = execution.get("status") or {}
+        if status.get("phase") in FINAL_PHASES or status.get("runId") != labels.get(
+                job_spec.LABEL_RUN):
+            return None
+        outcome = progress(execution, pod)
+        if outcome is None:
+            return None
+        if outcome.status.get("phase") in FINAL_PHASES:
+            await asyncio.to_thread(self.run_keys.finish, status["runId"])
+        return execution, outcome
+
+    async def observe_job(self, job: dict[str, Any]) -> tuple[dict[str, Any], Outcome] | None:
+        """A Job that failed without its pod saying so (deadline, pod never started)."""
+        meta = job.get("metadata") or {}
+        name = (meta.get("labels") or {}).get(job_spec.LABEL_EXECUTION)
+        failed = [c for c in (job.get("status") or {}).get("conditions") or []
+                  if c.get("type") == "Failed" and c.get("status") == "True"]
+        if not name or not failed:
+            return None
+        try:
+            execution = await self.kube.get_custom("executions", meta["namespace"], name)
+        except KubeNotFound:
+            return None
+        status = execution.get("status") or {}
+        if status.get("phase") in FINAL_PHASES:
+            return None
+        reason = (Reason.DEADLINE_EXCEEDED if failed[0].get("reason") == "DeadlineExceeded"
+                  else Reason.POD_FAILED)
+        message = f"Job {meta.get('name')} failed: {failed[0].get('message') or reason}"
+        if status.get("runId"):
+            await asyncio.to_thread(self.run_keys.finish, status["runId"])
+        return execution, _final(execution, FAILED, reason, message, None, None)
+
+
+def progress(execution: dict[str, Any], pod: dict[str, Any]) -> Outcome | None:
+    """Pure: what the pod's status means for the Execution's."""
+    status = execution.get("status") or {}
+    pod_status = pod.get("status") or {}
+    init: dict[str, Any] = next(iter(pod_status.get("initContainerStatuses") or []), {})
+    main: dict[str, Any] = next(iter(pod_status.get("containerStatuses") or []), {})
+    init_done = (init.get("state") or {}).get("terminated")
+    main_state = main.get("state") or {}
+    steps = {s["name"]: s for s in status.get("steps") or []}
+    events: list[EventNote] = []
+    if init_done and init_done.get("exitCode") != 0:
+        message = (f"the init step could not deliver the run's secrets (exit "
+                   f"{init_done.get('exitCode')}): {init_done.get('message') or 'see its log'}")
+        return _final(execution, FAILED, Reason.DELIVERY_FAILED, message, None, None)
+    if init_done and steps.get(STEP_DELIVERY, {}).get("phase") != SUCCEEDED_PHASE:
+        steps[STEP_DELIVERY] = _step(STEP_DELIVERY, SUCCEEDED_PHASE,
+                                     "secrets delivered to the run's tmpfs",
+                                     started=init_done.get("startedAt"),
+                                     finished=init_done.get("finishedAt"))
+        events.append(EventNote("Normal", Reason.SECRETS_DELIVERED,
+                                "secrets delivered to the run's tmpfs"))
+    terminated = main_state.get("terminated")
+    if terminated:
+        code = int(terminated.get("exitCode", 1))
+        result = _result(terminated.get("message"))
+        ok = code == 0
+        message = f"the script exited with {code}"
+        return _final(execution, SUCCEEDED_PHASE if ok else FAILED,
+                      Reason.COMPLETED if ok else Reason.SCRIPT_FAILED, message, code, result,
+                      steps=steps, started=terminated.get("startedAt"),
+                      finished=terminated.get("finishedAt"))
+    running = main_state.get("running")
+    if running and status.get("phase") != RUNNING:
+        steps[STEP_SCRIPT] = _step(STEP_SCRIPT, RUNNING, started=running.get("startedAt"))
+        events.append(EventNote("Normal", Reason.RUNNING, "the script is running"))
+        return Outcome({**_keep(status), "phase": RUNNING,
+                        "startTime": running.get("startedAt") or now_iso(),
+                        "steps": list(steps.values())}, events)
+    if events:
+        return Outcome({**_keep(status), "steps": list(steps.values())}, events)
+    return None
+
+
+def _keep(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k in (
+        "observedGeneration", "runId", "jobName", "manifest", "conditions", "startTime")}
+
+
+def _result(message: str | None) -> dict[str, Any] | None:
+    if not message:
+        return None
+    try:
+        result = json.loads(message)
+    except ValueError:
+        return None
+    if not isinstance(result, dict):
+        return None
+    return {"outputTail": str(result.get("output_tail", "")),
+            "truncated": bool(result.get("output_truncated", False))}
+
+
+def _final(execution: dict[str, Any], phase: str, reason: Reason, message: str,
+           exit_code: int | None, result: dict[str, Any] | None, *,
+           steps: dict[str, dict[str, Any]] | None = None, started: str | None = None,
+           finished: str | None = None) -> Outcome:
+    status = execution.get("status") or {}
+    generation = execution["metadata"].get("generation")
+    steps = dict(steps or {s["name"]: s for s in status.get("steps") or []})
+    now = now_iso()
+    steps[STEP_SCRIPT] = _step(STEP_SCRIPT, phase, message,
+                               started=started or status.get("startTime"),
+                               finished=finished or now)
+    if phase == FAILED and steps.get(STEP_DELIVERY, {}).get("phase") == PENDING:
+        steps[STEP_DELIVERY] = _step(STEP_DELIVERY, FAILED, message)
+    new = {**_keep(status), "phase": phase, "completionTime": finished or now,
+           "steps": list(steps.values()),
+           "conditions": with_condition(status.get("conditions"), type_=SUCCEEDED,
+                                        ok=phase == SUCCEEDED_PHASE, reason=reason,
+                                        message=message, generation=generation)}
+    if exit_code is not None:
+        new["exitCode"] = exit_code
+    if result is not None:
+        new["result"] = result
+    if "startTime" not in new and started:
+        new["startTime"] = started
+    event_type = "Normal" if phase == SUCCEEDED_PHASE else "Warning"
+    return Outcome(new, [EventNote(event_type, reason, message)], ok=phase == SUCCEEDED_PHASE)

@@ -1,0 +1,217 @@
+"""Run-once delivery (P4): a run's key is handed to its own pod, once, while the run is active.
+
+The operator registers a key when it admits an Execution and finishes it when the run ends; the
+broker claims it for the pod that asks. Every delivery and every refusal is audited (P7) with the
+pod's name and uid, never the key.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from typing import Protocol
+
+from fx_operator.domain import internal_keys
+from fx_operator.domain.crypto import MasterKey
+from fx_operator.exceptions import PermissionDeniedError, RunError
+from fx_operator.services.runs import RunGrant
+from fx_operator.storage import run_keys
+from fx_operator.storage.backends import Transaction, utcnow
+from fx_operator.storage.run_keys import RunKeyRecord
+from fx_operator.storage.secret_store import AuditRecord, SecretStore
+
+log = logging.getLogger(__name__)  # run ids, pod names and outcomes; never a key
+
+ACTION_DELIVER = "deliver"
+ACTION_REFUSED = "deliver-refused"
+ACTION_REGISTER = "register-run-key"
+ACTOR_UNAUTHENTICATED = "unauthenticated"
+
+
+class Caller(Protocol):
+    """Who a run pod is, as its verified token says (any object with these attributes)."""
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def pod_name(self) -> str: ...
+
+    @property
+    def pod_uid(self) -> str: ...
+
+    @property
+    def service_account(self) -> str: ...
+
+
+class Refusal(Enum):
+    """Why a pod was refused, with the HTTP status the broker answers."""
+
+    UNAUTHENTICATED = ("unauthenticated", 401)
+    NOT_A_RUN_POD = ("not-a-live-run-pod", 403)
+    OTHER_RUN = ("pod-of-another-run", 403)
+    OTHER_NAMESPACE = ("pod-of-another-namespace", 403)
+    OTHER_POD = ("key-delivered-to-another-pod", 403)
+    UNKNOWN_RUN = ("unknown-run", 404)
+    DELIVERED = ("already-delivered", 409)
+    FINISHED = ("run-finished", 410)
+
+    def __init__(self, code: str, status: int) -> None:
+        self.code = code
+        self.status = status
+
+
+_MESSAGES = {
+    Refusal.UNAUTHENTICATED: "the pod's token is not valid for the broker",
+    Refusal.NOT_A_RUN_POD: "the caller is not a live pod of a run",
+    Refusal.OTHER_RUN: "the pod belongs to another run",
+    Refusal.OTHER_NAMESPACE: "the pod belongs to another namespace",
+    Refusal.OTHER_POD: "the run's key was delivered to another pod",
+    Refusal.UNKNOWN_RUN: "no such run",
+    Refusal.DELIVERED: "the run's key was already delivered (it is handed out once)",
+    Refusal.FINISHED: "the run has finished",
+}
+
+
+class RunRefused(PermissionDeniedError):
+    """A pod asked for a key or a channel request it may not have; ``refusal`` says why."""
+
+    def __init__(self, refusal: Refusal, run_id: str) -> None:
+        super().__init__(f"{_MESSAGES[refusal]} (run {run_id})")
+        self.refusal = refusal
+        self.status = refusal.status
+
+
+def _actor(caller: Caller | None) -> str:
+    if caller is None:
+        return ACTOR_UNAUTHENTICATED
+    return f"pod:{caller.namespace}/{caller.pod_name}"[:256]
+
+
+def _pod_entry(caller: Caller | None) -> dict[str, str]:
+    if caller is None:
+        return {}
+    return {"pod": caller.pod_name, "podUid": caller.pod_uid,
+            "serviceAccount": caller.service_account}
+
+
+def _check(record: RunKeyRecord | None, run_id: str, caller: Caller,
+           pod_run_id: str | None) -> Refusal | None:
+    """The checks shared by key delivery and channel requests, in the order they are told."""
+    if record is None:
+        return Refusal.UNKNOWN_RUN
+    if pod_run_id is None:
+        return Refusal.NOT_A_RUN_POD
+    if pod_run_id != run_id:
+        return Refusal.OTHER_RUN
+    if caller.namespace != record.namespace:
+        return Refusal.OTHER_NAMESPACE
+    return None
+
+
+class RunKeyService:
+    """One-time run keys, wrapped under the master key while they wait for their pod."""
+
+    def __init__(self, store: SecretStore, master_key: MasterKey) -> None:
+        self.store = store
+        self.master_key = master_key
+
+    def register(self, run_id: str, namespace: str, execution: str, job_name: str,
+                 package: str, key: bytes, allow_platform_write: bool) -> None:
+        """Keep a newly admitted run's key until its pod claims it."""
+        record = RunKeyRecord(
+            run_id, namespace, execution, job_name, package,
+            internal_keys.wrap(self.master_key, internal_keys.RUN_KEY, run_id, key),
+            self.master_key.key_id, allow_platform_write, utcnow())
+        with self.store.transaction() as tx:
+            if not run_keys.create(tx, record):
+                raise RunError(f"run {run_id} already had its key delivered or has finished; "
+                               "a run is never given a second key")
+            self.store.audit(tx, AuditRecord(
+                f"operator:Execution/{namespace}/{execution}", ACTION_REGISTER, namespace,
+                package, run_id=run_id,
+                entries=[{"job": job_name, "allowPlatformWrite": allow_platform_write}]))
+        log.info("run key registered for run %s (%s/%s)", run_id, namespace, execution)
+
+    def claim(self, run_id: str, caller: Caller, pod_run_id: str | None) -> bytes:
+        """The run's key for its own live pod, once; ``RunRefused`` otherwise (audited)."""
+        with self.store.transaction() as tx:
+            record = run_keys.get(tx, run_id)
+            refusal = _check(record, run_id, caller, pod_run_id)
+            if refusal is None:
+                assert record is not None
+                wrapped = run_keys.claim_key(tx, run_id, caller.pod_uid)
+                if wrapped is not None:
+                    # Unwrapped inside the claim's transaction: if it fails, nothing was claimed.
+                    key = internal_keys.unwrap(self.master_key, internal_keys.RUN_KEY, run_id,
+                                               wrapped)
+                    self.store.audit(tx, AuditRecord(
+                        _actor(caller), ACTION_DELIVER, record.namespace, record.package,
+                        run_id=run_id, entries=[_pod_entry(caller)]))
+                    log.info("run key of run %s delivered to pod %s/%s", run_id,
+                             caller.namespace, caller.pod_name)
+                    return key
+                current = run_keys.get(tx, run_id) or record
+                refusal = (Refusal.FINISHED if current.finished_at is not None
+                           else Refusal.DELIVERED)
+            self._audit_refusal(tx, run_id, refusal, caller, record)
+        log.warning("run key of run %s refused to pod %s/%s: %s", run_id, caller.namespace,
+                    caller.pod_name, refusal.code)
+        raise RunRefused(refusal, run_id)
+
+    def refuse(self, run_id: str, refusal: Refusal, caller: Caller | None = None) -> RunRefused:
+        """Audit a refusal the broker decided itself (a bad token); the error to answer with."""
+        with self.store.transaction() as tx:
+            self._audit_refusal(tx, run_id, refusal, caller, run_keys.get(tx, run_id))
+        log.warning("run key of run %s refused: %s", run_id, refusal.code)
+        return RunRefused(refusal, run_id)
+
+    def _audit_refusal(self, tx: Transaction, run_id: str, refusal: Refusal,
+                       caller: Caller | None, record: RunKeyRecord | None) -> None:
+        project = record.namespace if record else (caller.namespace if caller else "")
+        self.store.audit(tx, AuditRecord(
+            _actor(caller), ACTION_REFUSED, project[:63], record.package if record else "",
+            run_id=run_id, entries=[{**_pod_entry(caller), "reason": refusal.code}]))
+
+    def channel_grant(self, run_id: str, caller: Caller, pod_run_id: str | None) -> RunGrant:
+        """What a channel request of a live run may do: only the pod that got the key asks."""
+        with self.store.transaction() as tx:
+            record = run_keys.get(tx, run_id)
+        refusal = _check(record, run_id, caller, pod_run_id)
+        if refusal is None:
+            assert record is not None
+            if record.finished_at is not None:
+                refusal = Refusal.FINISHED
+            elif record.delivered_to_pod is None or record.delivered_to_pod != caller.pod_uid:
+                refusal = Refusal.OTHER_POD
+            else:
+                return RunGrant(run_id, record.namespace, record.package,
+                                record.allow_platform_write)
+        log.warning("channel request of run %s refused to pod %s/%s: %s", run_id,
+                    caller.namespace, caller.pod_name, refusal.code)
+        raise RunRefused(refusal, run_id)
+
+    def finish(self, run_id: str) -> None:
+        """The run ended (any outcome): its key can no longer be claimed. Idempotent."""
+        with self.store.transaction() as tx:
+            finished = run_keys.mark_finished(tx, run_id)
+        if finished:
+            log.info("run %s finished: its key is erased", run_id)
+
+    def get(self, run_id: str) -> RunKeyRecord | None:
+        with self.store.transaction() as tx:
+            return run_keys.get(tx, run_id)
+
+    def rotate_master_key(self, new_key: MasterKey) -> int:
+        """Rewrap the unclaimed keys under a new master key; call with the store's rotation."""
+        with self.store.transaction() as tx:
+            count = run_keys.rewrap_all(tx, self.master_key, new_key)
+        self.master_key = new_key
+        log.info("rewrapped %d run key(s) under master key %s", count, new_key.key_id)
+        return count
+
+    def purge(self, older_than_days: float) -> int:
+        """Forget runs older than this (their keys are long erased); returns how many."""
+        with self.store.transaction() as tx:
+            return run_keys.delete_older_than(tx, older_than_days)
+

@@ -1,0 +1,120 @@
+"""What to do for a ScopedSecret: open its sealed values, move them into the store, report names
+and versions (never values); on deletion, take its names out of resolution.
+
+Tenancy (P5): a ScopedSecret writes only its own namespace's project or package scope, and
+platform scope only in the operator's platform namespace. A value sealed for another namespace,
+scope, package or name does not open, so it cannot be replayed into this object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from fx_operator.config import Settings
+from fx_operator.domain.conditions import READY, EventNote, Outcome, Reason, with_condition
+from fx_operator.domain.scopes import Owner, Scope
+from fx_operator.domain.sealing import SealingKeyPair, SealTarget
+from fx_operator.exceptions import IntegrityError, Problem, ValidationError
+from fx_operator.services.secrets import SecretService
+
+log = logging.getLogger(__name__)
+
+
+def owner_of(namespace: str, spec: dict[str, Any], settings: Settings) -> Owner:
+    """The owner a ScopedSecret writes to, or a ValidationError naming the field."""
+    scope = spec.get("scope")
+    if scope == Scope.PLATFORM.value and namespace != settings.platform_namespace:
+        raise ValidationError(Problem(
+            "spec.scope", f"platform scope is accepted only in the platform namespace "
+            f"{settings.platform_namespace!r}, not in {namespace!r}"), source="ScopedSecret")
+    if scope == Scope.PACKAGE.value and not spec.get("package"):
+        raise ValidationError(Problem("spec.package", "package scope needs spec.package"),
+                              source="ScopedSecret")
+    if scope != Scope.PACKAGE.value and spec.get("package"):
+        raise ValidationError(Problem("spec.package", "is only for package scope"),
+                              source="ScopedSecret")
+    return Owner.of(str(scope), namespace, spec.get("package"))
+
+
+class ScopedSecretService:
+    def __init__(self, secrets: SecretService, sealing: SealingKeyPair,
+                 settings: Settings) -> None:
+        self.secrets = secrets
+        self.sealing = sealing
+        self.settings = settings
+
+    def _actor(self, body: dict[str, Any]) -> str:
+        meta = body["metadata"]
+        return f"operator:ScopedSecret/{meta['namespace']}/{meta['name']}"
+
+    async def reconcile(self, body: dict[str, Any]) -> Outcome:
+        meta, spec = body["metadata"], body.get("spec") or {}
+        namespace, generation = meta["namespace"], meta.get("generation")
+        status = body.get("status") or {}
+        try:
+            owner = owner_of(namespace, spec, self.settings)
+            values = self._open(namespace, owner, spec.get("encryptedData") or {})
+            written = await asyncio.to_thread(self.secrets.sync_values, owner, values,
+                                              action="apply", actor=self._actor(body))
+            previous = {s["name"] for s in status.get("secrets") or []
+                        if isinstance(s, dict) and "name" in s}
+            removed = sorted(previous - set(values))
+            if removed:
+                await asyncio.to_thread(self.secrets.delete_many, owner, removed,
+                                        actor=self._actor(body), action="remove")
+            versions = await asyncio.to_thread(self.secrets.current_versions, owner)
+        except (ValidationError, IntegrityError) as e:
+            reason = _reason_of(e)
+            message = str(e)
+            log.warning("ScopedSecret %s/%s refused: %s", namespace, meta["name"], message)
+            return Outcome({"observedGeneration": generation, "conditions": with_condition(
+                status.get("conditions"), type_=READY, ok=False, reason=reason,
+                message=message, generation=generation)},
+                [EventNote("Warning", reason, message)], ok=False)
+        stored = [{"name": n, "version": versions[n]} for n in sorted(values) if n in versions]
+        changes = ", ".join(f"{n} v{v}" for n, v in sorted(written.items()))
+        message = (f"{len(stored)} secret(s) stored at {owner.scope.value} scope; "
+                   + (f"new versions: {changes}" if written else "unchanged"))
+        events = [EventNote("Normal", Reason.STORED, message)] if written or removed else []
+        return Outcome({"observedGeneration": generation, "secretCount": len(stored),
+                        "secrets": stored, "conditions": with_condition(
+                            status.get("conditions"), type_=READY, ok=True, reason=Reason.STORED,
+                            message=message, generation=generation)}, events)
+
+    def _open(self, namespace: str, owner: Owner, sealed: dict[str, Any]) -> dict[str, Any]:
+        if not sealed:
+            raise ValidationError(Problem("spec.encryptedData", "holds no secrets"),
+                                  source="ScopedSecret")
+        values: dict[str, Any] = {}
+        for name, text in sorted(sealed.items()):
+            if not isinstance(text, str):
+                raise ValidationError(Problem(f"spec.encryptedData.{name}",
+                                              "must be a sealed value (a string)"),
+                                      source="ScopedSecret")
+            target = SealTarget(namespace, owner.scope.value, owner.package, name)
+            values[name] = self.sealing.open(target, text)
+        return values
+
+    async def remove(self, body: dict[str, Any]) -> list[str]:
+        """On deletion: tombstone this object's names, so they stop resolving at its scope."""
+        meta, spec = body["metadata"], body.get("spec") or {}
+        try:
+            owner = owner_of(meta["namespace"], spec, self.settings)
+        except ValidationError:
+            return []  # it never stored anything
+        names = sorted(set(spec.get("encryptedData") or {}) |
+                       {s["name"] for s in (body.get("status") or {}).get("secrets") or []})
+        removed = await asyncio.to_thread(self.secrets.delete_many, owner, names,
+                                          actor=self._actor(body), action="remove")
+        return sorted(removed)
+
+
+def _reason_of(error: Exception) -> Reason:
+    if isinstance(error, IntegrityError):
+        return Reason.SEALED_FOR_ANOTHER_OBJECT
+    text = str(error)
+    if "platform scope is accepted only" in text:
+        return Reason.PLATFORM_SCOPE_NOT_ALLOWED
+    return Reason.INVALID_SECRET

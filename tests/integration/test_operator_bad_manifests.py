@@ -1,0 +1,191 @@
+"""Bad manifests (P8): each gets a status condition and an Event naming the problem, nothing
+stored is lost, and the operator keeps serving the rest."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fx_operator.cli.cluster import sealed_manifest
+from fx_operator.domain.sealing import SealingKeyPair
+from support.cluster import PLATFORM_NAMESPACE, Cluster, cluster
+from support.postgres import PostgresServer
+
+STORED_VALUE = "stored-value-that-must-not-be-lost-77"
+NS = "team-a"
+
+
+@pytest.fixture(scope="module")
+def k8s(tmp_path_factory: pytest.TempPathFactory,
+        postgres_server: PostgresServer) -> Iterator[Cluster]:
+    dsn = postgres_server.create_database("e2e_bad_manifests")
+    with cluster(tmp_path_factory.mktemp("bad"), dsn) as machine:
+        machine.sealed_secret(NS, "keep", {"KEEP": STORED_VALUE}, "package", package="good")
+        machine.ready("scopedsecrets", NS, "keep")
+        machine.sealed_secret(NS, "project-secrets", {"PROJECT_TOKEN": "project-token-value-1"},
+                              "project")
+        machine.ready("scopedsecrets", NS, "project-secrets")
+        yield machine
+    postgres_server.drop_database("e2e_bad_manifests")
+
+
+def _sealed(k8s: Cluster, values: dict[str, Any], *, namespace: str = NS,
+            scope: str = "package", package: str | None = "pkg") -> dict[str, str]:
+    key = k8s.public_key()
+    assert key is not None
+    manifest = sealed_manifest(values, key, namespace=namespace, scope=scope, package=package,
+                               name="x")
+    data: dict[str, str] = manifest["spec"]["encryptedData"]
+    return data
+
+
+def _scripts(**scripts: str) -> list[dict[str, str]]:
+    return [{"name": n.replace("_py", ".py"), "content": c} for n, c in scripts.items()]
+
+
+PACKAGE_CASES: dict[str, tuple[Callable[[Cluster], dict[str, Any]], str, str]] = {
+    "entrypoint-not-a-script": (lambda k: {"scripts": _scripts(main_py="print(1)"),
+                                           "entrypoint": "other.py"},
+                                "NoEntrypoint", "spec.entrypoint"),
+    "secrets-json-in-package": (lambda k: {"scripts": [
+        *_scripts(main_py="print(1)"), {"name": "secrets.json", "content": '{"A": "b"}'}]},
+        "SecretsFileInPackage", "secrets.json"),
+    "two-scripts-no-entrypoint": (lambda k: {"scripts": _scripts(a_py="1", b_py="2")},
+                                  "NoEntrypoint", "spec.entrypoint"),
+    "duplicate-script-names": (lambda k: {"scripts": _scripts(main_py="1") +
+                                          _scripts(main_py="2")},
+                               "InvalidSpec", "appears twice"),
+    "oversized-scripts": (lambda k: {"scripts": [
+        {"name": f"s{i}.py", "content": "#" * 250_000} for i in range(4)],
+        "entrypoint": "s0.py"}, "InvalidSpec", "spec.scripts"),
+    "package-secret-in-script": (lambda k: {"scripts": _scripts(
+        main_py=f"password = {STORED_VALUE!r}\n")}, "SecretInScript", "KEEP"),
+    "project-secret-in-script": (lambda k: {"scripts": _scripts(
+        main_py="token = 'project-token-value-1'\n")}, "SecretInScript", "PROJECT_TOKEN"),
+}
+
+SECRET_CASES: dict[str, tuple[Callable[[Cluster], dict[str, Any]], str, str]] = {
+    "platform-scope-outside-platform-namespace": (
+        lambda k: {"scope": "platform", "encryptedData": _sealed(k, {"A": "v"}, scope="platform",
+                                                                 package=None)},
+        "PlatformScopeNotAllowed", "platform namespace"),
+    "package-scope-without-package": (
+        lambda k: {"scope": "package", "encryptedData": _sealed(k, {"A": "v"})},
+        "InvalidSecret", "spec.package"),
+    "project-scope-with-package": (
+        lambda k: {"scope": "project", "package": "pkg",
+                   "encryptedData": _sealed(k, {"A": "v"}, scope="project", package=None)},
+        "InvalidSecret", "spec.package"),
+    "sealed-for-another-namespace": (
+        lambda k: {"scope": "package", "package": "pkg",
+                   "encryptedData": _sealed(k, {"A": "v"}, namespace="team-b")},
+        "SealedForAnotherObject", "A"),
+    "sealed-for-another-name": (
+        lambda k: {"scope": "package", "package": "pkg",
+                   "encryptedData": {"B": _sealed(k, {"A": "v"})["A"]}},
+        "SealedForAnotherObject", "B"),
+    "sealed-for-another-package": (
+        lambda k: {"scope": "package", "package": "pkg",
+                   "encryptedData": _sealed(k, {"A": "v"}, package="other")},
+        "SealedForAnotherObject", "A"),
+    "sealed-for-another-scope": (
+        lambda k: {"scope": "package", "package": "pkg",
+                   "encryptedData": _sealed(k, {"A": "v"}, scope="project", package=None)},
+        "SealedForAnotherObject", "A"),
+    "sealed-with-another-key": (
+        lambda k: {"scope": "project", "encryptedData": sealed_manifest(
+            {"A": "v"}, SealingKeyPair.generate().public, namespace=NS, scope="project",
+            package=None, name="x")["spec"]["encryptedData"]},
+        "SealedForAnotherObject", "another operator key"),
+    "not-base64": (lambda k: {"scope": "project", "encryptedData": {"A": "not base64!"}},
+                   "SealedForAnotherObject", "not base64"),
+    "truncated": (lambda k: {"scope": "project", "encryptedData": {
+        "A": base64.b64encode(base64.b64decode(_sealed(
+            k, {"A": "v"}, scope="project", package=None)["A"])[:30]).decode()}},
+        "SealedForAnotherObject", "truncated"),
+    "bad-secret-name": (
+        lambda k: {"scope": "project",
+                   "encryptedData": _sealed(k, {"bad name": "v"}, scope="project",
+                                            package=None)},
+        "InvalidSecret", "bad name"),
+}
+
+EXECUTION_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
+    "unknown-package": ({"package": "nope"}, "PackageNotFound", "nope"),
+    "package-of-another-namespace": ({"package": "only-in-team-b"}, "PackageNotFound",
+                                     "only-in-team-b"),
+    "package-not-ready": ({"package": "not-ready"}, "PackageNotReady", "NoEntrypoint"),
+}
+
+
+def _refused(k8s: Cluster, plural: str, name: str, reason: str, words: str) -> None:
+    body = k8s.ready(plural, NS, name) if plural != "executions" else k8s.finished(NS, name)
+    ready = next(c for c in body["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False", ready
+    assert ready["reason"] == reason, ready
+    assert words in ready["message"], ready
+    events = [e for e in k8s.events(NS, name) if e["reason"] == reason]
+    assert events and events[0]["type"] == "Warning"
+    assert words in events[0]["message"]
+
+
+@pytest.mark.parametrize("name", sorted(PACKAGE_CASES))
+def test_bad_packages(k8s: Cluster, name: str) -> None:
+    spec, reason, words = PACKAGE_CASES[name]
+    if name == "package-secret-in-script":  # the package's own secret, stored before it
+        k8s.sealed_secret(NS, f"{name}-secrets", {"KEEP": STORED_VALUE}, "package",
+                          package=name)
+        k8s.ready("scopedsecrets", NS, f"{name}-secrets")
+    k8s.apply("packages", NS, {"kind": "Package", "metadata": {"name": name}, "spec": spec(k8s)})
+    _refused(k8s, "packages", name, reason, words)
+
+
+@pytest.mark.parametrize("name", sorted(SECRET_CASES))
+def test_bad_scoped_secrets(k8s: Cluster, name: str) -> None:
+    spec, reason, words = SECRET_CASES[name]
+    k8s.apply("scopedsecrets", NS, {"kind": "ScopedSecret", "metadata": {"name": name},
+                                    "spec": spec(k8s)})
+    _refused(k8s, "scopedsecrets", name, reason, words)
+
+
+@pytest.mark.parametrize("name", sorted(EXECUTION_CASES))
+def test_bad_executions(k8s: Cluster, name: str) -> None:
+    if name == "package-of-another-namespace":
+        k8s.package("team-b", "only-in-team-b", {"main.py": "print(1)"})
+    if name == "package-not-ready":
+        k8s.package(NS, "not-ready", {"main.py": "print(1)"}, entrypoint="other.py")
+        k8s.ready("packages", NS, "not-ready")
+    spec, reason, words = EXECUTION_CASES[name]
+    k8s.execution(NS, name, **spec)
+    body = k8s.finished(NS, name)
+    assert body["status"]["phase"] == "Failed"
+    _refused(k8s, "executions", name, reason, words)
+
+
+def test_a_bad_update_keeps_what_was_stored(k8s: Cluster) -> None:
+    body = k8s.get("scopedsecrets", NS, "keep")
+    body["spec"]["encryptedData"]["KEEP"] = "not base64!"
+    k8s.custom.replace_namespaced_custom_object("fx.dev", "v1alpha1", NS, "scopedsecrets",
+                                                "keep", body)
+    _refused(k8s, "scopedsecrets", "keep", "SealedForAnotherObject", "KEEP")
+    k8s.package(NS, "good", {"main.py": "from fx_ef import context\n"
+                                        "print(context.secrets.get('KEEP') is not None)\n"})
+    k8s.ready("packages", NS, "good")
+    k8s.execution(NS, "good-1", "good")
+    status = k8s.finished(NS, "good-1")["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["result"]["outputTail"].strip() == "True"
+    assert status["manifest"]["KEEP"]["version"] == 1
+
+
+def test_the_operator_keeps_serving(k8s: Cluster) -> None:
+    assert len(PACKAGE_CASES) + len(SECRET_CASES) + len(EXECUTION_CASES) >= 20
+    k8s.package(NS, "after", {"main.py": "print('still here')\n"})
+    k8s.ready("packages", NS, "after")
+    k8s.execution(NS, "after-1", "after")
+    status = k8s.finished(NS, "after-1")["status"]
+    assert status["phase"] == "Succeeded"
+    assert "still here" in status["result"]["outputTail"]
+    assert PLATFORM_NAMESPACE  # the platform namespace exists, and nothing above touched it

@@ -1,0 +1,159 @@
+"""The operator end to end, in CI: the emulated API server over HTTP, kopf, the pod runner playing
+kubelet and Job controller, the broker over HTTPS, and a real PostgreSQL store.
+
+One cluster for the module; a canary secret at every scope, checked at the end against every
+object the emulator ever stored, the operator's logs, the runs' output and argv, and the database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fx_operator.domain.job_spec import job_name
+from support.cluster import PLATFORM_NAMESPACE, Cluster, cluster
+from support.postgres import PostgresServer
+
+CANARIES = {"platform": "plat-canary-e2e-4c1f9a", "project": "proj-canary-e2e-8b2d7e",
+            "package": "pkg-canary-e2e-0a5e33"}
+
+SEED_FX_EF = (Path(__file__).resolve().parents[2] / "examples" / "secrets-fx-ef" /
+              "test_secrets.py").read_text()
+SEED_FERRIS = (Path(__file__).resolve().parents[2] / "examples" / "secrets-ferris" /
+               "test_secrets.py").read_text()
+SEED_SECRETS = {"DB_NAME": "test_db", "DB_PASS": "supersecretpas$"}
+
+SCOPES_SCRIPT = """
+import json
+from fx_ef import context
+names = ["CANARY_PLATFORM", "CANARY_PROJECT", "CANARY_PACKAGE", "SHARED", "ONLY_PLATFORM",
+         "EMPTY", "MISSING"]
+values = {n: context.secrets.get(n) for n in names}
+print("canary:", values["CANARY_PACKAGE"])
+print(json.dumps({n: (None if v is None else ("empty" if v == "" else "set"))
+                  for n, v in values.items()}))
+print("shared is", "package" if values["SHARED"] == "shared-package-value" else "other")
+"""
+
+
+@pytest.fixture(scope="module")
+def k8s(tmp_path_factory: pytest.TempPathFactory,
+        postgres_server: PostgresServer) -> Iterator[Cluster]:
+    dsn = postgres_server.create_database("e2e_operator")
+    tmp = tmp_path_factory.mktemp("cluster")
+    with cluster(tmp, dsn, FX_PLATFORM_WRITERS=json.dumps(["team-a/writer"])) as machine:
+        machine.sealed_secret(PLATFORM_NAMESPACE, "platform", {
+            "CANARY_PLATFORM": CANARIES["platform"], "SHARED": "shared-platform-value",
+            "ONLY_PLATFORM": "platform-only-value"}, "platform")
+        machine.sealed_secret("team-a", "project", {
+            "CANARY_PROJECT": CANARIES["project"], "SHARED": "shared-project-value",
+            "EMPTY": ""}, "project")
+        for name in ("platform", "project"):
+            namespace = PLATFORM_NAMESPACE if name == "platform" else "team-a"
+            machine.ready("scopedsecrets", namespace, name)
+        yield machine
+        seen = machine.everything_seen()
+        dump = postgres_server.dump("e2e_operator").decode(errors="replace")
+        for scope, value in CANARIES.items():
+            assert value not in seen, f"the {scope} canary leaked into objects, logs or output"
+            assert value not in dump, f"the {scope} canary is in plaintext in the database"
+    postgres_server.drop_database("e2e_operator")
+
+
+def _run(k8s: Cluster, namespace: str, name: str, package: str, **spec: Any) -> dict[str, Any]:
+    k8s.execution(namespace, name, package, **spec)
+    return k8s.finished(namespace, name)
+
+
+def test_package_and_secrets_at_three_scopes(k8s: Cluster) -> None:
+    k8s.package("team-a", "scopes", {"main.py": SCOPES_SCRIPT})
+    k8s.sealed_secret("team-a", "scopes-secrets", {
+        "CANARY_PACKAGE": CANARIES["package"], "SHARED": "shared-package-value"},
+        "package", package="scopes")
+    k8s.ready("packages", "team-a", "scopes")
+    stored = k8s.ready("scopedsecrets", "team-a", "scopes-secrets")
+    assert {s["name"] for s in stored["status"]["secrets"]} == {"CANARY_PACKAGE", "SHARED"}
+    execution = _run(k8s, "team-a", "scopes-1", "scopes")
+    status = execution["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["exitCode"] == 0
+    tail = status["result"]["outputTail"]
+    assert "canary: ***" in tail
+    assert json.loads(tail.splitlines()[1]) == {
+        "CANARY_PLATFORM": "set", "CANARY_PROJECT": "set", "CANARY_PACKAGE": "set",
+        "SHARED": "set", "ONLY_PLATFORM": "set", "EMPTY": "empty", "MISSING": None}
+    assert "shared is package" in tail
+    manifest = status["manifest"]
+    assert manifest["SHARED"]["scope"] == "package"
+    assert manifest["CANARY_PROJECT"]["scope"] == "project"
+    assert manifest["ONLY_PLATFORM"]["scope"] == "platform"
+    assert [s["name"] for s in status["steps"]] == ["Admitted", "SecretsDelivered", "Script"]
+    assert all(s["phase"] == "Succeeded" for s in status["steps"])
+    reasons = {e["reason"] for e in k8s.events("team-a", "scopes-1")}
+    assert {"JobCreated", "SecretsDelivered", "Completed"} <= reasons
+
+
+@pytest.mark.parametrize(("package", "script", "spec"), [
+    ("seed-fx-ef", SEED_FX_EF, {}),
+    ("seed-ferris", SEED_FERRIS, {"compat": "ferris"}),
+])
+def test_the_seeds_scripts_as_packages(k8s: Cluster, package: str, script: str,
+                                       spec: dict[str, Any]) -> None:
+    k8s.package("team-b", package, {"test_secrets.py": script}, **spec)
+    k8s.sealed_secret("team-b", f"{package}-secrets", SEED_SECRETS, "package", package=package)
+    k8s.ready("packages", "team-b", package)
+    k8s.ready("scopedsecrets", "team-b", f"{package}-secrets")
+    status = _run(k8s, "team-b", f"{package}-run", package)["status"]
+    assert status["phase"] == "Succeeded", status
+    tail = status["result"]["outputTail"]
+    assert "DB NAME: ***" in tail and "DB PASS: ***" in tail
+    assert f"PACKAGE NAME: {package}" in tail
+    assert "supersecretpas$" not in tail
+
+
+def test_a_failing_script_fails_the_execution(k8s: Cluster) -> None:
+    k8s.package("team-a", "crasher", {"main.py": "import sys\nprint('bye')\nsys.exit(3)\n"})
+    k8s.ready("packages", "team-a", "crasher")
+    status = _run(k8s, "team-a", "crasher-1", "crasher")["status"]
+    assert status["phase"] == "Failed" and status["exitCode"] == 3
+    assert "ScriptFailed" in {e["reason"] for e in k8s.events("team-a", "crasher-1")}
+
+
+def test_one_job_per_execution_across_an_operator_restart(k8s: Cluster) -> None:
+    k8s.package("team-a", "slow", {"main.py": "import time\ntime.sleep(1)\nprint('done')\n"})
+    k8s.ready("packages", "team-a", "slow")
+    k8s.runner.paused.set()
+    try:
+        k8s.execution("team-a", "slow-1", "slow")
+        k8s.wait_for(lambda: k8s.batch.list_namespaced_job(
+            "team-a", label_selector="fx.dev/execution=slow-1").items, "the Job")
+        k8s.stop_operator()
+        k8s.start_operator()
+    finally:
+        k8s.runner.paused.clear()
+    status = k8s.finished("team-a", "slow-1")["status"]
+    assert status["phase"] == "Succeeded", status
+    jobs = k8s.batch.list_namespaced_job("team-a", label_selector="fx.dev/execution=slow-1")
+    assert [j.metadata.name for j in jobs.items] == [job_name("slow-1")]
+
+
+def test_platform_writes_only_where_configured(k8s: Cluster) -> None:
+    script = ("from fx_ef import context\n"
+              "try:\n"
+              "    context.secrets.set('FROM_RUN', 'written-by-run-value', 'platform')\n"
+              "    print('platform: written')\n"
+              "except Exception as e:\n"
+              "    print('platform:', type(e).__name__)\n"
+              "context.secrets.set('PROJECT_FROM_RUN', 'project-run-value', 'project')\n"
+              "print('project:', context.secrets.get('PROJECT_FROM_RUN'))\n")
+    for package in ("writer", "reader"):
+        k8s.package("team-a", package, {"main.py": script})
+        k8s.ready("packages", "team-a", package)
+    allowed = _run(k8s, "team-a", "writer-1", "writer")["status"]["result"]["outputTail"]
+    refused = _run(k8s, "team-a", "reader-1", "reader")["status"]["result"]["outputTail"]
+    assert "platform: written" in allowed
+    assert "platform: PlatformWriteNotAllowedError" in refused
+    assert "project: ***" in refused

@@ -1,0 +1,162 @@
+"""The run's Job: restricted, deterministic, ciphertext only; conditions; package checks; CRDs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fx_operator.domain import job_spec
+from fx_operator.domain.conditions import Reason, with_condition
+from fx_operator.domain.package_spec import package_definition
+from fx_operator.exceptions import ValidationError
+from fx_operator.services.executions import progress
+
+from fx_ef import contract
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+SETTINGS = job_spec.RunPodSettings(runtime_image="runtime:1", broker_url="https://broker:8443",
+                                   broker_audience="fx-broker", broker_ca_configmap="fx-ca")
+PLAN = job_spec.RunPlan(namespace="team-a", execution="nightly", execution_uid="uid-1",
+                        package="etl", run_id="run-uid-1", entrypoint="main.py",
+                        script_names=("main.py", "lib.py"), timeout_seconds=600)
+
+
+def test_job_is_restricted_and_gets_no_default_token() -> None:
+    job = job_spec.run_job(PLAN, SETTINGS)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["initContainers"] + pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"] == {"drop": ["ALL"]}
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    assert job["spec"]["ttlSecondsAfterFinished"] == 3600
+    assert pod["restartPolicy"] == "Never"
+
+
+def test_bundle_volume_is_memory_and_read_only_for_the_script() -> None:
+    pod = job_spec.run_job(PLAN, SETTINGS)["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["secrets"]["emptyDir"]["medium"] == "Memory"
+    token = volumes["token"]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token["audience"] == "fx-broker" and token["expirationSeconds"] <= 3600
+    script_mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert script_mounts["secrets"]["readOnly"] is True
+    assert script_mounts["secrets"]["mountPath"] == contract.POD_SECRETS_DIR
+    init_mounts = {m["name"]: m for m in pod["initContainers"][0]["volumeMounts"]}
+    assert not init_mounts["secrets"].get("readOnly")
+    assert volumes["package"]["configMap"]["items"] == [
+        {"key": "main.py", "path": "main.py"}, {"key": "lib.py", "path": "lib.py"}]
+
+
+def test_names_are_deterministic_and_bounded() -> None:
+    assert job_spec.job_name("nightly") == "fx-run-nightly"
+    long = "x" * 70
+    assert job_spec.job_name(long) == job_spec.job_name(long)
+    assert len(job_spec.job_name(long)) <= 63
+    assert job_spec.job_name(long) != job_spec.job_name(long + "y")
+
+
+def test_sealed_secret_holds_only_what_it_is_given_and_is_owned() -> None:
+    secret = job_spec.sealed_bundle_secret(PLAN, "c2VhbGVk")
+    assert secret["data"] == {job_spec.SEALED_BUNDLE_KEY: "c2VhbGVk"}
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    job = job_spec.run_job(PLAN, SETTINGS)
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "Execution"
+    assert job["metadata"]["labels"][job_spec.LABEL_RUN] == "run-uid-1"
+
+
+def test_condition_transition_time_moves_only_when_status_flips() -> None:
+    first = with_condition(None, type_="Ready", ok=True, reason=Reason.STORED, message="a",
+                           generation=1, now="2026-01-01T00:00:00Z")
+    same = with_condition(first, type_="Ready", ok=True, reason=Reason.STORED, message="b",
+                          generation=2, now="2026-02-02T00:00:00Z")
+    flipped = with_condition(same, type_="Ready", ok=False, reason=Reason.INVALID_SECRET,
+                             message="c", generation=3, now="2026-03-03T00:00:00Z")
+    assert same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert same[0]["observedGeneration"] == 2
+    assert flipped[0]["lastTransitionTime"] == "2026-03-03T00:00:00Z"
+    assert flipped[0]["status"] == "False"
+
+
+@pytest.mark.parametrize(("spec", "where"), [
+    ({"scripts": []}, "spec.scripts"),
+    ({"scripts": [{"name": "a.py", "content": "1"}], "entrypoint": "b.py"}, "spec.entrypoint"),
+    ({"scripts": [{"name": "a.py", "content": "1"}, {"name": "b.py", "content": "2"}]},
+     "spec.entrypoint"),
+    ({"scripts": [{"name": "secrets.json", "content": "{}"}, {"name": "a.py", "content": ""}]},
+     "secrets.json"),
+    ({"scripts": [{"name": "../a.py", "content": "1"}]}, "plain file name"),
+    ({"scripts": [{"name": "a.py", "content": "1"}], "compat": "python2"}, "spec.compat"),
+    ({"scripts": [{"name": "a.py", "content": "1"}], "timeoutSeconds": 0},
+     "spec.timeoutSeconds"),
+])
+def test_package_definition_names_the_field(spec: dict[str, Any], where: str) -> None:
+    with pytest.raises(ValidationError, match="Package p") as caught:
+        package_definition("p", spec)
+    assert where in str(caught.value)
+
+
+def test_package_definition_defaults_the_entrypoint() -> None:
+    package = package_definition("p", {"scripts": [{"name": "a.py", "content": "1"},
+                                                   {"name": "data.txt", "content": "x"}]})
+    assert package.entrypoint == "a.py"
+
+
+def _execution(**status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "e", "generation": 1},
+            "status": {"runId": "run-1", "phase": "Pending", "steps": [
+                {"name": "Admitted", "phase": "Succeeded"},
+                {"name": "SecretsDelivered", "phase": "Pending"},
+                {"name": "Script", "phase": "Pending"}], **status}}
+
+
+def test_progress_follows_the_pod() -> None:
+    delivered = {"initContainerStatuses": [{"state": {"terminated": {"exitCode": 0}}}],
+                 "containerStatuses": [{"state": {"running": {"startedAt": "t1"}}}]}
+    running = progress(_execution(), {"status": delivered})
+    assert running is not None and running.status["phase"] == "Running"
+    assert {e.reason for e in running.events} == {Reason.SECRETS_DELIVERED, Reason.RUNNING}
+    result = json.dumps({"output_tail": "hello ***\n", "output_truncated": False})
+    done = progress(_execution(phase="Running"), {"status": {
+        "initContainerStatuses": delivered["initContainerStatuses"],
+        "containerStatuses": [{"state": {"terminated": {"exitCode": 0, "message": result}}}]}})
+    assert done is not None and done.status["phase"] == "Succeeded"
+    assert done.status["result"] == {"outputTail": "hello ***\n", "truncated": False}
+    failed = progress(_execution(), {"status": {
+        "initContainerStatuses": [{"state": {"terminated": {"exitCode": 3}}}]}})
+    assert failed is not None and failed.status["phase"] == "Failed"
+    assert failed.events[0].reason == Reason.DELIVERY_FAILED
+
+
+def _properties(schema: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for name, sub in (schema.get("properties") or {}).items():
+        found.append((f"{path}.{name}", sub))
+        found += _properties(sub, f"{path}.{name}")
+        if isinstance(sub.get("items"), dict):
+            found += _properties(sub["items"], f"{path}.{name}[]")
+        if isinstance(sub.get("additionalProperties"), dict):
+            found += _properties(sub["additionalProperties"], f"{path}.{name}{{}}")
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(CRDS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_crds_describe_every_field(path: Path) -> None:
+    crd = yaml.safe_load(path.read_text())
+    assert crd["spec"]["group"] == "fx.dev" and crd["spec"]["scope"] == "Namespaced"
+    assert "fx" in crd["spec"]["names"]["categories"] and crd["spec"]["names"]["shortNames"]
+    (version,) = crd["spec"]["versions"]
+    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+    assert version["additionalPrinterColumns"]
+    assert not any("kopf" in c["jsonPath"] for c in version["additionalPrinterColumns"])
+    schema = version["schema"]["openAPIV3Schema"]
+    missing = [p for p, sub in _properties(schema, "") if not sub.get("description")]
+    assert missing == []
