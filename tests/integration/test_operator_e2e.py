@@ -13,9 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from click.testing import CliRunner
+from fx_operator.cli.main import cli
 from fx_operator.domain.job_spec import job_name
 from support.cluster import PLATFORM_NAMESPACE, Cluster, cluster
 from support.postgres import PostgresServer
+
+from fx_ef.init import InitError, key_from_broker
 
 CANARIES = {"platform": "plat-canary-e2e-4c1f9a", "project": "proj-canary-e2e-8b2d7e",
             "package": "pkg-canary-e2e-0a5e33"}
@@ -157,3 +162,63 @@ def test_platform_writes_only_where_configured(k8s: Cluster) -> None:
     assert "platform: written" in allowed
     assert "platform: PlatformWriteNotAllowedError" in refused
     assert "project: ***" in refused
+
+
+def _ask_for_key(k8s: Cluster, run_id: str, token: str) -> str:
+    """The init step's own request for a run key, with ``token``; the refusal's message."""
+    ca = k8s.core.read_namespaced_config_map("fx-broker-ca", "team-a").data["ca.crt"]
+    directory = Path(k8s.env["FX_HOME"])
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ca.crt").write_text(ca)
+    (directory / "token").write_text(token)
+    with pytest.raises(InitError) as refused:
+        key_from_broker(k8s.env["FX_BROKER_URL"], run_id, directory / "token",
+                        directory / "ca.crt")
+    return str(refused.value)
+
+
+def test_run_keys_are_given_once_and_only_to_the_runs_own_pod(k8s: Cluster) -> None:
+    k8s.package("team-a", "sleeper", {"main.py": "import time\ntime.sleep(3)\n"})
+    k8s.ready("packages", "team-a", "sleeper")
+    k8s.execution("team-a", "sleeper-1", "sleeper")
+    running = k8s.wait_for(lambda: (k8s.get("executions", "team-a", "sleeper-1").get("status")
+                                    or {}).get("phase") == "Running" and
+                           k8s.get("executions", "team-a", "sleeper-1"), "the run to start")
+    run_id = running["status"]["runId"]
+    (pod,) = [p for p in k8s.runner.pods.values() if p.job == job_name("sleeper-1")]
+    assert "(409)" in _ask_for_key(k8s, run_id, pod.tokens[0])  # a replay of the init step
+
+    def register(token: str, namespace: str, pod_name: str, pod_uid: str) -> None:
+        k8s.server.call(lambda: k8s.server.emulator.register_token(
+            token, namespace=namespace, service_account="default", pod_name=pod_name,
+            pod_uid=pod_uid, audiences=["fx-broker"]))
+
+    register("other-namespace-token", "team-b", pod.name, pod.uid)
+    assert "(403)" in _ask_for_key(k8s, run_id, "other-namespace-token")
+    (other,) = [p for p in k8s.runner.pods.values() if p.job == job_name("scopes-1")]
+    register("other-run-token", "team-a", other.name, other.uid)
+    assert "(403)" in _ask_for_key(k8s, run_id, "other-run-token")
+    assert "(401)" in _ask_for_key(k8s, run_id, "not-a-token")
+    assert k8s.finished("team-a", "sleeper-1")["status"]["phase"] == "Succeeded"
+    assert "(4" in _ask_for_key(k8s, run_id, pod.tokens[0])  # finished: refused for good
+
+
+def test_fxctl_seal_and_run_against_the_cluster(k8s: Cluster, tmp_path: Path) -> None:
+    secrets_file = tmp_path / "secrets.json"
+    secrets_file.write_text(json.dumps({"CLI_SECRET": "sealed-by-the-cli-value"}))
+    k8s.package("team-a", "cli-pkg", {"main.py": (
+        "from fx_ef import context\n"
+        "print('cli:', context.secrets.get('CLI_SECRET'), context.params.get('day'))\n")})
+    sealed = CliRunner().invoke(cli, ["seal", str(secrets_file), "-n", "team-a",
+                                      "--package", "cli-pkg"], catch_exceptions=False)
+    assert sealed.exit_code == 0, sealed.output
+    manifest = yaml.safe_load(sealed.output)
+    assert "sealed-by-the-cli-value" not in sealed.output
+    k8s.apply("scopedsecrets", "team-a", manifest)
+    k8s.ready("scopedsecrets", "team-a", manifest["metadata"]["name"])
+    k8s.ready("packages", "team-a", "cli-pkg")
+    ran = CliRunner().invoke(cli, ["run", "cli-pkg", "-n", "team-a", "--param", "day=monday"],
+                             catch_exceptions=False)
+    k8s.extra_outputs.append(ran.output)
+    assert ran.exit_code == 0, ran.output
+    assert "cli: *** monday" in ran.output

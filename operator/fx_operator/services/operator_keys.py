@@ -16,15 +16,14 @@ from dataclasses import dataclass
 
 from fx_operator.domain import internal_keys, pki
 from fx_operator.domain.sealing import SealingKeyPair
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secrets import OPERATOR_KEYS_ID, OPERATOR_WRAPPED_META, SecretService
 from fx_operator.storage.backends import Transaction
 
 log = logging.getLogger(__name__)
 
-_SEALING_META = "operator.sealing_key"
-_CA_CERT_META = "operator.broker_ca_certificate"
-_CA_KEY_META = "operator.broker_ca_key"
-_ID = "operator"
+_SEALING_META, _CA_KEY_META = OPERATOR_WRAPPED_META  # rewrapped by master-key rotation
+_CA_CERT_META = "operator.broker_ca_certificate"  # public: not wrapped
+_ID = OPERATOR_KEYS_ID
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import builtins
 import json
 import logging
@@ -9,11 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fx_operator.domain import crypto
+from fx_operator.domain import crypto, internal_keys
 from fx_operator.domain.crypto import DataKey, MasterKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.domain.secrets_file import parse_secrets_file, validate_name, validate_value
 from fx_operator.exceptions import ConflictError, NotFoundError
+from fx_operator.storage import run_keys
 from fx_operator.storage.backends import Transaction, utcnow
 from fx_operator.storage.secret_store import (
     AuditRecord,
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)  # names, scopes and versions only; never a va
 MASTER_KEY_META = "master_key_id"
 TOMBSTONE: Any = object()  # written by delete; JSON null is a value, so None cannot mark it
 WRITE_ATTEMPTS = 3
+# The operator's own keys kept in store_meta, wrapped by the master key (see operator_keys).
+OPERATOR_KEYS_ID = "operator"
+OPERATOR_WRAPPED_META = {"operator.sealing_key": internal_keys.SEALING_KEY,
+                         "operator.broker_ca_key": internal_keys.BROKER_CA_KEY}
 T = TypeVar("T")
 
 
@@ -289,9 +295,17 @@ class SecretService:
                                                            r.owner, r.wrapped))
                          for r in records]
             self.store.rewrap_data_keys(tx, rewrapped, new_key.key_id)
+            run_keys_rewrapped = run_keys.rewrap_all(tx, self.master_key, new_key)
+            for meta, purpose in OPERATOR_WRAPPED_META.items():
+                wrapped = self.store.get_meta(tx, meta)
+                if wrapped is not None:
+                    self.store.set_meta(tx, meta, base64.b64encode(internal_keys.rewrap(
+                        self.master_key, new_key, purpose, OPERATOR_KEYS_ID,
+                        base64.b64decode(wrapped))).decode())
             self.store.set_meta(tx, MASTER_KEY_META, new_key.key_id)
             self.store.audit(tx, AuditRecord(self.actor, "rotate-master-key", "", "",
                                              entries=[{"dataKeys": len(records),
+                                                       "runKeys": run_keys_rewrapped,
                                                        "masterKeyId": new_key.key_id}]))
         self.master_key = new_key
         self._data_keys.clear()
