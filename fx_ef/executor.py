@@ -34,6 +34,7 @@ from types import FrameType, TracebackType
 from typing import Any, BinaryIO, NamedTuple, TypedDict
 
 from fx_ef import contract
+from fx_ef._process import exit_without_teardown
 from fx_ef.masking import Masker, MaskingStream
 
 EXIT_USAGE, EXIT_NO_ENTRYPOINT = 2, 3
@@ -437,12 +438,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Entry point: exit with the script's code, skipping the interpreter's module teardown
-    (nothing of ours needs it, and it is a measurable part of a trivial run)."""
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_without_teardown(main)
 
 
 if __name__ == "__main__":

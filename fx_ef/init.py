@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from fx_ef import contract
+from fx_ef._process import exit_without_teardown
 
 EXIT_USAGE, EXIT_NO_KEY, EXIT_BAD_BUNDLE, EXIT_WRITE = 2, 3, 4, 5
 
@@ -143,11 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Entry point; skips the interpreter's module teardown, a measurable part of this step."""
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_without_teardown(main)
 
 
 if __name__ == "__main__":

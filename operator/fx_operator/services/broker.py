@@ -30,6 +30,7 @@ from fx_operator.exceptions import FxError, IntegrityError, MasterKeyError, Stor
 from fx_operator.services.channel import MAX_BODY_BYTES, dispatch
 from fx_operator.services.run_keys import Caller, Refusal, RunKeyService, RunRefused
 from fx_operator.services.runs import RunService
+from fx_operator.storage.kube import PodIdentity
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +40,6 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 __all__ = ["BrokerServer", "PodAuthenticator", "PodIdentity", "make_app", "server_ssl_context",
            "start_broker"]
-
-
-@dataclass(frozen=True)
-class PodIdentity:
-    """Who a run pod's projected token says it is (from a TokenReview)."""
-
-    namespace: str
-    pod_name: str
-    pod_uid: str
-    service_account: str
 
 
 class PodAuthenticator(Protocol):

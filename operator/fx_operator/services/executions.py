@@ -187,12 +187,11 @@ class ExecutionService:
         name = labels.get(job_spec.LABEL_EXECUTION)
         if not name:
             return None
-        try:
-            execution = await self.kube.get_custom("executions", meta["namespace"], name)
-        except KubeNotFound:
+        execution = await self._unfinished(meta["namespace"], name)
+        if execution is None:
             return None
         status = execution.get("status") or {}
-        if status.get("phase") in FINAL_PHASES or status.get("runId") != labels.get(
+        if status.get("runId") != labels.get(
                 job_spec.LABEL_RUN):
             return None
         outcome = progress(execution, pod)
@@ -202,6 +201,16 @@ class ExecutionService:
             await asyncio.to_thread(self.run_keys.finish, status["runId"])
         return execution, outcome
 
+    async def _unfinished(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Execution, unless it is gone or already ended (its end is never rewritten)."""
+        try:
+            execution = await self.kube.get_custom("executions", namespace, name)
+        except KubeNotFound:
+            return None
+        if (execution.get("status") or {}).get("phase") in FINAL_PHASES:
+            return None
+        return execution
+
     async def observe_job(self, job: dict[str, Any]) -> tuple[dict[str, Any], Outcome] | None:
         """A Job that failed without its pod saying so (deadline, pod never started)."""
         meta = job.get("metadata") or {}
@@ -210,13 +219,10 @@ class ExecutionService:
                   if c.get("type") == "Failed" and c.get("status") == "True"]
         if not name or not failed:
             return None
-        try:
-            execution = await self.kube.get_custom("executions", meta["namespace"], name)
-        except KubeNotFound:
+        execution = await self._unfinished(meta["namespace"], name)
+        if execution is None:
             return None
         status = execution.get("status") or {}
-        if status.get("phase") in FINAL_PHASES:
-            return None
         reason = (Reason.DEADLINE_EXCEEDED if failed[0].get("reason") == "DeadlineExceeded"
                   else Reason.POD_FAILED)
         message = f"Job {meta.get('name')} failed: {failed[0].get('message') or reason}"

@@ -152,18 +152,15 @@ class SecretStore:
     @classmethod
     def open_postgres(cls, url: str, *, pool_max_size: int = 10,
                       migrate: bool = True) -> SecretStore:
-        backend = PostgresBackend(url, max_size=pool_max_size)
-        if migrate:
-            try:
-                ensure_current(backend)
-            except BaseException:
-                backend.close()
-                raise
-        return cls(backend)
+        return cls._migrated(PostgresBackend(url, max_size=pool_max_size), migrate)
 
     @classmethod
     def open_embedded(cls, path: Any, *, migrate: bool = True) -> SecretStore:
-        backend = SqliteBackend(path)
+        return cls._migrated(SqliteBackend(path), migrate)
+
+    @classmethod
+    def _migrated(cls, backend: Backend, migrate: bool) -> SecretStore:
+        """The store on ``backend``, its schema brought up to date first (closed on failure)."""
         if migrate:
             try:
                 ensure_current(backend)
