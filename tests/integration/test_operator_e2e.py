@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -222,3 +223,35 @@ def test_fxctl_seal_and_run_against_the_cluster(k8s: Cluster, tmp_path: Path) ->
     k8s.extra_outputs.append(ran.output)
     assert ran.exit_code == 0, ran.output
     assert "cli: *** monday" in ran.output
+
+
+def test_metrics_and_probes(k8s: Cluster) -> None:
+    import urllib.request
+
+    port = k8s.env["FX_METRICS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    assert 'fx_executions_total{phase="Succeeded"}' in text
+    assert "fx_admission_seconds_count" in text
+    assert 'fx_store_seconds' in text
+
+
+def test_deleting_an_execution_closes_its_run(k8s: Cluster) -> None:
+    k8s.package("team-a", "held", {"main.py": "print('never')\n"})
+    k8s.ready("packages", "team-a", "held")
+    k8s.runner.paused.set()
+    try:
+        k8s.execution("team-a", "held-1", "held")
+        run_id = k8s.wait_for(lambda: (k8s.get("executions", "team-a", "held-1").get("status")
+                                       or {}).get("runId"), "admission")
+        k8s.custom.delete_namespaced_custom_object("fx.dev", "v1alpha1", "team-a", "executions",
+                                                   "held-1")
+
+        def closed() -> bool:
+            with psycopg.connect(k8s.env["FX_DATABASE_URL"]) as conn:
+                row = conn.execute("SELECT finished_at, wrapped_key FROM run_keys "
+                                   "WHERE run_id = %s", (run_id,)).fetchone()
+            return row is not None and row[0] is not None and row[1] is None
+        k8s.wait_for(closed, "the run to close and its key to be erased")
+    finally:
+        k8s.runner.paused.clear()

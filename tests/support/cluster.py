@@ -212,7 +212,7 @@ def cluster(tmp_path: Path, dsn: str, **settings: str) -> Iterator[Cluster]:
                "FX_BROKER_HOST": "127.0.0.1", "FX_BROKER_PORT": str(port),
                "FX_BROKER_URL": f"https://127.0.0.1:{port}",
                "FX_BROKER_DNS_NAMES": json.dumps(["localhost", "127.0.0.1"]),
-               "FX_PLATFORM_NAMESPACE": PLATFORM_NAMESPACE, "FX_METRICS_PORT": "0",
+               "FX_PLATFORM_NAMESPACE": PLATFORM_NAMESPACE, "FX_METRICS_PORT": str(_free_port()),
                "FX_ACTOR": "operator", **settings}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)

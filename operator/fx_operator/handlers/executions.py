@@ -48,3 +48,14 @@ async def run_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         execution, outcome = observed
         app.metrics.executions.labels(outcome.status.get("phase", "")).inc()
         await apply(app, execution, None, outcome)
+
+
+@kopf.on.event(GROUP, VERSION, "executions", id="execution-deleted")
+async def execution_event(type: str, body: kopf.Body, memo: kopf.Memo,
+                          **_: Any) -> None:
+    """An Execution deleted before its end: its run key must never be handed out after."""
+    if type != "DELETED":
+        return
+    app = app_of(memo)
+    async with retrying():
+        await app.executions.forget(dict(body))

@@ -78,7 +78,7 @@ class OperatorApp:
         app = cls(settings, secrets, kube, keys, run_keys, packages,
                   ScopedSecretService(secrets, keys.sealing, settings),
                   ExecutionService(secrets, run_keys, kube, packages, settings, pod_settings,
-                                   ca_pem=keys.ca_certificate_pem),
+                                   ca_pem=keys.ca_certificate_pem, metrics=metrics),
                   broker, metrics)
         await app.publish_sealing_key()
         if settings.metrics_port:
@@ -102,5 +102,6 @@ class OperatorApp:
         return "ok"
 
     async def stop(self) -> None:
+        await asyncio.to_thread(self.metrics.close)
         await self.broker.stop()
         await asyncio.to_thread(self.secrets.close)

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from fx_ef import contract
@@ -29,6 +30,7 @@ from fx_operator.domain.conditions import (
 )
 from fx_operator.domain.package_spec import PackageDefinition
 from fx_operator.exceptions import FxError, ValidationError
+from fx_operator.services.metrics import Metrics
 from fx_operator.services.packages import PackageService
 from fx_operator.services.secrets import SecretService
 from fx_operator.storage.kube import Kube, KubeNotFound
@@ -76,7 +78,8 @@ def _step(name: str, phase: str, message: str = "", *, started: str | None = Non
 class ExecutionService:
     def __init__(self, secrets: SecretService, run_keys: RunKeys, kube: Kube,
                  packages: PackageService, settings: Settings,
-                 pod_settings: job_spec.RunPodSettings, *, ca_pem: str) -> None:
+                 pod_settings: job_spec.RunPodSettings, *, ca_pem: str,
+                 metrics: Metrics | None = None) -> None:
         self.secrets = secrets
         self.run_keys = run_keys
         self.kube = kube
@@ -84,6 +87,7 @@ class ExecutionService:
         self.settings = settings
         self.pod_settings = pod_settings
         self.ca_pem = ca_pem
+        self.metrics = metrics or Metrics()
 
     # --- admission -------------------------------------------------------------------------
 
@@ -111,9 +115,10 @@ class ExecutionService:
             script_names=tuple(sorted(package.scripts)), image=package.image,
             timeout_seconds=spec.get("timeoutSeconds") or package.timeout_seconds,
             resources=package.resources)
-        resolution = await asyncio.to_thread(
-            self.secrets.resolve, namespace, package.name, run_id=run_id,
-            actor=f"operator:Execution/{namespace}/{name}")
+        with self.metrics.timing_store("resolve"):
+            resolution = await asyncio.to_thread(
+                self.secrets.resolve, namespace, package.name, run_id=run_id,
+                actor=f"operator:Execution/{namespace}/{name}")
         allow_platform = self.settings.may_write_platform(namespace, package.name)
         bundle = {
             "format": contract.BUNDLE_FORMAT, "run_id": run_id,
@@ -133,8 +138,9 @@ class ExecutionService:
         del bundle, resolution  # plaintext lives no longer than needed
         await self.kube.apply_config_map(job_spec.broker_ca_configmap(
             namespace, self.pod_settings.broker_ca_configmap, self.ca_pem))
-        await asyncio.to_thread(self.run_keys.register, run_id, namespace, name, job_name,
-                                package.name, key, allow_platform)
+        with self.metrics.timing_store("register-run-key"):
+            await asyncio.to_thread(self.run_keys.register, run_id, namespace, name, job_name,
+                                    package.name, key, allow_platform)
         await self.kube.create_secret(job_spec.sealed_bundle_secret(plan, sealed), replace=True)
         created = await self.kube.create_job(job_spec.run_job(plan, self.pod_settings))
         now = now_iso()
@@ -199,7 +205,22 @@ class ExecutionService:
             return None
         if outcome.status.get("phase") in FINAL_PHASES:
             await asyncio.to_thread(self.run_keys.finish, status["runId"])
+        if any(e.reason == Reason.SECRETS_DELIVERED for e in outcome.events):
+            self._observe_delivery(status)
         return execution, outcome
+
+    def _observe_delivery(self, status: dict[str, Any]) -> None:
+        """Admission to delivery, as the delivery latency users feel at the start of a run."""
+        admitted = next((s.get("finishedAt") for s in status.get("steps") or []
+                         if s.get("name") == STEP_ADMITTED), None)
+        if admitted:
+            started = datetime.fromisoformat(str(admitted).replace("Z", "+00:00"))
+            self.metrics.delivery.observe((datetime.now(UTC) - started).total_seconds())
+
+    async def forget(self, execution: dict[str, Any]) -> None:
+        """The Execution is gone: close its run, whatever phase it was in (idempotent)."""
+        run_id = (execution.get("status") or {}).get("runId") or run_id_of(execution)
+        await asyncio.to_thread(self.run_keys.finish, run_id)
 
     async def _unfinished(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Execution, unless it is gone or already ended (its end is never rewritten)."""

@@ -41,5 +41,13 @@ class Metrics:
             self.store.labels(operation).observe(time.perf_counter() - started)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 (a pod's port)
-        """Expose /metrics on ``port`` in a daemon thread."""
-        start_http_server(port, addr=host, registry=self.registry)
+        """Expose /metrics on ``port`` in a daemon thread, until ``close``."""
+        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+
+    def close(self) -> None:
+        server = getattr(self, "_server", None)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            self._thread.join(timeout=5)
+            del self._server
