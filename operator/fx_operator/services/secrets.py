@@ -14,12 +14,13 @@ from fx_operator.domain import crypto, internal_keys
 from fx_operator.domain.crypto import DataKey, MasterKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.domain.secrets_file import parse_secrets_file, validate_name, validate_value
-from fx_operator.exceptions import ConflictError, NotFoundError
+from fx_operator.exceptions import ConflictError, IntegrityError, NotFoundError
 from fx_operator.storage import run_keys
 from fx_operator.storage.backends import Transaction, utcnow
 from fx_operator.storage.secret_store import (
     AuditRecord,
     DataKeyRecord,
+    ResolvedRow,
     SecretStore,
     VersionRecord,
 )
@@ -88,6 +89,23 @@ class SecretService:
             key = crypto.unwrap_data_key(self.master_key, key_id, owner, wrapped)
             self._data_keys[key_id] = key
         return key
+
+    def _keys_for(self, rows: Sequence[ResolvedRow]) -> dict[tuple[str, Owner], DataKey]:
+        """The data key of each row, unwrapped for the row's own owner; only keys not yet held
+        are read from the store (one query), so a steady resolution reads none."""
+        wanted = {(row.data_key_id, row.owner) for row in rows}
+        keys = {(key_id, owner): key for key_id, owner in wanted
+                if (key := self._data_keys.get(key_id)) is not None and key.owner == owner}
+        missing = wanted - keys.keys()
+        if missing:
+            with self.store.transaction() as tx:
+                wrapped = {r.key_id: r.wrapped for r in self.store.data_keys(
+                    tx, sorted({key_id for key_id, _ in missing}))}
+            for key_id, owner in missing:
+                if key_id not in wrapped:
+                    raise IntegrityError(f"data key {key_id} of {owner} is missing from the store")
+                keys[key_id, owner] = self._unwrap(key_id, owner, wrapped[key_id])
+        return keys
 
     def _writing_key(self, tx: Transaction, owner: Owner) -> DataKey:
         record = self.store.active_data_key(tx, owner, lock=True)
@@ -271,10 +289,11 @@ class SecretService:
         owner = Owner.of(Scope.PACKAGE, project, package)
         rows = self.store.resolve(owner.project, owner.package, names,
                                   actor=actor or self.actor, run_id=run_id)
+        keys = self._keys_for(rows)
         values: dict[str, Any] = {}
         manifest: dict[str, ManifestEntry] = {}
         for row in rows:
-            key = self._unwrap(row.data_key_id, row.owner, row.wrapped_key)
+            key = keys[row.data_key_id, row.owner]
             values[row.name] = crypto.decrypt_value(key, row.name, row.version, row.blob)
             manifest[row.name] = ManifestEntry(row.owner.scope, row.version, row.data_key_id)
         log.debug("resolved %d name(s) for %s/%s (run %s)", len(values), project, package, run_id)

@@ -71,14 +71,13 @@ class VersionRecord:
 
 @dataclass(frozen=True, slots=True)
 class ResolvedRow:
-    """The winning current version of one name for a run, with its wrapped data key."""
+    """The winning current version of one name for a run (its data key by id)."""
 
     owner: Owner
     name: str
     version: int
     blob: bytes
     data_key_id: str
-    wrapped_key: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,14 +110,14 @@ _OWNER_CHAIN = """
     OR (v.scope = 'platform' AND v.project = '' AND v.package = ''))
 """
 _PRECEDENCE_RANK = "CASE v.scope WHEN 'package' THEN 0 WHEN 'project' THEN 1 ELSE 2 END"
-_RESOLVED_COLUMNS = ("v.scope, v.project, v.package, v.name, v.version, v.blob, v.data_key_id, "
-                     "k.wrapped")
+# No join to data_keys: the service keeps unwrapped data keys and asks for the few it lacks.
+_RESOLVED_COLUMNS = "v.scope, v.project, v.package, v.name, v.version, v.blob, v.data_key_id"
 
 _RESOLVE_SQLITE = f"""
-SELECT scope, project, package, name, version, blob, data_key_id, wrapped FROM (
+SELECT scope, project, package, name, version, blob, data_key_id FROM (
   SELECT {_RESOLVED_COLUMNS},
          ROW_NUMBER() OVER (PARTITION BY v.name ORDER BY {_PRECEDENCE_RANK}) AS rank
-  FROM secret_versions v JOIN data_keys k ON k.id = v.data_key_id
+  FROM secret_versions v
   WHERE {_OWNER_CHAIN} {{names_filter}}
 ) ranked WHERE rank = 1
 """
@@ -128,7 +127,7 @@ SELECT scope, project, package, name, version, blob, data_key_id, wrapped FROM (
 _RESOLVE_AND_AUDIT_PG = f"""
 WITH resolved AS (
   SELECT DISTINCT ON (v.name COLLATE "C") {_RESOLVED_COLUMNS}
-  FROM secret_versions v JOIN data_keys k ON k.id = v.data_key_id
+  FROM secret_versions v
   WHERE {_OWNER_CHAIN} {{names_filter}}
   ORDER BY v.name COLLATE "C", {_PRECEDENCE_RANK}
 ),
@@ -318,8 +317,7 @@ class SecretStore:
                            for r in sorted(rows, key=lambda r: str(r[3]))]
                 self.audit(tx, AuditRecord(actor, "resolve", project, package, run_id=run_id,
                                            entries=entries))
-        return [ResolvedRow(_owner(r), r[3], int(r[4]), bytes(r[5]), r[6], bytes(r[7]))
-                for r in rows]
+        return [ResolvedRow(_owner(r), r[3], int(r[4]), bytes(r[5]), r[6]) for r in rows]
 
     # --- audit ----------------------------------------------------------------------------
 
