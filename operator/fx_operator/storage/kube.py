@@ -174,8 +174,10 @@ class Kube:
         """Ask the API server who a projected token belongs to; None when it is not valid."""
         review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                   "spec": {"token": token, "audiences": [audience]}}
-        answer = await self._call("reviewing a run pod's token",
-                                  lambda: self.auth.create_token_review(review))
+        try:
+            answer = await asyncio.to_thread(self.auth.create_token_review, review)
+        except ApiException as e:  # its body may echo the request, token included: not shown
+            raise KubeError(f"reviewing a run pod's token: {e.status}", e.status) from None
         status = self.api_client.sanitize_for_serialization(answer).get("status") or {}
         if not status.get("authenticated") or audience not in (status.get("audiences") or
                                                                [audience]):
