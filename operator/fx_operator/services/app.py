@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -19,7 +20,7 @@ from fx_operator.services.run_keys import RunKeyService
 from fx_operator.services.runs import RunService
 from fx_operator.services.scoped_secrets import ScopedSecretService
 from fx_operator.services.secrets import SecretService
-from fx_operator.storage.kube import Kube, PodIdentity, load_api_client
+from fx_operator.storage.kube import CONNECTIONS, Kube, PodIdentity, load_api_client
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ class OperatorApp:
 
     @classmethod
     async def start(cls, settings: Settings, kube: Kube | None = None) -> OperatorApp:
+        # Blocking calls (API client, store) run in worker threads: enough of them for the
+        # connections they use, instead of asyncio's default of a few.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(CONNECTIONS, thread_name_prefix="fx-io"))
         secrets = await asyncio.to_thread(open_secret_service, settings)
         kube = kube or Kube(await asyncio.to_thread(load_api_client))
         dns_names = settings.broker_dns_names or [urlsplit(settings.broker_url).hostname or

@@ -87,6 +87,7 @@ class ExecutionService:
         self.settings = settings
         self.pod_settings = pod_settings
         self.ca_pem = ca_pem
+        self._ca_published: set[str] = set()
         self.metrics = metrics or Metrics()
 
     # --- admission -------------------------------------------------------------------------
@@ -136,8 +137,10 @@ class ExecutionService:
         sealed = base64.b64encode(seal_bundle(bundle, key)).decode()
         manifest = resolution.manifest_dict()
         del bundle, resolution  # plaintext lives no longer than needed
-        await self.kube.apply_config_map(job_spec.broker_ca_configmap(
-            namespace, self.pod_settings.broker_ca_configmap, self.ca_pem))
+        if namespace not in self._ca_published:
+            await self.kube.apply_config_map(job_spec.broker_ca_configmap(
+                namespace, self.pod_settings.broker_ca_configmap, self.ca_pem))
+            self._ca_published.add(namespace)
         with self.metrics.timing_store("register-run-key"):
             await asyncio.to_thread(self.run_keys.register, run_id, namespace, name, job_name,
                                     package.name, key, allow_platform)

@@ -23,6 +23,7 @@ from fx_operator.exceptions import FxError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+CONNECTIONS = 32  # API connections, and worker threads for blocking calls (see OperatorApp)
 
 
 class KubeError(FxError):
@@ -49,11 +50,13 @@ class PodIdentity:
 
 def load_api_client() -> client.ApiClient:
     """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
+    configuration = client.Configuration()
+    # Every call runs in a worker thread; the default pool of 4 connections would serialise them.
+    configuration.connection_pool_maxsize = CONNECTIONS
     try:
-        config.load_incluster_config()
-        return client.ApiClient()
+        config.load_incluster_config(client_configuration=configuration)
+        return client.ApiClient(configuration)
     except config.ConfigException:
-        configuration = client.Configuration()
         # $KUBECONFIG read now: the client's own default was fixed when it was imported.
         config.load_kube_config(config_file=os.environ.get("KUBECONFIG"),
                                 client_configuration=configuration)
