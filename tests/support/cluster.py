@@ -23,7 +23,7 @@ import kopf
 from fx_operator.cli.cluster import sealed_manifest
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.domain.job_spec import API_VERSION, GROUP, VERSION
-from fx_operator.domain.sealing import SealingPublicKey
+from fx_operator.domain.sealing import PUBLIC_KEY_CONFIGMAP, PUBLIC_KEY_FIELD, SealingPublicKey
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 from kopf.testing import KopfRunner
 from kubernetes import client
@@ -108,10 +108,10 @@ class Cluster:
 
     def public_key(self) -> SealingPublicKey | None:
         try:
-            found = self.core.read_namespaced_config_map("fx-sealing-key", PLATFORM_NAMESPACE)
+            found = self.core.read_namespaced_config_map(PUBLIC_KEY_CONFIGMAP, PLATFORM_NAMESPACE)
         except client.ApiException:
             return None
-        return SealingPublicKey.parse(found.data["publicKey"])
+        return SealingPublicKey.parse(found.data[PUBLIC_KEY_FIELD])
 
     # --- objects -----------------------------------------------------------------------------
 

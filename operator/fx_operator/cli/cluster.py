@@ -16,15 +16,17 @@ import click
 import yaml
 
 from fx_operator.config import Settings
+from fx_operator.domain.conditions import FINAL_PHASES
 from fx_operator.domain.job_spec import API_VERSION, GROUP, VERSION
 from fx_operator.domain.scopes import Owner, Scope
-from fx_operator.domain.sealing import SealingPublicKey, SealTarget
+from fx_operator.domain.sealing import (
+    PUBLIC_KEY_CONFIGMAP,
+    PUBLIC_KEY_FIELD,
+    SealingPublicKey,
+    SealTarget,
+)
 from fx_operator.domain.secrets_file import parse_secrets_file
 from fx_operator.exceptions import FxError
-
-SEALING_KEY_CONFIGMAP = "fx-sealing-key"
-SEALING_KEY_FIELD = "publicKey"
-FINAL_PHASES = ("Succeeded", "Failed")
 
 
 def _kube() -> Any:
@@ -38,11 +40,11 @@ def _public_key(key_file: Path | None, settings: Settings) -> SealingPublicKey:
         return SealingPublicKey.parse(key_file.read_text())
     kube = _kube()
     config_map = asyncio.run(kube.read_config_map(settings.platform_namespace,
-                                                  SEALING_KEY_CONFIGMAP))
-    if config_map is None or SEALING_KEY_FIELD not in (config_map.get("data") or {}):
+                                                  PUBLIC_KEY_CONFIGMAP))
+    if config_map is None or PUBLIC_KEY_FIELD not in (config_map.get("data") or {}):
         raise FxError(f"no sealing key in ConfigMap {settings.platform_namespace}/"
-                      f"{SEALING_KEY_CONFIGMAP}: is the operator running? (or pass --public-key)")
-    return SealingPublicKey.parse(config_map["data"][SEALING_KEY_FIELD])
+                      f"{PUBLIC_KEY_CONFIGMAP}: is the operator running? (or pass --public-key)")
+    return SealingPublicKey.parse(config_map["data"][PUBLIC_KEY_FIELD])
 
 
 def sealed_manifest(values: dict[str, Any], public_key: SealingPublicKey, *, namespace: str,
@@ -68,7 +70,7 @@ def sealed_manifest(values: dict[str, Any], public_key: SealingPublicKey, *, nam
 @click.option("--name", default=None, help="The ScopedSecret's name (default from scope).")
 @click.option("--public-key", "key_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="The operator's public key (fxseal1:...) in a file; default: "
-              f"read ConfigMap {SEALING_KEY_CONFIGMAP} from the platform namespace.")
+              f"read ConfigMap {PUBLIC_KEY_CONFIGMAP} from the platform namespace.")
 def seal(file: Path, namespace: str, scope: str, package: str | None, name: str | None,
          key_file: Path | None) -> None:
     """Seal a secrets.json into a ScopedSecret manifest (YAML on stdout), safe to commit."""

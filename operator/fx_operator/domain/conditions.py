@@ -14,6 +14,9 @@ from typing import Any
 
 READY = "Ready"
 SUCCEEDED = "Succeeded"
+# An Execution's phases, and the two it never leaves.
+PENDING, RUNNING, SUCCEEDED_PHASE, FAILED = "Pending", "Running", "Succeeded", "Failed"
+FINAL_PHASES = (SUCCEEDED_PHASE, FAILED)
 
 
 class Reason(StrEnum):

@@ -42,6 +42,9 @@ NONCE_BYTES = 12
 _HEADER = struct.Struct(f">B{KEY_ID_BYTES}s{PUBLIC_KEY_BYTES}s")
 _INFO = b"fx.dev sealed value v1"
 PUBLIC_KEY_PREFIX = "fxseal1:"  # so a key pasted in the wrong place is recognised
+# Where the operator publishes its public key (in the platform namespace) for ``fxctl seal``.
+PUBLIC_KEY_CONFIGMAP = "fx-sealing-key"
+PUBLIC_KEY_FIELD = "publicKey"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from fx_operator.config import Settings
 from fx_operator.domain import job_spec
+from fx_operator.domain.sealing import PUBLIC_KEY_CONFIGMAP, PUBLIC_KEY_FIELD
 from fx_operator.services.broker import BrokerServer, start_broker
 from fx_operator.services.executions import ExecutionService
 from fx_operator.services.metrics import Metrics
@@ -24,8 +25,6 @@ from fx_operator.storage.kube import CONNECTIONS, Kube, PodIdentity, load_api_cl
 
 log = logging.getLogger(__name__)
 
-SEALING_KEY_CONFIGMAP = "fx-sealing-key"
-SEALING_KEY_FIELD = "publicKey"
 CA_FIELD = "ca.crt"
 
 
@@ -96,10 +95,10 @@ class OperatorApp:
         """The public half, for ``fxctl seal`` users, in the platform namespace."""
         await self.kube.apply_config_map({
             "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": SEALING_KEY_CONFIGMAP,
+            "metadata": {"name": PUBLIC_KEY_CONFIGMAP,
                          "namespace": self.settings.platform_namespace,
                          "labels": {job_spec.LABEL_MANAGED_BY: job_spec.MANAGER}},
-            "data": {SEALING_KEY_FIELD: self.keys.sealing.public.export()}})
+            "data": {PUBLIC_KEY_FIELD: self.keys.sealing.public.export()}})
 
     async def probe(self) -> str:
         """Readiness: the store answers."""

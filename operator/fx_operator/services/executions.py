@@ -20,8 +20,13 @@ from fx_ef.bundle import new_run_key, seal_bundle
 from fx_operator.config import Settings
 from fx_operator.domain import job_spec
 from fx_operator.domain.conditions import (
+    FAILED,
+    FINAL_PHASES,
+    PENDING,
     READY,
+    RUNNING,
     SUCCEEDED,
+    SUCCEEDED_PHASE,
     EventNote,
     Outcome,
     Reason,
@@ -37,8 +42,6 @@ from fx_operator.storage.kube import Kube, KubeNotFound
 
 log = logging.getLogger(__name__)
 
-PENDING, RUNNING, SUCCEEDED_PHASE, FAILED = "Pending", "Running", "Succeeded", "Failed"
-FINAL_PHASES = (SUCCEEDED_PHASE, FAILED)
 STEP_ADMITTED, STEP_DELIVERY, STEP_SCRIPT = "Admitted", "SecretsDelivered", "Script"
 
 
