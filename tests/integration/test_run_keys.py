@@ -12,7 +12,7 @@ from fx_operator.domain import internal_keys
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.exceptions import IntegrityError, RunError
 from fx_operator.services.broker import PodIdentity
-from fx_operator.services.run_keys import Refusal, RunKeyService, RunRefused
+from fx_operator.services.run_keys import ACTION_REGISTER, Refusal, RunKeyService, RunRefused
 from fx_operator.services.secrets import SecretService
 from fx_operator.storage import run_keys
 from fx_operator.storage.backends import utcnow
@@ -153,6 +153,23 @@ def test_re_registering_replaces_an_unclaimed_key_only(keys: RunKeyService) -> N
     _register(keys, "run-0003")
     with pytest.raises(RunError):  # same run id claimed from another namespace
         _register(keys, "run-0003", "team-b")
+
+
+def test_registering_only_new_runs_leaves_an_existing_one_alone(keys: RunKeyService) -> None:
+    """Admission's first try (``replace=False``): a run seen before keeps its key and nothing is
+    audited, so the operator can look for the Job the earlier admission made."""
+    first = _register(keys)
+    assert not keys.register(RUN, NS, "nightly", f"fx-{RUN}", "etl", os.urandom(32), False,
+                             replace=False)
+    assert keys.claim(RUN, POD, RUN) == first
+    assert not keys.register(RUN, NS, "nightly", f"fx-{RUN}", "etl", os.urandom(32), False,
+                             replace=False)  # delivered: still no error, still nothing written
+    with keys.store.transaction() as tx:
+        registrations = [r for r in keys.store.audit_records(tx, run_id=RUN)
+                         if r.action == ACTION_REGISTER]
+    assert len(registrations) == 1
+    assert keys.register("run-0009", NS, "nightly", "fx-run-0009", "etl", os.urandom(32), False,
+                         replace=False)
 
 
 def test_a_wrapped_key_copied_to_another_run_does_not_open(keys: RunKeyService) -> None:

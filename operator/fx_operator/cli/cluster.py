@@ -114,14 +114,26 @@ def run_in_cluster(package: str, namespace: str, params: dict[str, Any], follow:
               help="Watch only these namespaces (repeatable); default: the whole cluster.")
 @click.option("--liveness", default="http://0.0.0.0:8080/healthz", show_default=True,
               help="kopf's liveness and readiness endpoint.")
-def operator(namespaces: tuple[str, ...], liveness: str) -> None:
+@click.option("--peering", "peering", default=None, metavar="NAME",
+              help="Join kopf peering NAME: the highest-priority replica is active, the others "
+                   "stand by (needs kopf's peering CRDs). Default: standalone, one replica.")
+@click.option("--priority", default=0, show_default=True,
+              help="This replica's peering priority (with --peering).")
+@click.option("--log-format", type=click.Choice(["plain", "full", "json"]), default="full",
+              show_default=True, help="Log lines as text or as JSON (for log collectors).")
+@click.option("--verbose", "-v", is_flag=True, help="Log at DEBUG level.")
+@click.option("--quiet", "-q", is_flag=True, help="Log only warnings and errors.")
+def operator(namespaces: tuple[str, ...], liveness: str, peering: str | None,
+             priority: int, log_format: str, verbose: bool, quiet: bool) -> None:
     """Run the operator (settings from FX_* variables; see the chart's values)."""
     import kopf
 
     import fx_operator.handlers.all  # noqa: F401 (registers the handlers)
 
-    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=list(namespaces),
-             liveness_endpoint=liveness)
+    kopf.configure(debug=verbose, verbose=verbose, quiet=quiet,
+                   log_format=kopf.LogFormat[log_format.upper()])
+    kopf.run(standalone=peering is None, peering_name=peering, priority=priority,
+             clusterwide=not namespaces, namespaces=list(namespaces), liveness_endpoint=liveness)
 
 
 __all__ = ["GROUP", "VERSION", "operator", "run_in_cluster", "seal", "sealed_manifest"]

@@ -10,17 +10,21 @@ import kopf
 from fx_operator.domain.job_spec import GROUP, LABEL_MANAGED_BY, LABEL_RUN, MANAGER, VERSION
 from fx_operator.handlers.common import app_of, apply, retrying
 
+PackageIndex = kopf.Index[tuple[str, str], dict[str, Any]]
 _RUN_OBJECTS: dict[str, Any] = {LABEL_RUN: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER}
 
 
 @kopf.on.resume(GROUP, VERSION, "executions", id="admission")
 @kopf.on.create(GROUP, VERSION, "executions", id="admission", retries=60)
 async def execution_created(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+                            published_packages: PackageIndex | None = None,
                             **_: Any) -> None:
     app = app_of(memo)
     started = time.perf_counter()
+    key = (body.metadata.namespace or "", str(body.spec.get("package", "")))
+    seen = published_packages.get(key) if published_packages is not None else None
     async with retrying():
-        outcome = await app.executions.admit(dict(body))
+        outcome = await app.executions.admit(dict(body), package=next(iter(seen or ()), None))
     app.metrics.admission.observe(time.perf_counter() - started)
     if outcome is not None:
         app.metrics.executions.labels(outcome.status.get("phase", "Pending")).inc()
@@ -39,7 +43,17 @@ async def run_pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         await apply(app, execution, None, outcome)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=_RUN_OBJECTS)
+def _job_failed(body: kopf.Body, **_: Any) -> bool:
+    return any(c.get("type") == "Failed" and c.get("status") == "True"
+               for c in body.status.get("conditions") or [])
+
+
+def _deleted(type: str, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+# Filters (``when``) keep kopf from invoking, and logging, a handler for events it ignores.
+@kopf.on.event("batch", "v1", "jobs", labels=_RUN_OBJECTS, when=_job_failed)
 async def run_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     app = app_of(memo)
     async with retrying():
@@ -50,12 +64,9 @@ async def run_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         await apply(app, execution, None, outcome)
 
 
-@kopf.on.event(GROUP, VERSION, "executions", id="execution-deleted")
-async def execution_event(type: str, body: kopf.Body, memo: kopf.Memo,
-                          **_: Any) -> None:
+@kopf.on.event(GROUP, VERSION, "executions", id="execution-deleted", when=_deleted)
+async def execution_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """An Execution deleted before its end: its run key must never be handed out after."""
-    if type != "DELETED":
-        return
     app = app_of(memo)
     async with retrying():
         await app.executions.forget(dict(body))

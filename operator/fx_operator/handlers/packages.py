@@ -18,3 +18,9 @@ async def package_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
     app = app_of(memo)
     async with retrying():
         await apply(app, body, patch, await app.packages.reconcile(dict(body)))
+
+
+@kopf.index(GROUP, VERSION, "packages")
+def published_packages(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every Package as last seen on the watch: admission reads it here, not from the API."""
+    return {(body.metadata.namespace or "", body.metadata.name or ""): dict(body)}

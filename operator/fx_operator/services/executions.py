@@ -57,7 +57,8 @@ class RunKeys(Protocol):
     """Where one-time run keys are kept until the run's pod claims its own (the broker)."""
 
     def register(self, run_id: str, namespace: str, execution: str, job_name: str,
-                 package: str, key: bytes, allow_platform_write: bool) -> None: ...
+                 package: str, key: bytes, allow_platform_write: bool, *,
+                 replace: bool = True) -> bool: ...
 
     def finish(self, run_id: str) -> None: ...
 
@@ -91,12 +92,18 @@ class ExecutionService:
         self.pod_settings = pod_settings
         self.ca_pem = ca_pem
         self._ca_published: set[str] = set()
+        self._ca_lock = asyncio.Lock()
         self.metrics = metrics or Metrics()
 
     # --- admission -------------------------------------------------------------------------
 
-    async def admit(self, body: dict[str, Any]) -> Outcome | None:
-        """Create the run's Job, or nothing when it exists already; None when nothing to do."""
+    async def admit(self, body: dict[str, Any],
+                    package: dict[str, Any] | None = None) -> Outcome | None:
+        """Create the run's Job, or nothing when it exists already; None when nothing to do.
+
+        ``package``: the Package as the operator last saw it on its watch, if it did; read from
+        the API when missing or not (yet) ready for its generation.
+        """
         meta, spec = body["metadata"], body.get("spec") or {}
         namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
         status = body.get("status") or {}
@@ -104,10 +111,8 @@ class ExecutionService:
             return None
         run_id = run_id_of(body)
         job_name = job_spec.job_name(name)
-        if await self.kube.read_job(namespace, job_name) is not None:
-            return None  # admitted before a restart: the pod's events carry on from here
         try:
-            package = await self._package(namespace, str(spec.get("package", "")))
+            definition = await self._package(namespace, str(spec.get("package", "")), package)
         except PackageNotUsable as e:
             return self._failed(body, Reason.PACKAGE_NOT_READY, str(e))
         except KubeNotFound:
@@ -115,40 +120,26 @@ class ExecutionService:
                                 f"no Package {spec.get('package')!r} in namespace {namespace}")
         plan = job_spec.RunPlan(
             namespace=namespace, execution=name, execution_uid=meta["uid"],
-            package=package.name, run_id=run_id, entrypoint=package.entrypoint,
-            script_names=tuple(sorted(package.scripts)), image=package.image,
-            timeout_seconds=spec.get("timeoutSeconds") or package.timeout_seconds,
-            resources=package.resources)
-        with self.metrics.timing_store("resolve"):
-            resolution = await asyncio.to_thread(
-                self.secrets.resolve, namespace, package.name, run_id=run_id,
-                actor=f"operator:Execution/{namespace}/{name}")
-        allow_platform = self.settings.may_write_platform(namespace, package.name)
-        bundle = {
-            "format": contract.BUNDLE_FORMAT, "run_id": run_id,
-            "package": {"name": package.name, "id": f"{namespace}/{package.name}",
-                        "project": namespace},
-            "entrypoint": package.entrypoint, "compat": package.compat,
-            "params": {**package.params, **(spec.get("params") or {})},
-            "config": package.config, "secrets": resolution.values,
-            "scopes": {n: e.scope.value for n, e in resolution.manifest.items()},
-            "channel": {"url": self.settings.broker_url, "token": None,
-                        "token_file": contract.POD_TOKEN_FILE, "ca_file": contract.POD_CA_FILE},
-            "allow_platform_write": allow_platform,
-        }
-        key = new_run_key()
-        sealed = base64.b64encode(seal_bundle(bundle, key)).decode()
-        manifest = resolution.manifest_dict()
-        del bundle, resolution  # plaintext lives no longer than needed
-        if namespace not in self._ca_published:
-            await self.kube.apply_config_map(job_spec.broker_ca_configmap(
-                namespace, self.pod_settings.broker_ca_configmap, self.ca_pem))
-            self._ca_published.add(namespace)
-        with self.metrics.timing_store("register-run-key"):
-            await asyncio.to_thread(self.run_keys.register, run_id, namespace, name, job_name,
-                                    package.name, key, allow_platform)
-        await self.kube.create_secret(job_spec.sealed_bundle_secret(plan, sealed), replace=True)
-        created = await self.kube.create_job(job_spec.run_job(plan, self.pod_settings))
+            package=definition.name, run_id=run_id, entrypoint=definition.entrypoint,
+            script_names=tuple(sorted(definition.scripts)), image=definition.image,
+            timeout_seconds=spec.get("timeoutSeconds") or definition.timeout_seconds,
+            resources=definition.resources)
+        params = {**definition.params, **(spec.get("params") or {})}
+        sealed = await asyncio.to_thread(self._register_and_seal, plan, definition, params,
+                                         replace=False)
+        if sealed is None:
+            # Admitted before (a restarted operator, a retry): never a second Job, and a pod
+            # started from the earlier Secret must not meet a new key.
+            if await self.kube.read_job(namespace, job_name) is not None:
+                return None
+            sealed = await asyncio.to_thread(self._register_and_seal, plan, definition, params,
+                                             replace=True)  # refused once delivered or ended
+            assert sealed is not None
+        bundle_b64, manifest = sealed
+        await self._publish_ca(namespace)
+        created = await self.kube.create_run_objects(
+            job_spec.sealed_bundle_secret(plan, bundle_b64),
+            job_spec.run_job(plan, self.pod_settings))
         now = now_iso()
         message = (f"Job {job_name} created for run {run_id} with {len(manifest)} secret(s)"
                    if created else f"Job {job_name} already exists")
@@ -162,15 +153,61 @@ class ExecutionService:
                                          generation=generation)},
             [EventNote("Normal", Reason.JOB_CREATED, message)])
 
-    async def _package(self, namespace: str, name: str) -> PackageDefinition:
-        body = await self.kube.get_custom("packages", namespace, name)
-        ready = [c for c in (body.get("status") or {}).get("conditions") or []
-                 if c.get("type") == READY]
-        if not ready or ready[0].get("observedGeneration") != body["metadata"].get("generation"):
+    def _register_and_seal(self, plan: job_spec.RunPlan, definition: PackageDefinition,
+                           params: dict[str, Any], *,
+                           replace: bool) -> tuple[str, dict[str, Any]] | None:
+        """In a worker thread: register a new run key, resolve the run's secrets and seal them
+        under that key; the base64 bundle and the manifest (no values). None when the run was
+        registered before and ``replace`` is False."""
+        namespace, run_id = plan.namespace, plan.run_id
+        allow_platform = self.settings.may_write_platform(namespace, definition.name)
+        key = new_run_key()
+        with self.metrics.timing_store("register-run-key"):
+            if not self.run_keys.register(run_id, namespace, plan.execution,
+                                          job_spec.job_name(plan.execution),
+                                          definition.name, key, allow_platform, replace=replace):
+                return None
+        with self.metrics.timing_store("resolve"):
+            resolution = self.secrets.resolve(namespace, definition.name, run_id=run_id,
+                                              actor=f"operator:Execution/{namespace}/"
+                                                    f"{plan.execution}")
+        bundle = {
+            "format": contract.BUNDLE_FORMAT, "run_id": run_id,
+            "package": {"name": definition.name, "id": f"{namespace}/{definition.name}",
+                        "project": namespace},
+            "entrypoint": definition.entrypoint, "compat": definition.compat,
+            "params": params, "config": definition.config, "secrets": resolution.values,
+            "scopes": {n: e.scope.value for n, e in resolution.manifest.items()},
+            "channel": {"url": self.settings.broker_url, "token": None,
+                        "token_file": contract.POD_TOKEN_FILE, "ca_file": contract.POD_CA_FILE},
+            "allow_platform_write": allow_platform,
+        }
+        sealed = base64.b64encode(seal_bundle(bundle, key)).decode()
+        manifest = resolution.manifest_dict()
+        del bundle, resolution, key  # plaintext lives no longer than needed
+        return sealed, manifest
+
+    async def _publish_ca(self, namespace: str) -> None:
+        """The broker's CA for the run pods of a namespace, once per namespace and process."""
+        if namespace in self._ca_published:
+            return
+        async with self._ca_lock:  # a burst of first Executions writes it once, not N times
+            if namespace not in self._ca_published:
+                await self.kube.apply_config_map(job_spec.broker_ca_configmap(
+                    namespace, self.pod_settings.broker_ca_configmap, self.ca_pem))
+                self._ca_published.add(namespace)
+
+    async def _package(self, namespace: str, name: str,
+                       seen: dict[str, Any] | None) -> PackageDefinition:
+        trusted = seen is not None and (_ready(seen) or {}).get("status") == "True"
+        body = seen if trusted and seen is not None else \
+            await self.kube.get_custom("packages", namespace, name)  # the watch may lag
+        ready = _ready(body)
+        if ready is None:
             raise NotReadyYet(f"Package {namespace}/{name} is not published yet")
-        if ready[0].get("status") != "True":
-            raise PackageNotUsable(f"Package {name} is not ready ({ready[0].get('reason')}): "
-                                   f"{ready[0].get('message')}")
+        if ready.get("status") != "True":
+            raise PackageNotUsable(f"Package {name} is not ready ({ready.get('reason')}): "
+                                   f"{ready.get('message')}")
         try:
             return self.packages.definition(body)
         except ValidationError as e:
@@ -256,6 +293,15 @@ class ExecutionService:
         if status.get("runId"):
             await asyncio.to_thread(self.run_keys.finish, status["runId"])
         return execution, _final(execution, FAILED, reason, message, None, None)
+
+
+def _ready(package: dict[str, Any]) -> dict[str, Any] | None:
+    """The Package's Ready condition, if it speaks of the Package's current generation."""
+    for condition in (package.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == READY and \
+                condition.get("observedGeneration") == package["metadata"].get("generation"):
+            return dict(condition)
+    return None
 
 
 def progress(execution: dict[str, Any], pod: dict[str, Any]) -> Outcome | None:

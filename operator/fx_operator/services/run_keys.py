@@ -117,21 +117,29 @@ class RunKeyService:
         self.master_key = master_key
 
     def register(self, run_id: str, namespace: str, execution: str, job_name: str,
-                 package: str, key: bytes, allow_platform_write: bool) -> None:
-        """Keep a newly admitted run's key until its pod claims it."""
+                 package: str, key: bytes, allow_platform_write: bool, *,
+                 replace: bool = True) -> bool:
+        """Keep a newly admitted run's key until its pod claims it.
+
+        ``replace=False``: only for a run never registered before; False (nothing written) when
+        it was, so a re-admission can first look at what the earlier one made.
+        """
         record = RunKeyRecord(
             run_id, namespace, execution, job_name, package,
             internal_keys.wrap(self.master_key, internal_keys.RUN_KEY, run_id, key),
             self.master_key.key_id, allow_platform_write, utcnow())
         with self.store.transaction() as tx:
-            if not run_keys.create(tx, record):
+            if not run_keys.create(tx, record, replace=replace):
+                if not replace:
+                    return False
                 raise RunError(f"run {run_id} already had its key delivered or has finished; "
                                "a run is never given a second key")
             self.store.audit(tx, AuditRecord(
                 f"operator:Execution/{namespace}/{execution}", ACTION_REGISTER, namespace,
                 package, run_id=run_id,
                 entries=[{"job": job_name, "allowPlatformWrite": allow_platform_write}]))
-        log.info("run key registered for run %s (%s/%s)", run_id, namespace, execution)
+        log.debug("run key registered for run %s (%s/%s)", run_id, namespace, execution)
+        return True
 
     def claim(self, run_id: str, caller: Caller, pod_run_id: str | None) -> bytes:
         """The run's key for its own live pod, once; ``RunRefused`` otherwise (audited)."""

@@ -8,6 +8,7 @@ kopf's event loop never blocks. ``ApiException`` is converted here, once, into `
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -82,6 +83,24 @@ class Kube:
                 raise KubeNotFound(f"{what}: not found", 404) from e
             raise KubeError(f"{what}: {e.status} {reason}", e.status) from e
 
+    async def _send(self, what: str, call: Callable[..., Any]) -> None:
+        """A write whose answer is not needed: not decoded into the client's models (their
+        deserialisation costs more than the request)."""
+        await self._call(what, lambda: _drain(call(_preload_content=False)))
+
+    async def _read(self, what: str, call: Callable[..., Any]) -> dict[str, Any] | None:
+        """An object as plain JSON (not the client's models); None when it does not exist."""
+        def read() -> dict[str, Any]:
+            response = call(_preload_content=False)
+            try:
+                return dict(json.loads(response.data))
+            finally:
+                response.release_conn()
+        try:
+            return await self._call(what, read)
+        except KubeNotFound:
+            return None
+
     # --- custom resources ------------------------------------------------------------------
 
     async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
@@ -95,29 +114,38 @@ class Kube:
 
     async def patch_custom_status(self, plural: str, namespace: str, name: str,
                                   status: dict[str, Any]) -> None:
-        await self._call(f"updating the status of {plural} {namespace}/{name}",
-                         lambda: self.custom.patch_namespaced_custom_object_status(
-                             GROUP, VERSION, namespace, plural, name, {"status": status}))
+        await self._send(f"updating the status of {plural} {namespace}/{name}",
+                         lambda **kw: self.custom.patch_namespaced_custom_object_status(
+                             GROUP, VERSION, namespace, plural, name, {"status": status}, **kw))
 
     # --- ConfigMaps and Secrets ------------------------------------------------------------
 
     async def apply_config_map(self, body: dict[str, Any]) -> None:
-        """Create the ConfigMap, or replace it when its content differs."""
+        """Create the ConfigMap, or patch it when its content differs (also when another writer
+        created it between our read and our create)."""
         meta = body["metadata"]
         what = f"writing ConfigMap {meta['namespace']}/{meta['name']}"
-        try:
-            current = await self._call(what, lambda: self.core.read_namespaced_config_map(
-                meta["name"], meta["namespace"]))
-        except KubeNotFound:
-            await self._call(what, lambda: self.core.create_namespaced_config_map(
-                meta["namespace"], body))
+        for _ in range(2):
+            try:
+                current = await self._call(what, lambda: self.core.read_namespaced_config_map(
+                    meta["name"], meta["namespace"]))
+            except KubeNotFound:
+                try:
+                    await self._call(what, lambda: self.core.create_namespaced_config_map(
+                        meta["namespace"], body))
+                    return
+                except KubeError as e:
+                    if e.status != 409:
+                        raise
+                    continue  # created meanwhile: read it and compare
+            if (current.data or {}) == body.get("data", {}) and \
+                    (current.metadata.annotations or {}) == meta.get("annotations", {}):
+                return
+            await self._call(what, lambda: self.core.patch_namespaced_config_map(
+                meta["name"], meta["namespace"],
+                {"metadata": {"annotations": meta.get("annotations", {})}, "data": body["data"]}))
             return
-        if (current.data or {}) == body.get("data", {}) and \
-                (current.metadata.annotations or {}) == meta.get("annotations", {}):
-            return
-        await self._call(what, lambda: self.core.patch_namespaced_config_map(
-            meta["name"], meta["namespace"],
-            {"metadata": {"annotations": meta.get("annotations", {})}, "data": body["data"]}))
+        raise KubeError(f"{what}: created and deleted again while being written", 409)
 
     async def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -127,49 +155,41 @@ class Kube:
             return None
         return dict(self.api_client.sanitize_for_serialization(found))
 
-    async def create_secret(self, body: dict[str, Any], *, replace: bool) -> None:
-        """Create the Secret; an existing one is kept, or replaced when ``replace``."""
-        meta = body["metadata"]
-        what = f"writing Secret {meta['namespace']}/{meta['name']}"
-        try:
-            await self._call(what, lambda: self.core.create_namespaced_secret(
-                meta["namespace"], body))
-        except KubeError as e:
-            if e.status != 409:
-                raise
-            if replace:
-                await self._call(what, lambda: self.core.replace_namespaced_secret(
-                    meta["name"], meta["namespace"], body))
-
     # --- Jobs and Pods ----------------------------------------------------------------------
 
     async def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            job = await self._call(f"reading Job {namespace}/{name}",
-                                   lambda: self.batch.read_namespaced_job(name, namespace))
-        except KubeNotFound:
-            return None
-        return dict(self.api_client.sanitize_for_serialization(job))
+        return await self._read(f"reading Job {namespace}/{name}",
+                                lambda **kw: self.batch.read_namespaced_job(name, namespace, **kw))
 
-    async def create_job(self, body: dict[str, Any]) -> bool:
-        """Create the Job; False when it already exists (a restarted operator)."""
-        meta = body["metadata"]
-        try:
-            await self._call(f"creating Job {meta['namespace']}/{meta['name']}",
-                             lambda: self.batch.create_namespaced_job(meta["namespace"], body))
-        except KubeError as e:
-            if e.status == 409:
-                return False
-            raise
-        return True
+    async def create_run_objects(self, secret: dict[str, Any], job: dict[str, Any]) -> bool:
+        """A run's sealed-bundle Secret (replaced if there) then its Job, in one worker thread;
+        False when the Job exists already (a restarted operator)."""
+        meta = job["metadata"]
+        what = f"creating the run objects of Job {meta['namespace']}/{meta['name']}"
+
+        def create() -> bool:
+            try:
+                _drain(self.core.create_namespaced_secret(
+                    meta["namespace"], secret, _preload_content=False))
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                _drain(self.core.replace_namespaced_secret(
+                    secret["metadata"]["name"], meta["namespace"], secret,
+                    _preload_content=False))
+            try:
+                _drain(self.batch.create_namespaced_job(meta["namespace"], job,
+                                                        _preload_content=False))
+            except ApiException as e:
+                if e.status == 409:
+                    return False
+                raise
+            return True
+        return await self._call(what, create)
 
     async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            pod = await self._call(f"reading Pod {namespace}/{name}",
-                                   lambda: self.core.read_namespaced_pod(name, namespace))
-        except KubeNotFound:
-            return None
-        return dict(self.api_client.sanitize_for_serialization(pod))
+        return await self._read(f"reading Pod {namespace}/{name}",
+                                lambda **kw: self.core.read_namespaced_pod(name, namespace, **kw))
 
     # --- run pods' identity (the broker's PodAuthenticator) --------------------------------
 
@@ -225,16 +245,19 @@ class Kube:
                 "source": {"component": "fx-operator"}, "firstTimestamp": now.isoformat(),
                 "lastTimestamp": now.isoformat(), "count": 1}
         try:
-            await self._call("posting an Event", lambda: self.core.create_namespaced_event(
-                meta.get("namespace"), body))
+            await self._send("posting an Event", lambda **kw: self.core.create_namespaced_event(
+                meta.get("namespace"), body, **kw))
         except KubeError as e:
             log.warning("event %s on %s/%s not posted: %s", reason, meta.get("namespace"),
                         meta.get("name"), e)
 
 
-def _reason(e: ApiException) -> str:
-    import json
+def _drain(response: Any) -> None:
+    """Give a raw (not decoded) answer's connection back to the pool."""
+    response.release_conn()
 
+
+def _reason(e: ApiException) -> str:
     try:
         return str(json.loads(e.body).get("message") or e.reason)
     except (TypeError, ValueError):

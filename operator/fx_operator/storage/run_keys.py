@@ -54,21 +54,24 @@ def _record(row: Row) -> RunKeyRecord:
                         row[11])
 
 
-def create(tx: Transaction, record: RunKeyRecord) -> bool:
-    """Store a run's key; a re-admission replaces a key nobody claimed yet.
+def create(tx: Transaction, record: RunKeyRecord, *, replace: bool = True) -> bool:
+    """Store a run's key; with ``replace``, a re-admission replaces a key nobody claimed yet.
 
-    False when the run already exists and its key was delivered or the run finished (or the row
-    belongs to another namespace): a run is never given a second key.
+    False when the run already exists and, with ``replace``, its key was delivered or the run
+    finished (or the row belongs to another namespace): a run is never given a second key.
+    Without ``replace``, False whenever the run exists: the caller looks at what it made before.
     """
-    rows = tx.execute(
-        f"INSERT INTO run_keys ({_COLUMNS}) VALUES (:run_id, :namespace, :execution, :job_name, "
-        ":package, :wrapped_key, :master_key_id, :allow_platform_write, :created_at, NULL, NULL, "
-        "NULL) ON CONFLICT (run_id) DO UPDATE SET execution = excluded.execution, "
+    on_conflict = (
+        "DO UPDATE SET execution = excluded.execution, "
         "job_name = excluded.job_name, package = excluded.package, "
         "wrapped_key = excluded.wrapped_key, master_key_id = excluded.master_key_id, "
         "allow_platform_write = excluded.allow_platform_write, created_at = excluded.created_at "
         "WHERE run_keys.delivered_at IS NULL AND run_keys.finished_at IS NULL "
-        "AND run_keys.namespace = excluded.namespace RETURNING run_id",
+        "AND run_keys.namespace = excluded.namespace" if replace else "DO NOTHING")
+    rows = tx.execute(
+        f"INSERT INTO run_keys ({_COLUMNS}) VALUES (:run_id, :namespace, :execution, :job_name, "
+        ":package, :wrapped_key, :master_key_id, :allow_platform_write, :created_at, NULL, NULL, "
+        f"NULL) ON CONFLICT (run_id) {on_conflict} RETURNING run_id",
         {"run_id": record.run_id, "namespace": record.namespace, "execution": record.execution,
          "job_name": record.job_name, "package": record.package,
          "wrapped_key": record.wrapped_key, "master_key_id": record.master_key_id,
