@@ -7,6 +7,13 @@
 | master_key_file    | ``FX_MASTER_KEY_FILE``| unset: ``home/master.key``, local use only     |
 | pool_max_size      | ``FX_POOL_MAX_SIZE``  | 10 connections to PostgreSQL                   |
 | actor              | ``FX_ACTOR``          | the OS user name, written to audit records     |
+| durable_read_audit | ``FX_DURABLE_READ_AUDIT`` | true: see below                            |
+
+``durable_read_audit``: a resolution's audit record is always written in the same transaction as
+the read, and by default that commit waits for the disk. ``false`` (PostgreSQL) commits reads
+asynchronously: the record is in the WAL at once and on disk within ~0.6 s, so only a crash of the
+database server in that window can lose it (much as a file audit log not fsynced per line), for
+~0.2 ms less per resolution on the machines we measure. Writes always wait for the disk.
 
 The operator's own settings (ignored by local runs), each ``FX_`` + the name in capitals:
 
@@ -60,6 +67,9 @@ class Settings(BaseSettings):
     pool_max_size: int = Field(default=10, ge=1, description="Most PostgreSQL connections held.")
     actor: str = Field(default_factory=_default_actor,
                        description="Who the audit records name for writes from this process.")
+    durable_read_audit: bool = Field(
+        default=True, description="Wait for the disk when committing a resolution's audit "
+        "record (PostgreSQL); false commits it asynchronously, in the same transaction.")
 
     platform_namespace: str = Field(default="fx-system",
                                     description="Namespace whose ScopedSecrets may be platform "

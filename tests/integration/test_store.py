@@ -183,6 +183,27 @@ def test_audit_records_every_read_and_write_without_values(service: SecretServic
     assert [r.action for r in service.audit_records(run_id="run-2")] == ["resolve"]
 
 
+@pytest.mark.parametrize("durable", [True, False])
+def test_resolutions_are_audited_whichever_the_commit_mode(service: SecretService,
+                                                           durable: bool) -> None:
+    """FX_DURABLE_READ_AUDIT=false changes only how PostgreSQL commits the read's transaction:
+    the record is still written with it, and the connection's own setting is left as it was."""
+    postgres = service.store.backend.dialect == "postgresql"
+
+    def commit_mode() -> object:
+        with service.store.transaction() as tx:
+            return tx.execute("SHOW synchronous_commit")
+
+    before = commit_mode() if postgres else None
+    service.set(PKG, "AUDITED", "v")
+    service.store.durable_read_audit = durable
+    for run in ("run-a", "run-b"):
+        assert service.resolve("team-a", "etl", run_id=run).values == {"AUDITED": "v"}
+    assert [r.action for r in service.audit_records()[:2]] == ["resolve", "resolve"]
+    if postgres:
+        assert commit_mode() == before
+
+
 def test_data_key_rotation_re_encrypts_one_owner(service: SecretService) -> None:
     service.set_many(PKG, {"A": "a1", "B": {"x": 1}})
     service.set(PKG, "A", "a2")

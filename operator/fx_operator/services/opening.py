@@ -15,7 +15,8 @@ from fx_operator.storage.secret_store import SecretStore
 def open_store(settings: Settings, *, migrate: bool = True) -> SecretStore:
     if settings.database_url:
         return SecretStore.open_postgres(settings.database_url,
-                                         pool_max_size=settings.pool_max_size, migrate=migrate)
+                                         pool_max_size=settings.pool_max_size, migrate=migrate,
+                                         durable_read_audit=settings.durable_read_audit)
     return SecretStore.open_embedded(settings.embedded_path, migrate=migrate)
 
 
