@@ -16,13 +16,16 @@ import base64
 import binascii
 import json
 import os
+import socket
 import sys
+import time
 from pathlib import Path
 
 from fx_ef import contract
 from fx_ef._process import exit_without_teardown
 
 EXIT_USAGE, EXIT_NO_KEY, EXIT_BAD_BUNDLE, EXIT_WRITE = 2, 3, 4, 5
+BROKER_WAIT_SECONDS = 60.0  # an operator's restart or upgrade, not a run's failure
 
 
 class InitError(Exception):
@@ -42,8 +45,34 @@ def _decode_key(text: str, source: str) -> bytes:
     return key
 
 
-def key_from_broker(url: str, run_id: str, token_file: Path, ca_file: Path | None) -> bytes:
-    """Ask the broker for this run's key; it answers once per run, to this run's pod only."""
+_UNAVAILABLE = (502, 503, 504)
+
+
+class _BrokerUnavailable(InitError):
+    """Nothing was delivered (no connection, or a gateway's 50x): asking again is safe."""
+
+
+def key_from_broker(url: str, run_id: str, token_file: Path, ca_file: Path | None, *,
+                    wait: float = 0) -> bytes:
+    """Ask the broker for this run's key; it answers once per run, to this run's pod only.
+
+    While the broker cannot be reached (an operator restarting or being upgraded), ask again
+    with backoff for up to ``wait`` seconds. A refusal, or a TLS failure, is final at once.
+    """
+    deadline = time.monotonic() + wait
+    delay = 0.25
+    while True:
+        try:
+            return _ask_broker(url, run_id, token_file, ca_file)
+        except _BrokerUnavailable as e:
+            if time.monotonic() + delay > deadline:
+                raise InitError(str(e), e.exit_code) from None
+            print(f"fx init: {e}; asking again in {delay:.2f} s", file=sys.stderr)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _ask_broker(url: str, run_id: str, token_file: Path, ca_file: Path | None) -> bytes:
     import http.client  # only pods pay for these imports
     import ssl
     from urllib.parse import urlsplit
@@ -66,7 +95,9 @@ def key_from_broker(url: str, run_id: str, token_file: Path, ca_file: Path | Non
             "Content-Type": "application/json"})
         response = conn.getresponse()
         body = response.read()
-    except (OSError, http.client.HTTPException) as e:
+    except (ConnectionRefusedError, ConnectionResetError, TimeoutError, socket.gaierror) as e:
+        raise _BrokerUnavailable(f"cannot reach the broker at {url}: {e}", EXIT_NO_KEY) from None
+    except (OSError, http.client.HTTPException) as e:  # TLS failures among them: final
         raise InitError(f"cannot reach the broker at {url}: {e}", EXIT_NO_KEY) from None
     finally:
         conn.close()
@@ -74,6 +105,9 @@ def key_from_broker(url: str, run_id: str, token_file: Path, ca_file: Path | Non
         answer = json.loads(body)
     except ValueError:
         answer = {}
+    if response.status in _UNAVAILABLE:
+        raise _BrokerUnavailable(f"the broker at {url} is unavailable ({response.status})",
+                                 EXIT_NO_KEY)
     if response.status != 200:
         reason = answer.get("error") if isinstance(answer, dict) else None
         raise InitError(f"the broker refused the run key ({response.status}): "
@@ -120,6 +154,9 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"the broker's https URL (default: ${contract.ENV_BROKER_URL})")
     parser.add_argument("--token-file", type=Path, default=Path(contract.POD_TOKEN_FILE))
     parser.add_argument("--ca-file", type=Path, default=Path(contract.POD_CA_FILE))
+    parser.add_argument("--broker-wait", type=float, default=BROKER_WAIT_SECONDS,
+                        help="seconds to keep asking while the broker cannot be reached "
+                             f"(default: {BROKER_WAIT_SECONDS:g})")
     return parser
 
 
@@ -132,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             key = _decode_key(sys.stdin.readline(), "stdin")
         elif args.broker:
             key = key_from_broker(args.broker, args.run_id, args.token_file,
-                                  args.ca_file if args.ca_file.exists() else None)
+                                  args.ca_file if args.ca_file.exists() else None,
+                                  wait=args.broker_wait)
         else:
             raise InitError("no key source: pass --key-stdin or --broker", EXIT_USAGE)
         path = deliver(args.sealed, args.out, args.run_id, key)

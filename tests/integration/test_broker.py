@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import http.client
 import json
 import logging
@@ -67,6 +68,7 @@ class Env:
     # needs for its store calls, and wait for answers that then never come.
     clients: ThreadPoolExecutor
     secrets_seen: list[str] = field(default_factory=list)  # tokens and keys: never in a log
+    serving: pki.KeyPair | None = None  # to start the broker again, as a restart would
 
     async def client(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.clients, function, *args)
@@ -133,9 +135,10 @@ async def env(service: SecretService, tmp_path: Path) -> AsyncIterator[Env]:
                                 port=0)
     clients = ThreadPoolExecutor(max_workers=16, thread_name_prefix="pod-client")
     try:
-        yield Env(server, cluster, keys, service, tmp_path, ca_file, clients)
+        env = Env(server, cluster, keys, service, tmp_path, ca_file, clients, serving=serving)
+        yield env
     finally:
-        await server.stop()
+        await env.server.stop()
         clients.shutdown(wait=True)
 
 
@@ -206,14 +209,40 @@ async def test_concurrent_key_requests_have_one_winner(env: Env) -> None:
 
 
 @pytest.mark.asyncio
-async def test_the_client_refuses_a_broker_it_does_not_trust(env: Env) -> None:
+async def test_the_client_refuses_a_broker_it_does_not_trust(
+        env: Env, capfd: pytest.CaptureFixture[str]) -> None:
     key = env.run("run-1")
     token = env.pod("etl-1", "team-a", "run-1")
     other_ca = env.folder / "other-ca.crt"
     other_ca.write_text(pki.make_ca().certificate_pem)
-    with pytest.raises(InitError, match="cannot reach the broker"):
-        await env.key("run-1", token, other_ca)
+    with pytest.raises(InitError, match="cannot reach the broker"):  # final: not asked again
+        await env.client(functools.partial(key_from_broker, wait=30), env.url, "run-1", token,
+                         other_ca)
+    assert "asking again" not in capfd.readouterr().err
     assert await env.key("run-1", token) == key  # nothing was handed out over the failed TLS
+
+
+@pytest.mark.asyncio
+async def test_the_init_step_waits_for_a_restarting_broker(env: Env,
+                                                           capfd: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    """A run pod that starts while the operator restarts gets its key once the broker is back;
+    nothing unreachable is a refusal, so it keeps asking (within its wait)."""
+    key = env.run("run-1")
+    token = env.pod("etl-1", "team-a", "run-1")
+    port = env.server.port
+    await env.server.stop()
+    asking = asyncio.ensure_future(env.client(
+        functools.partial(key_from_broker, wait=30), env.url, "run-1", token, env.ca_file))
+    await asyncio.sleep(0.8)
+    assert not asking.done()
+    assert env.serving is not None
+    env.server = await start_broker(
+        certificate_pem=env.serving.certificate_pem, private_key_pem=env.serving.private_key_pem,
+        authenticator=env.cluster, run_keys=env.keys, runs=RunService(env.service),
+        host="127.0.0.1", port=port)
+    assert await asking == key
+    assert "asking again" in capfd.readouterr().err
 
 
 @pytest.mark.asyncio
