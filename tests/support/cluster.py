@@ -79,6 +79,12 @@ class Cluster:
     logs: _Capture
     operator: KopfRunner | None = None
     extra_outputs: list[str] = field(default_factory=list)
+    #: The operator's own bearer token (kopf's and its API client's), when it has one apart.
+    operator_token: str | None = None
+    #: The namespaces the operator watches (kopf ``-n``); empty: the whole cluster (``-A``).
+    watched: tuple[str, ...] = ()
+    #: kopf peering (``--peering NAME``, priority 100) instead of ``--standalone``.
+    peering: str | None = None
 
     @property
     def custom(self) -> client.CustomObjectsApi:
@@ -95,9 +101,12 @@ class Cluster:
     # --- the operator ------------------------------------------------------------------------
 
     def start_operator(self) -> None:
-        _connection["info"] = self.server.kopf_connection_info()
-        self.operator = KopfRunner(["run", "-A", "--standalone", "-m",
-                                    "fx_operator.handlers.all"], registry=_REGISTRY)
+        _connection["info"] = self.server.kopf_connection_info(token=self.operator_token)
+        scope = [arg for namespace in self.watched for arg in ("-n", namespace)] or ["-A"]
+        peering = (["--peering", self.peering, "--priority", "100"] if self.peering else
+                   ["--standalone"])
+        self.operator = KopfRunner(["run", *scope, *peering, "-m", "fx_operator.handlers.all"],
+                                   registry=_REGISTRY)
         self.operator.__enter__()
         self.wait_for(lambda: self.public_key() is not None, "the operator to start")
 
@@ -191,8 +200,18 @@ class Cluster:
 
 
 @contextmanager
-def cluster(tmp_path: Path, dsn: str, **settings: str) -> Iterator[Cluster]:
-    emulator = KubeEmulator()
+def cluster(tmp_path: Path, dsn: str, *, emulator: KubeEmulator | None = None,
+            operator_token: str | None = None, watched: tuple[str, ...] = (),
+            peering: str | None = None, **settings: str) -> Iterator[Cluster]:
+    """The whole cluster, its operator started. ``FX_*`` settings as keywords.
+
+    ``emulator``: one set up by the caller (e.g. recording calls). ``operator_token``: the
+    operator (kopf, and its API client through ``$KUBECONFIG``) uses this bearer token instead of
+    the one of the tests and the pod runner, so that the emulator's ``recorded_calls`` tell its
+    requests apart. ``watched``: the namespaces kopf watches (default: all). ``peering``: kopf
+    peering of that name (its CRDs and object must be in the emulator) instead of standalone.
+    """
+    emulator = emulator if emulator is not None else KubeEmulator()
     emulator.load_crds(REPO / "crds")
     key_file = tmp_path / "master.key"
     FileMasterKeyProvider(key_file).write_new(MasterKey.generate())
@@ -207,7 +226,11 @@ def cluster(tmp_path: Path, dsn: str, **settings: str) -> Iterator[Cluster]:
         core = client.CoreV1Api(api)
         for namespace in NAMESPACES:
             core.create_namespace({"metadata": {"name": namespace}})
-        env = {"KUBECONFIG": str(server.kubeconfig), "FX_DATABASE_URL": dsn,
+        kubeconfig = server.kubeconfig
+        if operator_token is not None:
+            kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig-operator",
+                                                 token=operator_token)
+        env = {"KUBECONFIG": str(kubeconfig), "FX_DATABASE_URL": dsn,
                "FX_MASTER_KEY_FILE": str(key_file), "FX_HOME": str(tmp_path / "home"),
                "FX_BROKER_HOST": "127.0.0.1", "FX_BROKER_PORT": str(port),
                "FX_BROKER_URL": f"https://127.0.0.1:{port}",
@@ -218,7 +241,8 @@ def cluster(tmp_path: Path, dsn: str, **settings: str) -> Iterator[Cluster]:
         os.environ.update(env)
         runner = PodRunner(server, workdir=tmp_path / "pods")
         runner.start()
-        machine = Cluster(server, runner, api, env, capture)
+        machine = Cluster(server, runner, api, env, capture, operator_token=operator_token,
+                          watched=watched, peering=peering)
         try:
             machine.start_operator()
             yield machine

@@ -17,6 +17,8 @@ replaces the state logic so that it behaves the way a real server does where ope
 * custom resources are pruned, defaulted and validated against the CRD's ``openAPIV3Schema``
   (422 with a ``Status`` naming the field); Secret ``stringData`` becomes base64 ``data``;
 * TokenReview and TokenRequest answer from a token registry or a pluggable callback;
+* an opt-in request recorder (``recorded_calls``): each request as an authorizer sees it (token,
+  verb, group, resource, subresource, namespace), to check RBAC rules against real calls;
 * kmock's request log is trimmed to the last few requests: kmock matches every request against
   the whole log, which made the server slow down linearly (ENVIRONMENT.md, item 6).
 
@@ -89,6 +91,7 @@ if TYPE_CHECKING:
     import kubernetes.client
 
 __all__ = [
+    "ApiCall",
     "KubeEmulator",
     "KubeEmulatorServer",
     "TokenIdentity",
@@ -515,6 +518,45 @@ class TokenIdentity:
 TokenReviewer = Callable[[str, Sequence[str]], TokenIdentity | None]
 
 
+# --- recording requests --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiCall:
+    """One request as the API server's authorizer sees it (RBAC's request attributes).
+
+    ``verb`` is RBAC's: get, list, watch (a GET with ``watch=true``), create, update (PUT), patch,
+    delete, deletecollection; for a non-resource URL (discovery: ``/api``, ``/apis/...``) it is
+    the HTTP method in lower case and ``resource`` is empty. ``namespace`` is None for a
+    cluster-scoped object and for a request across all namespaces; ``namespaced`` says whether
+    the resource itself is namespaced.
+    """
+
+    token: str  # the bearer token that made the request; "" without one
+    verb: str
+    group: str  # "" for the core group
+    resource: str  # the plural; "" for a non-resource URL
+    subresource: str | None
+    namespace: str | None
+    namespaced: bool
+    path: str
+
+    @property
+    def rbac_resource(self) -> str:
+        """``pods``, or ``pods/status`` for a subresource: how an RBAC rule names it."""
+        return f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+
+
+def _bearer_token(request: kmock.Request) -> str:
+    value = next((v for k, v in request.headers.items() if k.lower() == "authorization"), "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+_VERBS: Final = {kmock.method.POST: "create", kmock.method.PUT: "update",
+                 kmock.method.PATCH: "patch"}
+
+
 # --- the emulator --------------------------------------------------------------------------------
 
 
@@ -553,6 +595,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
     tokens: dict[str, TokenIdentity] = attrs.field(factory=dict)
     #: Answers TokenReviews instead of ``tokens`` when set.
     token_reviewer: TokenReviewer | None = None
+    #: Opt-in: set it to a list, and every request is appended to it as an :class:`ApiCall`.
+    recorded_calls: list[ApiCall] | None = None
 
     _revision: int = attrs.field(default=0, init=False)
     _changes: dict[kmock.resource, collections.deque[_Change]] = attrs.field(factory=dict,
@@ -658,6 +702,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
         self._trim_logs()
         if request.namespace == "" and request.resource == NAMESPACES:
             self._unalias(request)
+        if self.recorded_calls is not None:
+            self.recorded_calls.append(self._api_call(request))
         if request.resource is not None and request.method != kmock.method.GET:
             outcome = self._write(request)
             if len(self._payloads) == self._own_payloads:
@@ -703,6 +749,22 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     def _serve_outcome(self, request: kmock.Request) -> Response:
         return self._outcomes[id(request)]
+
+    def _api_call(self, request: kmock.Request) -> ApiCall:
+        """The request as RBAC sees it (see :class:`ApiCall`)."""
+        res, method, path = request.resource, request.method, request.url.path
+        if res is None or not res.plural:
+            return ApiCall(_bearer_token(request), str(method.value).lower(), "", "", None, None,
+                           False, path)
+        if method == kmock.method.GET:
+            watching = str(request.params.get("watch", "")).lower() in ("true", "1")
+            verb = "watch" if watching else "list" if request.name is None else "get"
+        elif method == kmock.method.DELETE:
+            verb = "delete" if request.name is not None else "deletecollection"
+        else:
+            verb = _VERBS.get(method, str(method.value).lower())
+        return ApiCall(_bearer_token(request), verb, res.group or "", res.plural,
+                       request.subresource, request.namespace, self._namespaced(res), path)
 
     # --- resources -------------------------------------------------------------------------------
 
@@ -1386,12 +1448,18 @@ class KubeEmulatorServer:
             config_file=str(self.kubeconfig))
         return client
 
-    def kopf_connection_info(self) -> kopf.ConnectionInfo:
-        """What an ``@kopf.on.login`` handler returns to point kopf at this server."""
+    def kopf_connection_info(self, *, token: str | None = None) -> kopf.ConnectionInfo:
+        """What an ``@kopf.on.login`` handler returns to point kopf at this server (with
+        ``token`` instead of the server's own, to tell its requests apart)."""
         import kopf  # ~1 s to import: only for the tests that run an operator
 
-        return kopf.ConnectionInfo(server=self.url, token=self.token,
+        return kopf.ConnectionInfo(server=self.url, token=token or self.token,
                                    default_namespace=self.namespace)
+
+    def write_kubeconfig(self, path: str | Path, *, token: str | None = None) -> Path:
+        """Another kubeconfig for this server, with ``token`` (e.g. one per client, so that
+        :attr:`KubeEmulator.recorded_calls` tells the clients apart)."""
+        return self._write_config(Path(path), token or self.token)
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -1419,14 +1487,18 @@ class KubeEmulatorServer:
         if self._kubeconfig is None:
             self._tempdir = Path(tempfile.mkdtemp(prefix="kube-emulator-"))
             self._kubeconfig = self._tempdir / "kubeconfig"
+        self._write_config(self._kubeconfig, self.token)
+
+    def _write_config(self, path: Path, token: str) -> Path:
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "kube-emulator",
             "clusters": [{"name": "kube-emulator",
                           "cluster": {"server": f"http://{self._host}:{self._port}"}}],
-            "users": [{"name": "kube-emulator", "user": {"token": self.token}}],
+            "users": [{"name": "kube-emulator", "user": {"token": token}}],
             "contexts": [{"name": "kube-emulator",
                           "context": {"cluster": "kube-emulator", "user": "kube-emulator",
                                       "namespace": self.namespace}}],
         }
-        self._kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-        self._kubeconfig.write_text(yaml.safe_dump(config), encoding="utf-8")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        return path

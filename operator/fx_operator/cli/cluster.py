@@ -7,6 +7,7 @@ manifest carries only values sealed for their namespace, scope, package and name
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -109,6 +110,17 @@ def run_in_cluster(package: str, namespace: str, params: dict[str, Any], follow:
     return int(status.get("exitCode", 1))
 
 
+def _peering_priority(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """An integer, or ``random``: the replicas of one Deployment cannot be given distinct numbers,
+    and kopf pauses all the operators of a peering that share the highest priority."""
+    if value.strip().lower() == "random":
+        return secrets.randbelow(2**31 - 1) + 1
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither an integer nor 'random'") from None
+
+
 @click.command("operator")
 @click.option("--namespace", "-n", "namespaces", multiple=True,
               help="Watch only these namespaces (repeatable); default: the whole cluster.")
@@ -117,8 +129,10 @@ def run_in_cluster(package: str, namespace: str, params: dict[str, Any], follow:
 @click.option("--peering", "peering", default=None, metavar="NAME",
               help="Join kopf peering NAME: the highest-priority replica is active, the others "
                    "stand by (needs kopf's peering CRDs). Default: standalone, one replica.")
-@click.option("--priority", default=0, show_default=True,
-              help="This replica's peering priority (with --peering).")
+@click.option("--priority", default="0", show_default=True, callback=_peering_priority,
+              help="This replica's peering priority (with --peering): an integer, or `random` for "
+                   "a random one, so that the replicas of one Deployment never tie (kopf pauses "
+                   "every operator of a tie).")
 @click.option("--log-format", type=click.Choice(["plain", "full", "json"]), default="full",
               show_default=True, help="Log lines as text or as JSON (for log collectors).")
 @click.option("--verbose", "-v", is_flag=True, help="Log at DEBUG level.")
