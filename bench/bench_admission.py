@@ -181,6 +181,11 @@ def _ready(custom: client.CustomObjectsApi, plural: str, name: str) -> bool:
                for c in (body.get("status") or {}).get("conditions") or [])
 
 
+def _all_admitted(custom: client.CustomObjectsApi) -> bool:
+    listed = custom.list_namespaced_custom_object("fx.dev", "v1alpha1", NS, "executions")
+    return all((item.get("status") or {}).get("phase") for item in listed["items"])
+
+
 def _public_key(core: client.CoreV1Api) -> SealingPublicKey | None:
     try:
         found = core.read_namespaced_config_map(PUBLIC_KEY_CONFIGMAP, PLATFORM_NS)
@@ -217,6 +222,8 @@ def operator_numbers(folder: Path, dsn: str) -> tuple[float, list[float]]:
         _wait_for(lambda: _ready(custom, "scopedsecrets", "bench-secrets"), "the ScopedSecret")
         clock = JobClock(api)
         rate = burst(custom, clock, "burst")
+        # The burst's tail (status patches, Events) done before the steady rate is offered.
+        _wait_for(lambda: _all_admitted(custom), "the burst's statuses")
         latencies = steady(custom, clock)
         clock.stop()
     return rate, latencies
