@@ -15,7 +15,8 @@ What is derived, and from what:
   dropped. The chart is the one source of the install; the base is the same install for
   ``kubectl apply -k``.
 
-helm is ``$FX_HELM``, else ``helm`` on PATH (``.ci/run`` fetches one into ``.cache/tools``).
+helm is ``$FX_HELM``, else ``.cache/tools/helm`` (``.ci/run`` fetches it there), else ``helm`` on
+PATH.
 """
 
 from __future__ import annotations
@@ -45,11 +46,13 @@ HEADER = f"""\
 
 
 def find_helm() -> str | None:
-    """The helm binary: ``$FX_HELM``, else ``helm`` on PATH; None when there is none."""
+    """The helm binary: ``$FX_HELM``, else the one ``.ci/run`` fetched, else ``helm`` on PATH;
+    None when there is none."""
     configured = os.environ.get("FX_HELM")
     if configured:
         return configured if Path(configured).is_file() else None
-    return shutil.which("helm")
+    fetched = Path(__file__).resolve().parents[1] / ".cache" / "tools" / "helm"
+    return str(fetched) if fetched.is_file() else shutil.which("helm")
 
 
 def render_base(helm: str) -> str:
