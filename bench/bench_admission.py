@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from kubernetes import client, config
 from support.emulator_process import EmulatorProcess
 from support.postgres import PostgresServer
 from support.processes import child_env
+from support.waiting import wait_for
 
 N = int(os.environ.get("BENCH_EXECUTIONS", "100"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
@@ -122,16 +123,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_for(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 @contextmanager
 def api_server(folder: Path, name: str) -> Iterator[client.ApiClient]:
     """An emulator process with the CRDs and the namespaces; a client for it."""
@@ -210,7 +201,7 @@ def operator_numbers(folder: Path, dsn: str) -> tuple[float, list[float]]:
     with api_server(folder, "fx") as api, \
             operator_process(command, env, folder / "fx-operator.log"):
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-        key = _wait_for(lambda: _public_key(core), "the operator to start")
+        key = wait_for(lambda: _public_key(core), "the operator to start", timeout=120)
         custom.create_namespaced_custom_object("fx.dev", "v1alpha1", NS, "packages", {
             "apiVersion": "fx.dev/v1alpha1", "kind": "Package", "metadata": {"name": "bench"},
             "spec": {"scripts": [{"name": "main.py", "content": "print('x')\n"}]}})
@@ -218,12 +209,13 @@ def operator_numbers(folder: Path, dsn: str) -> tuple[float, list[float]]:
                                                sealed_manifest(
             {f"S{i}": f"value-{i}" for i in range(20)}, key, namespace=NS, scope="package",
             package="bench", name="bench-secrets"))
-        _wait_for(lambda: _ready(custom, "packages", "bench"), "the Package")
-        _wait_for(lambda: _ready(custom, "scopedsecrets", "bench-secrets"), "the ScopedSecret")
+        wait_for(lambda: _ready(custom, "packages", "bench"), "the Package", timeout=120)
+        wait_for(lambda: _ready(custom, "scopedsecrets", "bench-secrets"), "the ScopedSecret",
+                 timeout=120)
         clock = JobClock(api)
         rate = burst(custom, clock, "burst")
         # The burst's tail (status patches, Events) done before the steady rate is offered.
-        _wait_for(lambda: _all_admitted(custom), "the burst's statuses")
+        wait_for(lambda: _all_admitted(custom), "the burst's statuses", timeout=120)
         latencies = steady(custom, clock)
         clock.stop()
     return rate, latencies

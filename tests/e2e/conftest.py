@@ -33,8 +33,8 @@ from support.kind import (
     build_images,
     missing_prerequisites,
     requested,
-    wait_for,
 )
+from support.waiting import wait_for
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -128,7 +128,7 @@ def deployment(images: E2ESettings, kube: Kube, artifacts: Path, project_namespa
     try:
         wait_for(lambda: kube.kubectl("get", "configmap", PUBLIC_KEY_CONFIGMAP, "-n",
                                       PLATFORM_NAMESPACE, check=False).returncode == 0,
-                 "the operator to publish its sealing key")
+                 "the operator to publish its sealing key", timeout=180, every=2)
         yield kube
     finally:
         collect_artifacts(kube, artifacts, [PLATFORM_NAMESPACE, project_namespace])

@@ -10,8 +10,7 @@ import base64
 import collections
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +21,12 @@ from kopf.testing import KopfRunner
 from kubernetes import watch
 from kubernetes.client import ApiException, BatchV1Api, CoreV1Api, CustomObjectsApi
 from support.kube_emulator import KubeEmulator, KubeEmulatorServer, TokenIdentity
+from support.waiting import wait_for
 
 CRDS = Path(__file__).resolve().parents[1] / "support" / "testdata" / "crds"
 GROUP, VERSION, PLURAL = "emulator.fx.test", "v1", "widgets"
 NS = "test"
 FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"  # kopf's default
-
-
-def wait_for(condition: Callable[[], Any], *, timeout: float = 15.0, what: str = "") -> Any:
-    """Poll until ``condition()`` is truthy; return its value. A deadline, not a timing check."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout} s: {what or condition}")
-        time.sleep(0.02)
 
 
 def widget(name: str, **spec: Any) -> dict[str, Any]:

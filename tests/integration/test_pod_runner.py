@@ -20,7 +20,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from kubernetes.client import (
 )
 from support.kube_emulator import KubeEmulator, KubeEmulatorServer
 from support.pod_runner import DEADLINE, JOB_DELETED, PodRecord, PodRunner
+from support.waiting import wait_for
 
 from fx_ef import contract
 from fx_ef.bundle import new_run_key, seal_bundle
@@ -87,18 +88,6 @@ def runner(server: KubeEmulatorServer, api: kubernetes.client.ApiClient,
         yield runner
     assert runner.errors == []
     assert not (tmp_path / "pods").exists() or not any((tmp_path / "pods").iterdir())
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """Poll until ``condition()`` is truthy; return its value. A deadline, not a timing check."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 def container(name: str, code: str, *args: str, **fields: Any) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from kubernetes import client
 
 from support.kube_emulator import KubeEmulator, KubeEmulatorServer
 from support.pod_runner import PodRunner
+from support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PLATFORM_NAMESPACE = "fx-system"
@@ -156,13 +156,7 @@ class Cluster:
             "spec": {"package": package, **spec}})
 
     def wait_for(self, condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
+        return wait_for(condition, what, timeout, every=0.1)
 
     def ready(self, plural: str, namespace: str, name: str,
               timeout: float = 60) -> dict[str, Any]:

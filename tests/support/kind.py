@@ -22,8 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,18 +79,6 @@ def run(args: Sequence[str], *, env: Mapping[str, str] | None = None, input: str
         raise CommandFailed(f"`{' '.join(args)}` exited {result.returncode}:\n"
                             f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
     return result
-
-
-def wait_for(condition: Callable[[], T | None], what: str, timeout: float = 180,
-             every: float = 2) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
 
 
 @dataclass(frozen=True)
