@@ -255,3 +255,19 @@ def test_deleting_an_execution_closes_its_run(k8s: Cluster) -> None:
         k8s.wait_for(closed, "the run to close and its key to be erased")
     finally:
         k8s.runner.paused.clear()
+
+
+def test_an_execution_right_after_its_package_is_fixed_runs_the_fixed_package(
+        k8s: Cluster) -> None:
+    """Admission reads Packages from the operator's watch; a stale copy there (the refused
+    generation) must not fail an Execution made right after the fix."""
+    k8s.package("team-a", "fixed", {"secrets.json": "{}", "main.py": "print('old')\n"})
+    refused = k8s.ready("packages", "team-a", "fixed")
+    assert [c["status"] for c in refused["status"]["conditions"] if c["type"] == "Ready"] == \
+        ["False"]
+    k8s.custom.patch_namespaced_custom_object(
+        "fx.dev", "v1alpha1", "team-a", "packages", "fixed",
+        {"spec": {"scripts": [{"name": "main.py", "content": "print('fixed')\n"}]}})
+    status = _run(k8s, "team-a", "fixed-1", "fixed")["status"]
+    assert status["phase"] == "Succeeded", status
+    assert "fixed" in status["result"]["outputTail"]

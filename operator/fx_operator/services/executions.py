@@ -199,9 +199,8 @@ class ExecutionService:
 
     async def _package(self, namespace: str, name: str,
                        seen: dict[str, Any] | None) -> PackageDefinition:
-        trusted = seen is not None and (_ready(seen) or {}).get("status") == "True"
-        body = seen if trusted and seen is not None else \
-            await self.kube.get_custom("packages", namespace, name)  # the watch may lag
+        body = seen if seen is not None and usable_from_watch(seen) else \
+            await self.kube.get_custom("packages", namespace, name)
         ready = _ready(body)
         if ready is None:
             raise NotReadyYet(f"Package {namespace}/{name} is not published yet")
@@ -293,6 +292,12 @@ class ExecutionService:
         if status.get("runId"):
             await asyncio.to_thread(self.run_keys.finish, status["runId"])
         return execution, _final(execution, FAILED, reason, message, None, None)
+
+
+def usable_from_watch(package: dict[str, Any]) -> bool:
+    """A Package as the watch last showed it is used as is only when Ready for its generation:
+    a refused or unpublished one may be stale (fixed since), so the API is read instead."""
+    return (_ready(package) or {}).get("status") == "True"
 
 
 def _ready(package: dict[str, Any]) -> dict[str, Any] | None:
