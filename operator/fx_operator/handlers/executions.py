@@ -7,8 +7,10 @@ from typing import Any
 
 import kopf
 
+from fx_operator.domain.conditions import Outcome
 from fx_operator.domain.job_spec import GROUP, LABEL_MANAGED_BY, LABEL_RUN, MANAGER, VERSION
 from fx_operator.handlers.common import app_of, apply, retrying
+from fx_operator.services.app import OperatorApp
 
 PackageIndex = kopf.Index[tuple[str, str], dict[str, Any]]
 _RUN_OBJECTS: dict[str, Any] = {LABEL_RUN: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER}
@@ -36,11 +38,7 @@ async def run_pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     app = app_of(memo)
     async with retrying():
         observed = await app.executions.observe_pod(dict(body))
-    if observed is not None:
-        execution, outcome = observed
-        if outcome.status.get("phase") != (execution.get("status") or {}).get("phase"):
-            app.metrics.executions.labels(outcome.status.get("phase", "")).inc()
-        await apply(app, execution, None, outcome)
+    await _report(app, observed)
 
 
 def _job_failed(body: kopf.Body, **_: Any) -> bool:
@@ -58,10 +56,17 @@ async def run_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     app = app_of(memo)
     async with retrying():
         observed = await app.executions.observe_job(dict(body))
-    if observed is not None:
-        execution, outcome = observed
+    await _report(app, observed)
+
+
+async def _report(app: OperatorApp, observed: tuple[dict[str, Any], Outcome] | None) -> None:
+    """An Execution's new status from its pod or Job: counted when its phase moves, applied."""
+    if observed is None:
+        return
+    execution, outcome = observed
+    if outcome.status.get("phase") != (execution.get("status") or {}).get("phase"):
         app.metrics.executions.labels(outcome.status.get("phase", "")).inc()
-        await apply(app, execution, None, outcome)
+    await apply(app, execution, None, outcome)
 
 
 @kopf.on.event(GROUP, VERSION, "executions", id="execution-deleted", when=_deleted)
