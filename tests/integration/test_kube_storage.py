@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fx_operator.storage.kube import Kube, load_api_client
+from fx_operator.storage.kube import Kube, KubeError, KubeNotFound, load_api_client
 from kubernetes.client import BatchV1Api, CoreV1Api
 from support.kube_emulator import KubeEmulator, KubeEmulatorServer
 
@@ -59,3 +59,35 @@ def test_run_objects_are_made_once(kube: Kube) -> None:
     assert len(BatchV1Api(kube.api_client).list_namespaced_job(NS).items) == 1
     assert asyncio.run(kube.read_job(NS, "fx-run-1"))["metadata"]["name"] == "fx-run-1"
     assert asyncio.run(kube.read_job(NS, "fx-run-2")) is None
+
+
+def test_a_refused_write_names_the_server_s_reason(kube: Kube) -> None:
+    """Writes go over aiohttp: a 422 comes back as KubeError with the API server's message."""
+    secret = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "fx-run-3-bundle", "namespace": NS}, "data": {}}
+    job = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": "Not_A_Name", "namespace": NS},
+           "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                          "containers": [{"name": "c", "image": "x"}]}}}}
+    with pytest.raises(KubeError) as refused:
+        asyncio.run(kube.create_run_objects(secret, job))
+    assert refused.value.status == 422
+    assert "Not_A_Name" in str(refused.value)
+
+
+def test_writes_share_one_session_while_open(kube: Kube) -> None:
+    """The operator opens the session once; its writes then reuse its connections."""
+    async def writes() -> None:
+        await kube.open()
+        try:
+            for reason in ("First", "Second"):
+                await kube.post_event({"apiVersion": "fx.dev/v1alpha1", "kind": "Execution",
+                                       "metadata": {"name": "e", "namespace": NS, "uid": "u"}},
+                                      "Normal", reason, "message")
+            with pytest.raises(KubeNotFound):
+                await kube.patch_custom_status("executions", NS, "missing", {"phase": "Pending"})
+        finally:
+            await kube.close()
+    asyncio.run(writes())
+    events = CoreV1Api(kube.api_client).list_namespaced_event(NS).items
+    assert sorted(e.reason for e in events) == ["First", "Second"]

@@ -63,6 +63,7 @@ class OperatorApp:
             ThreadPoolExecutor(CONNECTIONS, thread_name_prefix="fx-io"))
         secrets = await asyncio.to_thread(open_secret_service, settings)
         kube = kube or Kube(await asyncio.to_thread(load_api_client))
+        await kube.open()
         dns_names = settings.broker_dns_names or [urlsplit(settings.broker_url).hostname or
                                                   "localhost"]
         keys = await asyncio.to_thread(load_or_create_operator_keys, secrets, dns_names)
@@ -109,3 +110,4 @@ class OperatorApp:
         await asyncio.to_thread(self.metrics.close)
         await self.broker.stop()
         await asyncio.to_thread(self.secrets.close)
+        await self.kube.close()

@@ -259,10 +259,12 @@ class ExecutionService:
             started = datetime.fromisoformat(str(admitted).replace("Z", "+00:00"))
             self.metrics.delivery.observe((datetime.now(UTC) - started).total_seconds())
 
-    async def forget(self, execution: dict[str, Any]) -> None:
-        """The Execution is gone: close its run, whatever phase it was in (idempotent)."""
-        run_id = (execution.get("status") or {}).get("runId") or run_id_of(execution)
-        await asyncio.to_thread(self.run_keys.finish, run_id)
+    async def forget_run(self, job: dict[str, Any]) -> None:
+        """The run's Job is gone (its Execution deleted, or its time to live over): close the
+        run, whatever phase it was in, so its key is never handed out after (idempotent)."""
+        run_id = ((job.get("metadata") or {}).get("labels") or {}).get(job_spec.LABEL_RUN)
+        if run_id:
+            await asyncio.to_thread(self.run_keys.finish, str(run_id))
 
     async def _unfinished(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Execution, unless it is gone or already ended (its end is never rewritten)."""
