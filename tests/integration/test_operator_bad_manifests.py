@@ -126,7 +126,7 @@ def _refused(k8s: Cluster, plural: str, name: str, reason: str, words: str) -> N
     assert ready["status"] == "False", ready
     assert ready["reason"] == reason, ready
     assert words in ready["message"], ready
-    events = [e for e in k8s.events(NS, name) if e["reason"] == reason]
+    events = [e for e in k8s.events(NS, name, reason) if e["reason"] == reason]
     assert events and events[0]["type"] == "Warning"
     assert words in events[0]["message"]
 

@@ -98,7 +98,7 @@ def test_package_and_secrets_at_three_scopes(k8s: Cluster) -> None:
     assert manifest["ONLY_PLATFORM"]["scope"] == "platform"
     assert [s["name"] for s in status["steps"]] == ["Admitted", "SecretsDelivered", "Script"]
     assert all(s["phase"] == "Succeeded" for s in status["steps"])
-    reasons = {e["reason"] for e in k8s.events("team-a", "scopes-1")}
+    reasons = {e["reason"] for e in k8s.events("team-a", "scopes-1", "Completed")}
     assert {"JobCreated", "SecretsDelivered", "Completed"} <= reasons
 
 
@@ -125,7 +125,8 @@ def test_a_failing_script_fails_the_execution(k8s: Cluster) -> None:
     k8s.ready("packages", "team-a", "crasher")
     status = _run(k8s, "team-a", "crasher-1", "crasher")["status"]
     assert status["phase"] == "Failed" and status["exitCode"] == 3
-    assert "ScriptFailed" in {e["reason"] for e in k8s.events("team-a", "crasher-1")}
+    assert "ScriptFailed" in {e["reason"] for e in k8s.events("team-a", "crasher-1",
+                                                                  "ScriptFailed")}
 
 
 def test_one_job_per_execution_across_an_operator_restart(k8s: Cluster) -> None:

@@ -179,9 +179,17 @@ class Cluster:
         result: dict[str, Any] = self.wait_for(check, f"execution {namespace}/{name}", timeout)
         return result
 
-    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        found = self.core.list_namespaced_event(namespace)
-        return [e.to_dict() for e in found.items if e.involved_object.name == name]
+    def events(self, namespace: str, name: str, *reasons: str) -> list[dict[str, Any]]:
+        """An object's Events; with ``reasons``, once they all are there: the operator posts
+        an Event after the status it reports, so a final status can be read before it."""
+        def found() -> list[dict[str, Any]]:
+            items = self.core.list_namespaced_event(namespace).items
+            return [e.to_dict() for e in items if e.involved_object.name == name]
+        def complete() -> list[dict[str, Any]] | None:
+            events = found()
+            return events if set(reasons) <= {e["reason"] for e in events} else None
+        return list(self.wait_for(complete, f"Events {reasons} of {name}")) if reasons \
+            else found()
 
     def everything_seen(self) -> str:
         """Every object ever stored, every operator log line, every run's output and argv."""

@@ -120,20 +120,14 @@ class Kube:
         finally:
             if session is not self._http:
                 await session.close()
-        if response.status == 404:
-            raise KubeNotFound(f"{what}: not found", 404)
         if not 200 <= response.status <= 299:
-            raise KubeError(f"{what}: {response.status} {_message(answer, response.reason)}",
-                            response.status)
+            raise _refused(what, response.status, answer, response.reason)
 
     async def _call(self, what: str, call: Callable[[], T]) -> T:
         try:
             return await asyncio.to_thread(call)
         except ApiException as e:
-            reason = _reason(e)
-            if e.status == 404:
-                raise KubeNotFound(f"{what}: not found", 404) from e
-            raise KubeError(f"{what}: {e.status} {reason}", e.status) from e
+            raise _refused(what, e.status, e.body, e.reason) from e
 
     async def _read(self, what: str, call: Callable[..., Any]) -> dict[str, Any] | None:
         """An object as plain JSON (not the client's models); None when it does not exist."""
@@ -294,13 +288,14 @@ class Kube:
                         meta.get("name"), e)
 
 
-def _reason(e: ApiException) -> str:
-    return _message(e.body, e.reason)
-
-
-def _message(body: str | bytes | None, fallback: object) -> str:
-    """The API server's own message from a Status answer, else the HTTP reason."""
+def _refused(what: str, status: int | None, body: str | bytes | None,
+             reason: object) -> KubeError:
+    """A refused call as our error, whichever client made it: the API server's own message
+    from its Status answer, else the HTTP reason."""
+    if status == 404:
+        return KubeNotFound(f"{what}: not found", 404)
     try:
-        return str(json.loads(body or b"").get("message") or fallback)
+        message = str(json.loads(body or b"").get("message") or reason)
     except (TypeError, ValueError, AttributeError):
-        return str(fallback)
+        message = str(reason)
+    return KubeError(f"{what}: {status} {message}", status)
