@@ -155,6 +155,17 @@ def test_a_blob_copied_to_another_owner_fails_integrity(service: SecretService) 
         fresh.resolve("team-a", "other-package")
 
 
+def test_a_blob_copied_next_to_its_own_owner_fails_integrity(service: SecretService) -> None:
+    """The package's key is held and opens the copy's header; the row's owner still differs."""
+    service.set(PKG, "A", "package-value")
+    service.set(PROJECT, "B", "project-value")
+    with service.store.transaction() as tx:
+        tx.execute("UPDATE secret_versions SET blob = (SELECT blob FROM secret_versions "
+                   "WHERE scope = 'package') WHERE scope = 'project'")
+    with pytest.raises(IntegrityError, match="'B' of project/team-a .* belongs to another owner"):
+        service.resolve("team-a", "etl")
+
+
 def test_a_blob_moved_to_another_version_fails_integrity(service: SecretService) -> None:
     service.set(PKG, "A", "one")
     service.set(PKG, "A", "two")

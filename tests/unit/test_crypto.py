@@ -45,6 +45,19 @@ def test_round_trip_through_both_layers(value: Any, name: str, version: int, own
     assert blob[0] == crypto.FORMAT_VERSION
 
 
+@pytest.mark.parametrize("text", ["", '"', '""', "\\", 'a"b', "a\\b", "line\nbreak", "tab\t",
+                                  "\u0000", "é ü 中文 🙂", "\u2028\u2029", "null", "1", "[]"])
+def test_string_values_decode_exactly(text: str) -> None:
+    """Plain strings skip the JSON parser; quotes, escapes and control characters must not."""
+    assert crypto.decode_value(crypto.encode_value(text)) == text
+    assert crypto.decode_value(crypto.encode_value([text])) == [text]
+
+
+@given(value=st.text())
+def test_any_string_round_trips_through_the_value_encoding(value: str) -> None:
+    assert crypto.decode_value(crypto.encode_value(value)) == value
+
+
 @settings(max_examples=100, deadline=None)
 @given(value=json_values, name=names, other=names, version=st.integers(1, 1000))
 def test_a_blob_opens_only_for_its_own_row(value: Any, name: str, other: str,

@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from fx_operator.domain import crypto, internal_keys
 from fx_operator.domain.crypto import DataKey, MasterKey
@@ -37,9 +37,9 @@ OPERATOR_WRAPPED_META = {"operator.sealing_key": internal_keys.SEALING_KEY,
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestEntry:
-    """Which scope and version won for one name, and the data key that opened it. No value."""
+class ManifestEntry(NamedTuple):
+    """Which scope and version won for one name, and the data key that opened it. No value.
+    (A tuple, like ResolvedRow: one per name per resolution.)"""
 
     scope: Scope
     version: int
@@ -90,21 +90,33 @@ class SecretService:
             self._data_keys[key_id] = key
         return key
 
-    def _keys_for(self, rows: Sequence[ResolvedRow]) -> dict[tuple[str, Owner], DataKey]:
-        """The data key of each row, unwrapped for the row's own owner; only keys not yet held
-        are read from the store (one query), so a steady resolution reads none."""
-        wanted = {(row.data_key_id, row.owner) for row in rows}
-        keys = {(key_id, owner): key for key_id, owner in wanted
-                if (key := self._data_keys.get(key_id)) is not None and key.owner == owner}
-        missing = wanted - keys.keys()
+    def _keys_for(self, rows: Sequence[ResolvedRow]) -> dict[bytes, DataKey]:
+        """The data key of each row by its blob's header, unwrapped for the row's own owner.
+        Only keys not yet held are read from the store (one query), so a steady resolution
+        reads none. A header shared by rows of two owners means a ciphertext was moved."""
+        owners: dict[bytes, Owner] = {}
+        for row in rows:
+            owner = owners.setdefault(row.blob[: crypto.VALUE_HEADER_BYTES], row.owner)
+            if owner is not row.owner and owner != row.owner:
+                raise IntegrityError(
+                    f"secret {row.name!r} of {row.owner} is sealed with data key "
+                    f"{row.data_key_id} of {owner}: the ciphertext belongs to another owner")
+        keys: dict[bytes, DataKey] = {}
+        missing: dict[str, tuple[bytes, Owner]] = {}
+        for header, owner in owners.items():
+            key_id = crypto.header_data_key_id(header)
+            key = self._data_keys.get(key_id)
+            if key is not None and key.owner == owner:
+                keys[header] = key
+            else:
+                missing[key_id] = header, owner
         if missing:
             with self.store.transaction() as tx:
-                wrapped = {r.key_id: r.wrapped for r in self.store.data_keys(
-                    tx, sorted({key_id for key_id, _ in missing}))}
-            for key_id, owner in missing:
+                wrapped = {r.key_id: r.wrapped for r in self.store.data_keys(tx, sorted(missing))}
+            for key_id, (header, owner) in missing.items():
                 if key_id not in wrapped:
                     raise IntegrityError(f"data key {key_id} of {owner} is missing from the store")
-                keys[key_id, owner] = self._unwrap(key_id, owner, wrapped[key_id])
+                keys[header] = self._unwrap(key_id, owner, wrapped[key_id])
         return keys
 
     def _writing_key(self, tx: Transaction, owner: Owner) -> DataKey:
@@ -292,10 +304,10 @@ class SecretService:
         keys = self._keys_for(rows)
         values: dict[str, Any] = {}
         manifest: dict[str, ManifestEntry] = {}
-        for row in rows:
-            key = keys[row.data_key_id, row.owner]
-            values[row.name] = crypto.decrypt_value(key, row.name, row.version, row.blob)
-            manifest[row.name] = ManifestEntry(row.owner.scope, row.version, row.data_key_id)
+        for owner, name, version, blob in rows:
+            key = keys[blob[: crypto.VALUE_HEADER_BYTES]]
+            values[name] = crypto.decrypt_value(key, name, version, blob)
+            manifest[name] = ManifestEntry(owner.scope, version, key.key_id)
         log.debug("resolved %d name(s) for %s/%s (run %s)", len(values), project, package, run_id)
         return Resolution(values, manifest)
 
