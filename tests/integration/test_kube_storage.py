@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fx_operator.storage import kube as kube_storage
 from fx_operator.storage.kube import Kube, KubeError, KubeNotFound, load_api_client
 from kubernetes.client import BatchV1Api, CoreV1Api
 from support.kube_emulator import KubeEmulator, KubeEmulatorServer
@@ -18,8 +19,13 @@ NS = "team-a"
 
 
 @pytest.fixture
-def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kube]:
-    with KubeEmulatorServer(KubeEmulator(), kubeconfig=tmp_path / "kubeconfig") as server:
+def emulator() -> KubeEmulator:
+    return KubeEmulator(recorded_calls=[])
+
+
+@pytest.fixture
+def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emulator: KubeEmulator) -> Iterator[Kube]:
+    with KubeEmulatorServer(emulator, kubeconfig=tmp_path / "kubeconfig") as server:
         monkeypatch.setenv("KUBECONFIG", str(server.kubeconfig))
         api = load_api_client()
         CoreV1Api(api).create_namespace({"metadata": {"name": NS}})
@@ -91,3 +97,33 @@ def test_writes_share_one_session_while_open(kube: Kube) -> None:
     asyncio.run(writes())
     events = CoreV1Api(kube.api_client).list_namespaced_event(NS).items
     assert sorted(e.reason for e in events) == ["First", "Second"]
+
+
+def test_writes_carry_the_client_s_token_and_its_refreshes(
+        kube: Kube, emulator: KubeEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The auth header is asked of the client once per AUTH_HEADERS_SECONDS, not per write (its
+    refresh hook rebuilds the configuration); a token the hook renews is used once that is up."""
+    configuration = kube.api_client.configuration
+    refreshes: list[str] = []
+
+    def refresh(conf: Any) -> None:  # as the client's loaders do: renew, then set the key
+        refreshes.append(token := f"token-{len(refreshes) + 1}")
+        conf.api_key = {"BearerToken": token}
+        conf.api_key_prefix = {"BearerToken": "Bearer"}
+    configuration.refresh_api_key_hook = refresh
+    clock = [1000.0]
+    monkeypatch.setattr(kube_storage.time, "monotonic", lambda: clock[0])
+    involved = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "c", "namespace": NS, "uid": "u"}}
+
+    async def writes(*reasons: str) -> None:
+        for reason in reasons:
+            await kube.post_event(involved, "Normal", reason, "message")
+    assert emulator.recorded_calls is not None
+    emulator.recorded_calls.clear()
+    asyncio.run(writes("One", "Two", "Three"))
+    clock[0] += kube_storage.AUTH_HEADERS_SECONDS
+    asyncio.run(writes("Four"))
+    assert [call.token for call in emulator.recorded_calls if call.verb == "create"] == [
+        "token-1", "token-1", "token-1", "token-2"]
+    assert refreshes == ["token-1", "token-2"]

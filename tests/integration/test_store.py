@@ -162,7 +162,7 @@ def test_a_blob_copied_next_to_its_own_owner_fails_integrity(service: SecretServ
     with service.store.transaction() as tx:
         tx.execute("UPDATE secret_versions SET blob = (SELECT blob FROM secret_versions "
                    "WHERE scope = 'package') WHERE scope = 'project'")
-    with pytest.raises(IntegrityError, match="'B' of project/team-a .* belongs to another owner"):
+    with pytest.raises(IntegrityError, match=r"'B' of project/team-a .* belongs to another owner"):
         service.resolve("team-a", "etl")
 
 
