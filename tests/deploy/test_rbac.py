@@ -37,6 +37,9 @@ NOT_EXERCISED: dict[Permission, str] = {
                                "finds the one it made before (create answers 409)",
     ("batch", "jobs", "get"): "an Execution's Job is read only when it is admitted again "
                               "(a restarted operator resuming it)",
+    (GROUP, "executions", "patch"): "kopf writes an Execution's annotations only when its "
+                                    "admission is retried (progress); admitted at once, only its "
+                                    "status is patched",
 }
 #: Rules of the namespaced mode only (the scenario runs it too; listed for the cluster-wide one).
 NAMESPACED_MODE_ONLY: set[Permission] = {("", "namespaces", "list"), ("", "namespaces", "watch")}
