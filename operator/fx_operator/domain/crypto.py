@@ -35,6 +35,7 @@ DATA_KEY_ID_BYTES = 16
 MASTER_KEY_ID_BYTES = 8
 _VALUE_HEADER = struct.Struct(f">B{DATA_KEY_ID_BYTES}s")
 VALUE_HEADER_BYTES = _VALUE_HEADER.size
+_SHORTEST_VALUE_BLOB = _VALUE_HEADER.size + NONCE_BYTES + 16  # header, nonce, GCM tag
 _WRAP_HEADER = struct.Struct(f">B{MASTER_KEY_ID_BYTES}s")
 
 
@@ -195,7 +196,7 @@ def encrypt_value(data_key: DataKey, name: str, version: int, value: Any) -> byt
 
 def blob_data_key_id(blob: bytes) -> str:
     """The id of the data key a value blob was made with (read from its header)."""
-    if len(blob) < _VALUE_HEADER.size + NONCE_BYTES + 16:
+    if len(blob) < _SHORTEST_VALUE_BLOB:
         raise IntegrityError("secret blob is truncated")
     return header_data_key_id(blob[: _VALUE_HEADER.size])
 
@@ -212,7 +213,7 @@ def header_data_key_id(header: bytes) -> str:
 
 def decrypt_value(data_key: DataKey, name: str, version: int, blob: bytes) -> Any:
     """Open a value blob for the row it claims to be; any mismatch is an IntegrityError."""
-    if len(blob) < _VALUE_HEADER.size + NONCE_BYTES + 16:
+    if len(blob) < _SHORTEST_VALUE_BLOB:
         raise IntegrityError(f"{_row(data_key, name, version)} is truncated")
     if blob[: _VALUE_HEADER.size] != data_key.header:
         blob_data_key_id(blob)  # raises on an unknown format version
