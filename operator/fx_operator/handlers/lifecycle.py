@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -74,6 +75,22 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         prefix="fx.dev", key="last-handled-configuration")
     settings.posting.level = 30  # only warnings and errors become Events, never debug chatter
     memo.app = await OperatorApp.start(Settings())
+    freeze_start_up_objects()
+
+
+def freeze_start_up_objects() -> None:
+    """Keep what start-up made out of every later full garbage collection.
+
+    Start-up leaves about 200,000 objects tracked by the collector, nearly all of them for good:
+    about 90,000 from importing kopf, the kubernetes client, pydantic and the rest, the others
+    made while the services start (their own imports, clients, pools, the broker). Each full
+    collection walked them all again, pausing the event loop for 100 to 170 ms while admissions
+    waited. Frozen, they are skipped: a full collection walks only what the objects being handled
+    hold. Start-up's garbage is collected first, so nothing is kept that should go, and a frozen
+    object is still freed when its last reference goes.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @kopf.on.cleanup()
