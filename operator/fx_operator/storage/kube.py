@@ -206,12 +206,9 @@ class Kube:
         raise KubeError(f"{what}: created and deleted again while being written", 409)
 
     async def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            found = await self._call(f"reading ConfigMap {namespace}/{name}",
-                                     lambda: self.core.read_namespaced_config_map(name, namespace))
-        except KubeNotFound:
-            return None
-        return dict(self.api_client.sanitize_for_serialization(found))
+        return await self._read(f"reading ConfigMap {namespace}/{name}",
+                                lambda **kw: self.core.read_namespaced_config_map(name, namespace,
+                                                                                  **kw))
 
     # --- Jobs and Pods ----------------------------------------------------------------------
 
