@@ -213,6 +213,9 @@ def header_data_key_id(header: bytes) -> str:
     return bytes(key_id).hex()
 
 
+_NONCE_END = _VALUE_HEADER.size + NONCE_BYTES
+
+
 def decrypt_value(data_key: DataKey, name: str, version: int, blob: bytes) -> Any:
     """Open a value blob for the row it claims to be; any mismatch is an IntegrityError."""
     if len(blob) < _SHORTEST_VALUE_BLOB:
@@ -221,15 +224,21 @@ def decrypt_value(data_key: DataKey, name: str, version: int, blob: bytes) -> An
         blob_data_key_id(blob)  # raises on an unknown format version
         raise IntegrityError(f"{_row(data_key, name, version)} was not encrypted with data key "
                              f"{data_key.key_id}: the ciphertext belongs to another owner")
-    nonce = blob[_VALUE_HEADER.size : _VALUE_HEADER.size + NONCE_BYTES]
+    # _value_aad and decode_value's fast path, written out: a resolution opens 100 values, and
+    # the two calls per value were a sixth of its Python time.
+    raw_name, raw_version = name.encode(), b"%d" % version
     try:
-        raw = data_key.aead.decrypt(nonce, blob[_VALUE_HEADER.size + NONCE_BYTES :],
-                                    _value_aad(data_key, name, version))
+        raw = data_key.aead.decrypt(
+            blob[_VALUE_HEADER.size : _NONCE_END], blob[_NONCE_END:],
+            b"".join((data_key.aad_prefix, _NAME_AND_VERSION.pack(len(raw_name)), raw_name,
+                      _NAME_AND_VERSION.pack(len(raw_version)), raw_version)))
     except InvalidTag:
         raise IntegrityError(
             f"{_row(data_key, name, version)} failed its integrity check: the ciphertext was "
             "altered or copied from another row") from None
-    return decode_value(raw)
+    if len(raw) > 1 and raw[0] == raw[-1] == 0x22 and 0x5C not in raw:
+        return raw[1:-1].decode()
+    return json.loads(raw.decode())
 
 
 def _row(data_key: DataKey, name: str, version: int) -> str:

@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 class ManifestEntry(NamedTuple):
     """Which scope and version won for one name, and the data key that opened it. No value.
-    (A tuple, like ResolvedRow: one per name per resolution.)"""
+    (A tuple: one per name per resolution.)"""
 
     scope: Scope
     version: int
@@ -90,34 +90,33 @@ class SecretService:
             self._data_keys[key_id] = key
         return key
 
-    def _keys_for(self, rows: Sequence[ResolvedRow]) -> dict[bytes, DataKey]:
-        """The data key of each row by its blob's header, unwrapped for the row's own owner.
-        Only keys not yet held are read from the store (one query), so a steady resolution
-        reads none. A header shared by rows of two owners means a ciphertext was moved."""
-        owners: dict[bytes, Owner] = {}
-        for row in rows:
-            owner = owners.setdefault(row.blob[: crypto.VALUE_HEADER_BYTES], row.owner)
-            if owner is not row.owner and owner != row.owner:
-                raise IntegrityError(
-                    f"secret {row.name!r} of {row.owner} is sealed with data key "
-                    f"{row.data_key_id} of {owner}: the ciphertext belongs to another owner")
-        keys: dict[bytes, DataKey] = {}
-        missing: dict[str, tuple[bytes, Owner]] = {}
-        for header, owner in owners.items():
-            key_id = crypto.header_data_key_id(header)
-            key = self._data_keys.get(key_id)
-            if key is not None and key.owner == owner:
-                keys[header] = key
-            else:
-                missing[key_id] = header, owner
-        if missing:
-            with self.store.transaction() as tx:
-                wrapped = {r.key_id: r.wrapped for r in self.store.data_keys(tx, sorted(missing))}
-            for key_id, (header, owner) in missing.items():
-                if key_id not in wrapped:
-                    raise IntegrityError(f"data key {key_id} of {owner} is missing from the store")
-                keys[header] = self._unwrap(key_id, owner, wrapped[key_id])
-        return keys
+    def _held_key(self, header: bytes, owner: Owner, name: str) -> DataKey | None:
+        """The data key a row's blob header names, if held in memory, after checking that it
+        is the row owner's: a key of another owner means the ciphertext was moved there."""
+        key_id = crypto.header_data_key_id(header)
+        key = self._data_keys.get(key_id)
+        if key is not None and key.owner != owner:
+            raise IntegrityError(
+                f"secret {name!r} of {owner} is sealed with data key {key_id} of {key.owner}: "
+                "the ciphertext belongs to another owner")
+        return key
+
+    def _read_keys(self, rows: Sequence[ResolvedRow], owners: dict[str, Owner]) -> None:
+        """Read and unwrap the data keys of ``rows`` not held yet, in one query. Each is
+        unwrapped for the owner of the row it was found in, so a moved one fails to open."""
+        missing: dict[str, Owner] = {}
+        for scope, _, _, blob in rows:
+            key_id = crypto.blob_data_key_id(blob)
+            if key_id not in self._data_keys:
+                missing.setdefault(key_id, owners[scope])
+        if not missing:
+            return
+        with self.store.transaction() as tx:
+            wrapped = {r.key_id: r.wrapped for r in self.store.data_keys(tx, sorted(missing))}
+        for key_id, owner in missing.items():
+            if key_id not in wrapped:
+                raise IntegrityError(f"data key {key_id} of {owner} is missing from the store")
+            self._unwrap(key_id, owner, wrapped[key_id])
 
     def _writing_key(self, tx: Transaction, owner: Owner) -> DataKey:
         record = self.store.active_data_key(tx, owner, lock=True)
@@ -298,17 +297,35 @@ class SecretService:
     def resolve(self, project: str, package: str, names: Sequence[str] | None = None, *,
                 run_id: str | None = None, actor: str | None = None) -> Resolution:
         """Package, then project, then platform: one query, audited, with its manifest."""
-        owner = Owner.of(Scope.PACKAGE, project, package)
-        rows = self.store.resolve(owner.project, owner.package, names,
-                                  actor=actor or self.actor, run_id=run_id)
-        keys = self._keys_for(rows)
+        chain = Owner.chain(project, package)
+        owners = {owner.scope.value: owner for owner in chain}
+        rows, opened = self.store.resolve(chain[0].project, chain[0].package, names,
+                                          actor=actor or self.actor, run_id=run_id,
+                                          opening=lambda rows: self._open(rows, owners))
+        if opened is None:  # a data key was not held: read it now (another connection)
+            self._read_keys(rows, owners)
+            opened = self._open(rows, owners)
+            assert opened is not None, "every data key was just read"
+        log.debug("resolved %d name(s) for %s/%s (run %s)", len(rows), project, package, run_id)
+        return opened
+
+    def _open(self, rows: Sequence[ResolvedRow], owners: dict[str, Owner]) -> Resolution | None:
+        """The values and manifest of ``rows``, or None if a data key is not held in memory.
+        On PostgreSQL this runs while the read's audit record is committed; a key is not read
+        then, since a pool of one connection has no other (the steady state holds them all)."""
         values: dict[str, Any] = {}
         manifest: dict[str, ManifestEntry] = {}
-        for owner, name, version, blob in rows:
-            key = keys[blob[: crypto.VALUE_HEADER_BYTES]]
+        checked: dict[bytes, DataKey] = {}  # blob header -> its key, checked for the row's owner
+        for scope, name, version, blob in rows:
+            header = blob[: crypto.VALUE_HEADER_BYTES]
+            key = checked.get(header)
+            if key is None or key.owner.scope != scope:
+                key = self._held_key(header, owners[scope], name)
+                if key is None:
+                    return None
+                checked[header] = key
             values[name] = crypto.decrypt_value(key, name, version, blob)
-            manifest[name] = ManifestEntry(owner.scope, version, key.key_id)
-        log.debug("resolved %d name(s) for %s/%s (run %s)", len(values), project, package, run_id)
+            manifest[name] = ManifestEntry(key.owner.scope, version, key.key_id)
         return Resolution(values, manifest)
 
     def audit_records(self, *, run_id: str | None = None,

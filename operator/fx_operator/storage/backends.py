@@ -13,21 +13,23 @@ import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool
 
 from fx_operator.exceptions import ConflictError, StoreError
+from fx_operator.storage import pg_pipeline
 
 Params = dict[str, Any]
 Row = tuple[Any, ...]
+T = TypeVar("T")
 
 _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
@@ -35,6 +37,19 @@ _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 @lru_cache(maxsize=256)
 def _to_pyformat(sql: str) -> str:
     return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+@lru_cache(maxsize=64)
+def _to_numbered(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``:name`` placeholders as ``$1``, ``$2``, ..., and the names in that order."""
+    order: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in order:
+            order.append(match[1])
+        return f"${order.index(match[1]) + 1}"
+
+    return _NAMED.sub(number, sql), tuple(order)
 
 
 def utcnow() -> datetime:
@@ -73,6 +88,17 @@ class Backend(ABC):
         """One statement as a transaction of its own (PostgreSQL: a single round trip)."""
         with self.transaction() as tx:
             return tx.execute(sql, params)
+
+    def transaction_then_use(self, statements: Sequence[str], params: Params,
+                             use: Callable[[list[Row]], T]) -> tuple[list[Row], T]:
+        """``statements`` in one transaction (each takes the ``params`` it names), and ``use``
+        on the first one's rows. PostgreSQL runs ``use`` while the rest of the transaction
+        and its commit go on, and returns only once the commit is confirmed."""
+        with self.transaction() as tx:
+            rows = tx.execute(statements[0], params)
+            for sql in statements[1:]:
+                tx.execute(sql, params)
+        return rows, use(rows)
 
     @abstractmethod
     def names_filter(self, column: str, param: str) -> str:
@@ -131,6 +157,15 @@ class PostgresBackend(Backend):
         with self._converting_errors(), self.pool.connection() as conn:
             cur = conn.execute(_to_pyformat(sql), params, prepare=True)
             return cur.fetchall() if cur.description is not None else []
+
+    def transaction_then_use(self, statements: Sequence[str], params: Params,
+                             use: Callable[[list[Row]], T]) -> tuple[list[Row], T]:
+        if not pg_pipeline.SUPPORTED:  # a libpq older than 14: one after the other
+            return super().transaction_then_use(statements, params, use)
+        numbered = [_to_numbered(sql) for sql in statements]
+        with self._converting_errors(), self.pool.connection() as conn:
+            return pg_pipeline.execute_then_use(
+                conn, [(sql, [params[n] for n in order]) for sql, order in numbered], use)
 
     @contextmanager
     def _converting_errors(self) -> Iterator[None]:

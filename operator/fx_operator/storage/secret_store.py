@@ -8,14 +8,13 @@ updated in place except during key rotation.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, TypeVar
 
-from fx_operator.domain.crypto import blob_data_key_id
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.storage.backends import (
     Backend,
@@ -28,6 +27,8 @@ from fx_operator.storage.backends import (
     utcnow,
 )
 from fx_operator.storage.migrating import ensure_current
+
+T = TypeVar("T")
 
 OWNER_MATCH = "scope = :scope AND project = :project AND package = :package"
 
@@ -70,18 +71,9 @@ class VersionRecord:
         return self.blob is None
 
 
-class ResolvedRow(NamedTuple):
-    """The winning current version of one name for a run (its data key by id). A tuple: a run
-    makes a hundred of them per resolution, and a frozen dataclass costs three times as much."""
-
-    owner: Owner
-    name: str
-    version: int
-    blob: bytes
-
-    @property
-    def data_key_id(self) -> str:
-        return blob_data_key_id(self.blob)
+ResolvedRow = tuple[str, str, int, bytes]
+"""The winning current version of one name for a run: (scope, name, version, blob). A plain
+tuple, as the driver returns it: a run reads a hundred of them per resolution."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,27 +120,43 @@ SELECT scope, name, version, blob FROM (
 ) ranked WHERE rank = 1
 """
 
-# PostgreSQL: DISTINCT ON picks the most specific scope per name, and the audit record is written
-# by the same statement, so a resolution is one round trip. Its entries are the same JSON list of
-# {name, scope, version} as every other audit record, concatenated rather than built with
-# json_agg(json_build_object(...)), which costs the server more than the read itself.
-# ``set_config(..., true)`` chooses how this statement's own transaction commits (see
-# SecretStore.durable_read_audit).
-_RESOLVE_AND_AUDIT_PG = f"""
+# PostgreSQL: DISTINCT ON picks the most specific scope per name. The read notes its audit entries
+# (the same JSON list of {name, scope, version} as every other audit record, concatenated rather
+# than built with json_agg(json_build_object(...)), which costs the server more than the read) in
+# a transaction-local setting; the INSERT that follows in the same transaction stores them. The
+# two go in one request (storage/pg_pipeline.py): the rows come back after the first, and the
+# record is written and committed while the caller decrypts. No rows, no entries: the setting is
+# then unset (or empty, from an earlier transaction of the session) and the record says [].
+# ``set_config(..., true)`` on synchronous_commit chooses how this transaction commits (see
+# SecretStore.durable_read_audit). MATERIALIZED: computed once, however the join is planned.
+_RESOLVE_PG = f"""
 WITH resolved AS (
   SELECT DISTINCT ON (v.name COLLATE "C") {_RESOLVED_COLUMNS}
   FROM secret_versions v
   WHERE {_OWNER_CHAIN} {{names_filter}}
   ORDER BY v.name COLLATE "C", {_PRECEDENCE_RANK}
 ),
-logged AS (
-  INSERT INTO audit (at, actor, action, scope, project, package, run_id, entries)
-  SELECT now(), :actor, 'resolve', NULL, :project, :package, :run_id,
-         '[' || COALESCE(string_agg('{{{{"name":' || to_json(name) || ',"scope":"' || scope
-                                    || '","version":' || version || '}}}}', ','), '') || ']'
-  FROM resolved CROSS JOIN (SELECT set_config('synchronous_commit', :read_commit, true)) AS mode
+noted AS MATERIALIZED (
+  SELECT set_config('fx.resolved_entries',
+                    '[' || COALESCE(string_agg('{{{{"name":' || to_json(name) || ',"scope":"'
+                                               || scope || '","version":' || version || '}}}}',
+                                               ','), '') || ']', true)
+  FROM resolved
 )
-SELECT * FROM resolved
+SELECT resolved.* FROM resolved CROSS JOIN noted
+"""
+
+
+@lru_cache(maxsize=4)
+def _resolve_pg(names_filter: str) -> str:
+    return _RESOLVE_PG.format(names_filter=names_filter)
+
+
+_AUDIT_RESOLUTION_PG = """
+INSERT INTO audit (at, actor, action, scope, project, package, run_id, entries)
+SELECT now(), :actor, 'resolve', NULL, :project, :package, :run_id,
+       COALESCE(NULLIF(current_setting('fx.resolved_entries', true), ''), '[]')
+FROM (SELECT set_config('synchronous_commit', :read_commit, true)) AS mode
 """
 
 
@@ -316,8 +324,11 @@ class SecretStore:
     # --- resolution -----------------------------------------------------------------------
 
     def resolve(self, project: str, package: str, names: Sequence[str] | None, *, actor: str,
-                run_id: str | None) -> list[ResolvedRow]:
-        """The winning version of each name for a package, audited, in one round trip."""
+                run_id: str | None,
+                opening: Callable[[list[ResolvedRow]], T]) -> tuple[list[ResolvedRow], T]:
+        """The winning version of each name for a package, audited, in one round trip, and
+        what ``opening`` makes of them. On PostgreSQL ``opening`` runs while the audit record
+        is being committed, and its result is returned only once the commit is confirmed."""
         params: Params = {"project": project, "package": package, "actor": actor,
                           "run_id": run_id}
         names_filter = ""
@@ -326,18 +337,15 @@ class SecretStore:
             params["names"] = self.backend.names_param(names)
         if self.backend.dialect == "postgresql":
             params["read_commit"] = "on" if self.durable_read_audit else "off"
-            rows = self.backend.execute_alone(
-                _RESOLVE_AND_AUDIT_PG.format(names_filter=names_filter), params)
-        else:
-            with self.transaction() as tx:
-                rows = tx.execute(_RESOLVE_SQLITE.format(names_filter=names_filter), params)
-                entries = [{"name": r[1], "scope": r[0], "version": r[2]}
-                           for r in sorted(rows, key=lambda r: str(r[1]))]
-                self.audit(tx, AuditRecord(actor, "resolve", project, package, run_id=run_id,
-                                           entries=entries))
-        owners = {owner.scope.value: owner for owner in Owner.chain(project, package)}
-        return [ResolvedRow(owners[scope], name, version, blob)
-                for scope, name, version, blob in rows]
+            return self.backend.transaction_then_use(
+                (_resolve_pg(names_filter), _AUDIT_RESOLUTION_PG), params, opening)
+        with self.transaction() as tx:
+            rows = tx.execute(_RESOLVE_SQLITE.format(names_filter=names_filter), params)
+            entries = [{"name": r[1], "scope": r[0], "version": r[2]}
+                       for r in sorted(rows, key=lambda r: str(r[1]))]
+            self.audit(tx, AuditRecord(actor, "resolve", project, package, run_id=run_id,
+                                       entries=entries))
+        return rows, opening(rows)
 
     # --- audit ----------------------------------------------------------------------------
 
