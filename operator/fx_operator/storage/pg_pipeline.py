@@ -96,7 +96,8 @@ def execute_then_use(conn: psycopg.Connection[Any],
                     outcome = e
             elif failed is None:
                 failed = result
-            failed = failed or _until_sync(pgconn)
+            failed_later = _until_sync(pgconn)  # always read: the pipeline must be drained
+            failed = failed or failed_later
             pgconn.exit_pipeline_mode()
         except BaseException:
             conn.close()
