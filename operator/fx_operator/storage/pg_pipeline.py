@@ -22,6 +22,7 @@ import hashlib
 import select
 import weakref
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import psycopg
@@ -44,6 +45,7 @@ _prepared: weakref.WeakKeyDictionary[psycopg.Connection[Any], set[bytes]] = (
     weakref.WeakKeyDictionary())
 
 
+@lru_cache(maxsize=64)
 def statement_name(sql: str) -> bytes:
     """A prepared statement's name from its text, apart from psycopg's own ``_pg3_*`` names."""
     return b"fx_" + hashlib.sha256(sql.encode()).hexdigest()[:24].encode()
