@@ -2,7 +2,8 @@
 
 * Resolving 100 names across the three scopes, p50 and p99, as a ratio to a floor measured in
   the same run: one plain SELECT round trip for 100 blobs plus 100 plain AES-GCM decrypts.
-  Target: p50 at most 3x the floor. The default (the read's audit record waits for the disk)
+  Target: p50 at most 3x the floor. The default (values are handed back only once the read's
+  audit record is on disk; they are decrypted while it gets there)
   and ``FX_DURABLE_READ_AUDIT=false`` (committed asynchronously, in the same transaction) are
   both shown, with a durable 1-row INSERT alone for scale.
 * Bulk import of a 10,000-name secrets.json. Target: at least 10,000 secrets/s.
