@@ -16,7 +16,7 @@ from fx_operator.storage.pg_pipeline import execute_then_use
 from psycopg import pq
 from support.stores import open_service, settings_for
 
-INSERT_AND_READ = ("INSERT INTO t (x) VALUES ($1::int)", "SELECT count(*) FROM t")
+INSERT = "INSERT INTO t (x) VALUES ($1::int)"
 
 
 @pytest.fixture
@@ -52,11 +52,16 @@ def test_rows_come_back_with_what_use_made_of_them(conn: psycopg.Connection[Any]
     assert conn.info.transaction_status == pq.TransactionStatus.IDLE
 
 
+def test_a_first_statement_without_rows_gives_use_no_rows(conn: psycopg.Connection[Any]) -> None:
+    assert execute_then_use(conn, [(INSERT, [4])], len) == ([], 0)
+    assert rows_in_t(conn) == 1
+
+
 def test_a_failed_commit_drops_what_use_made(conn: psycopg.Connection[Any]) -> None:
     refuse_commits_of_t(conn)
     seen: list[object] = []
     with pytest.raises(psycopg.errors.RaiseException, match="refused at commit"):
-        execute_then_use(conn, [("SELECT 'read'::text", []), (INSERT_AND_READ[0], [5])],
+        execute_then_use(conn, [("SELECT 'read'::text", []), (INSERT, [5])],
                          seen.append)
     assert seen == [[("read",)]]  # it ran, while the commit was on its way, and was dropped
     assert rows_in_t(conn) == 0
@@ -64,10 +69,10 @@ def test_a_failed_commit_drops_what_use_made(conn: psycopg.Connection[Any]) -> N
 
 
 @pytest.mark.parametrize("statements", [
-    [("SELECT 1 / $1::int", [0]), (INSERT_AND_READ[0], [1])],
-    [("SELECT nonsense FROM", []), (INSERT_AND_READ[0], [1])],
+    [("SELECT 1 / $1::int", [0]), (INSERT, [1])],
+    [("SELECT nonsense FROM", []), (INSERT, [1])],
     [("SELECT 1", []), ("INSERT INTO t (x) VALUES (1 / $1::int)", [0])],
-    [(INSERT_AND_READ[0], [1]), ("SELECT * FROM missing_table", [])],
+    [(INSERT, [1]), ("SELECT * FROM missing_table", [])],
 ], ids=["first-fails", "first-does-not-parse", "second-fails", "second-does-not-parse"])
 def test_an_error_is_psycopgs_own_and_rolls_everything_back(
         conn: psycopg.Connection[Any], statements: list[tuple[str, list[Any]]]) -> None:
@@ -86,14 +91,14 @@ def test_when_use_raises_the_transaction_still_commits(conn: psycopg.Connection[
         raise ValueError("cannot use these")
 
     with pytest.raises(ValueError, match="cannot use these"):
-        execute_then_use(conn, [("SELECT 1", []), (INSERT_AND_READ[0], [3])], fail)
+        execute_then_use(conn, [("SELECT 1", []), (INSERT, [3])], fail)
     assert rows_in_t(conn) == 1
     assert conn.info.transaction_status == pq.TransactionStatus.IDLE
 
 
 def test_each_statement_is_prepared_once_per_connection(conn: psycopg.Connection[Any]) -> None:
     for x in range(3):
-        execute_then_use(conn, [("SELECT $1::int", [x]), (INSERT_AND_READ[0], [x])],
+        execute_then_use(conn, [("SELECT $1::int", [x]), (INSERT, [x])],
                          lambda rows: rows)
     row = conn.execute("SELECT count(*) FROM pg_prepared_statements "
                        "WHERE name LIKE 'fx\\_%'").fetchone()

@@ -89,7 +89,7 @@ def execute_then_use(conn: psycopg.Connection[Any],
             outcome: tuple[T] | Exception | None = None
             failed = _prepared_first(pgconn, preparing, known)
             result = _next_result(pgconn)
-            if failed is None and result.status == _ROWS:
+            if failed is None and result.status in (_ROWS, _OK):  # _OK: it returns no rows
                 transformer.set_pgresult(result)
                 rows = transformer.load_rows(0, result.ntuples, tuple)
                 try:
