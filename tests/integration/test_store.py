@@ -194,6 +194,14 @@ def test_audit_records_every_read_and_write_without_values(service: SecretServic
     assert [r.action for r in service.audit_records(run_id="run-2")] == ["resolve"]
 
 
+def test_a_resolution_of_nothing_is_audited_with_no_entries(service: SecretService) -> None:
+    service.set(PKG, "A", "a")
+    assert service.resolve("team-b", "empty", run_id="run-0").values == {}
+    assert service.resolve("team-a", "etl", ["MISSING"], run_id="run-1").values == {}
+    assert [(r.run_id, r.entries) for r in service.audit_records()[:2]] == [
+        ("run-1", []), ("run-0", [])]
+
+
 @pytest.mark.parametrize("durable", [True, False])
 def test_resolutions_are_audited_whichever_the_commit_mode(service: SecretService,
                                                            durable: bool) -> None:

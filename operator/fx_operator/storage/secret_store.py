@@ -125,25 +125,23 @@ SELECT scope, name, version, blob FROM (
 # than built with json_agg(json_build_object(...)), which costs the server more than the read) in
 # a transaction-local setting; the INSERT that follows in the same transaction stores them. The
 # two go in one request (storage/pg_pipeline.py): the rows come back after the first, and the
-# record is written and committed while the caller decrypts. No rows, no entries: the setting is
-# then unset (or empty, from an earlier transaction of the session) and the record says [].
-# ``set_config(..., true)`` on synchronous_commit chooses how this transaction commits (see
-# SecretStore.durable_read_audit). MATERIALIZED: computed once, however the join is planned.
+# record is written and committed while the caller decrypts. The noting is an uncorrelated
+# scalar subquery: PostgreSQL runs it once, before the first row, even when there are no rows (the
+# entries are then []). ``set_config(..., true)`` on synchronous_commit chooses how this
+# transaction commits (see SecretStore.durable_read_audit).
 _RESOLVE_PG = f"""
 WITH resolved AS (
   SELECT DISTINCT ON (v.name COLLATE "C") {_RESOLVED_COLUMNS}
   FROM secret_versions v
   WHERE {_OWNER_CHAIN} {{names_filter}}
   ORDER BY v.name COLLATE "C", {_PRECEDENCE_RANK}
-),
-noted AS MATERIALIZED (
+)
+SELECT * FROM resolved WHERE (
   SELECT set_config('fx.resolved_entries',
                     '[' || COALESCE(string_agg('{{{{"name":' || to_json(name) || ',"scope":"'
                                                || scope || '","version":' || version || '}}}}',
                                                ','), '') || ']', true)
-  FROM resolved
-)
-SELECT resolved.* FROM resolved CROSS JOIN noted
+  FROM resolved) IS NOT NULL
 """
 
 
@@ -155,7 +153,7 @@ def _resolve_pg(names_filter: str) -> str:
 _AUDIT_RESOLUTION_PG = """
 INSERT INTO audit (at, actor, action, scope, project, package, run_id, entries)
 SELECT now(), :actor, 'resolve', NULL, :project, :package, :run_id,
-       COALESCE(NULLIF(current_setting('fx.resolved_entries', true), ''), '[]')
+       current_setting('fx.resolved_entries')
 FROM (SELECT set_config('synchronous_commit', :read_commit, true)) AS mode
 """
 
