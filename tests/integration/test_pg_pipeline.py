@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import StoreError
+from fx_operator.storage import pg_pipeline
 from fx_operator.storage.pg_pipeline import execute_then_use
 from psycopg import pq
 from support.stores import open_service, settings_for
@@ -122,5 +123,24 @@ def test_a_resolution_whose_audit_record_cannot_commit_gives_no_values(
             service.resolve("team-a", "etl", run_id="refused")
         assert "canary-8812" not in str(raised.value)
         assert service.audit_records(run_id="refused") == []
+    finally:
+        service.close()
+
+
+def test_without_pipeline_mode_a_resolution_reads_then_decrypts(
+        tmp_path: Path, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A libpq older than 14 has no pipeline mode: the read and the audit INSERT run one
+    after the other in one transaction, and the values are decrypted after the commit."""
+    monkeypatch.setattr(pg_pipeline, "SUPPORTED", False)
+    service = open_service(settings_for("postgres", tmp_path / "fx-home", postgres_dsn))
+    try:
+        service.set(Owner.of(Scope.PROJECT, "team-a"), "A", "project")
+        service.set(Owner.of(Scope.PACKAGE, "team-a", "etl"), "A", "package")
+        service.set(Owner.of(Scope.PLATFORM), "B", {"x": 1})
+        resolution = service.resolve("team-a", "etl", run_id="old-libpq")
+        assert resolution.values == {"A": "package", "B": {"x": 1}}
+        [record] = service.audit_records(run_id="old-libpq")
+        assert record.entries == [{"name": "A", "scope": "package", "version": 1},
+                                  {"name": "B", "scope": "platform", "version": 1}]
     finally:
         service.close()
