@@ -1,10 +1,10 @@
 """The pipelined transaction behind a resolution (storage/pg_pipeline.py), on a real PostgreSQL:
-the first statement's rows are used while the rest commits, and nothing used is handed back
+the read's rows are used while the write made of them commits, and nothing used is handed back
 unless the commit succeeded."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +13,18 @@ import pytest
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import StoreError
 from fx_operator.storage import pg_pipeline
-from fx_operator.storage.pg_pipeline import execute_then_use
+from fx_operator.storage.pg_pipeline import read_then_write
 from psycopg import pq
 from support.stores import open_service, settings_for
 
-INSERT = "INSERT INTO t (x) VALUES ($1::int)"
+INSERT = "INSERT INTO t (x, note) VALUES ($1, $2)"
+INSERT_RETURNING = "INSERT INTO t (x) VALUES ($1::int) RETURNING x"
 
 
 @pytest.fixture
 def conn(postgres_dsn: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(postgres_dsn, autocommit=True) as connection:
-        connection.execute("CREATE TABLE t (x int)")
+        connection.execute("CREATE TABLE t (x int, note text)")
         yield connection
 
 
@@ -35,76 +36,99 @@ def refuse_commits_of_t(conn: psycopg.Connection[Any]) -> None:
                  "DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()")
 
 
-def rows_in_t(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT count(*) FROM t").fetchone()
-    assert row is not None
-    return int(row[0])
+def rows_in_t(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT x, note FROM t ORDER BY x").fetchall()
 
 
-def test_rows_come_back_with_what_use_made_of_them(conn: psycopg.Connection[Any]) -> None:
-    rows, used = execute_then_use(
-        conn, [("SELECT $1::text, $2::int, $3::text[], $4::text, '\\x00ff'::bytea",
-                ["é \"q\" \\", 7, ['a"b', "c\\d", "", "ü"], None]),
-               ("INSERT INTO t (x) VALUES ($1::int)", [1])],
-        lambda rows: len(rows))
-    assert rows == [('é "q" \\', 7, ['a"b', "c\\d", "", "ü"], None, b"\x00\xff")]
-    assert used == 1
-    assert rows_in_t(conn) == 1
+def count_of(rows: list[Any]) -> tuple[int, Sequence[Any]]:
+    """Keep how many rows were read, and write that count."""
+    return len(rows), [len(rows), "counted"]
+
+
+def test_the_write_is_made_of_the_rows_read(conn: psycopg.Connection[Any]) -> None:
+    read = ("SELECT $1::text, $2::int, $3::text[], $4::text, '\\x00ff'::bytea",
+            ["é \"q\" \\", 7, ['a"b', "c\\d", "", "ü"], None])
+    used: list[Any] = []
+    kept, result = read_then_write(conn, read, INSERT,
+                                   lambda rows: (rows[0], [rows[0][1], rows[0][0]]),
+                                   lambda kept: used.append(kept) or "opened")
+    assert kept == ('é "q" \\', 7, ['a"b', "c\\d", "", "ü"], None, b"\x00\xff")
+    assert used == [kept] and result == "opened"
+    assert rows_in_t(conn) == [(7, 'é "q" \\')]  # the write's types come from the server
     assert conn.info.transaction_status == pq.TransactionStatus.IDLE
 
 
-def test_a_first_statement_without_rows_gives_use_no_rows(conn: psycopg.Connection[Any]) -> None:
-    assert execute_then_use(conn, [(INSERT, [4])], len) == ([], 0)
-    assert rows_in_t(conn) == 1
+def test_the_read_and_the_write_are_one_transaction(conn: psycopg.Connection[Any]) -> None:
+    read = ("SELECT set_config('fx.test', 'set by the read', true)", [])
+    read_then_write(conn, read, "INSERT INTO t (x, note) VALUES ($1, current_setting('fx.test'))",
+                    lambda rows: (None, [1]), lambda kept: None)
+    assert rows_in_t(conn) == [(1, "set by the read")]
+
+
+def test_a_read_without_rows_gives_no_rows(conn: psycopg.Connection[Any]) -> None:
+    assert read_then_write(conn, ("SELECT x FROM t", []), INSERT, count_of, str) == (0, "0")
+    assert rows_in_t(conn) == [(0, "counted")]
 
 
 def test_a_failed_commit_drops_what_use_made(conn: psycopg.Connection[Any]) -> None:
     refuse_commits_of_t(conn)
     seen: list[object] = []
     with pytest.raises(psycopg.errors.RaiseException, match="refused at commit"):
-        execute_then_use(conn, [("SELECT 'read'::text", []), (INSERT, [5])],
-                         seen.append)
-    assert seen == [[("read",)]]  # it ran, while the commit was on its way, and was dropped
-    assert rows_in_t(conn) == 0
+        read_then_write(conn, ("SELECT 'read'::text", []), INSERT, count_of, seen.append)
+    assert seen == [1]  # it ran, while the commit was on its way, and was dropped
+    assert rows_in_t(conn) == []
     assert conn.info.transaction_status == pq.TransactionStatus.IDLE
 
 
-@pytest.mark.parametrize("statements", [
-    [("SELECT 1 / $1::int", [0]), (INSERT, [1])],
-    [("SELECT nonsense FROM", []), (INSERT, [1])],
-    [("SELECT 1", []), ("INSERT INTO t (x) VALUES (1 / $1::int)", [0])],
-    [(INSERT, [1]), ("SELECT * FROM missing_table", [])],
-], ids=["first-fails", "first-does-not-parse", "second-fails", "second-does-not-parse"])
+@pytest.mark.parametrize(("read", "write"), [
+    (("SELECT 1 / $1::int", [0]), INSERT),
+    (("SELECT nonsense FROM", []), INSERT),
+    ((INSERT_RETURNING, [1]), "INSERT INTO t VALUES (1 / ($1::int - 1), $2)"),
+    ((INSERT_RETURNING, [1]), "INSERT INTO missing_table VALUES ($1, $2)"),
+], ids=["read-fails", "read-does-not-parse", "write-fails", "write-does-not-parse"])
 def test_an_error_is_psycopgs_own_and_rolls_everything_back(
-        conn: psycopg.Connection[Any], statements: list[tuple[str, list[Any]]]) -> None:
+        conn: psycopg.Connection[Any], read: tuple[str, list[Any]], write: str) -> None:
     with pytest.raises(psycopg.DatabaseError) as raised:
-        execute_then_use(conn, statements, lambda rows: rows)
+        read_then_write(conn, read, write, count_of, str)
     assert type(raised.value) is not psycopg.DatabaseError  # the class of its SQLSTATE
     assert raised.value.sqlstate is not None
-    assert rows_in_t(conn) == 0
+    assert rows_in_t(conn) == []
     assert not conn.closed
     assert conn.info.transaction_status == pq.TransactionStatus.IDLE
-    assert execute_then_use(conn, [("SELECT 2", [])], lambda rows: rows)[1] == [(2,)]
+    assert read_then_write(conn, ("SELECT 2", []), INSERT, count_of, str) == (1, "1")
+
+
+def test_when_after_read_raises_nothing_is_written(conn: psycopg.Connection[Any]) -> None:
+    def refuse(rows: list[Any]) -> tuple[int, Sequence[Any]]:
+        raise ValueError("cannot audit these")
+
+    used: list[object] = []
+    with pytest.raises(ValueError, match="cannot audit these"):
+        read_then_write(conn, (INSERT_RETURNING, [1]), INSERT, refuse, used.append)
+    assert used == []
+    assert rows_in_t(conn) == [(1, None)]  # the read's own effect is its own business
+    assert not conn.closed
+    assert conn.info.transaction_status == pq.TransactionStatus.IDLE
 
 
 def test_when_use_raises_the_transaction_still_commits(conn: psycopg.Connection[Any]) -> None:
-    def fail(rows: list[Any]) -> None:
+    def fail(kept: int) -> None:
         raise ValueError("cannot use these")
 
     with pytest.raises(ValueError, match="cannot use these"):
-        execute_then_use(conn, [("SELECT 1", []), (INSERT, [3])], fail)
-    assert rows_in_t(conn) == 1
+        read_then_write(conn, ("SELECT 1", []), INSERT, count_of, fail)
+    assert rows_in_t(conn) == [(1, "counted")]
     assert conn.info.transaction_status == pq.TransactionStatus.IDLE
 
 
 def test_each_statement_is_prepared_once_per_connection(conn: psycopg.Connection[Any]) -> None:
     for x in range(3):
-        execute_then_use(conn, [("SELECT $1::int", [x]), (INSERT, [x])],
-                         lambda rows: rows)
+        read_then_write(conn, ("SELECT $1::int", [x]), INSERT,
+                        lambda rows: (None, [rows[0][0], "x"]), str)
     row = conn.execute("SELECT count(*) FROM pg_prepared_statements "
                        "WHERE name LIKE 'fx\\_%'").fetchone()
     assert row == (2,)
-    assert rows_in_t(conn) == 3
+    assert rows_in_t(conn) == [(0, "x"), (1, "x"), (2, "x")]
 
 
 def test_a_resolution_whose_audit_record_cannot_commit_gives_no_values(

@@ -30,6 +30,7 @@ from fx_operator.storage import pg_pipeline
 Params = dict[str, Any]
 Row = tuple[Any, ...]
 T = TypeVar("T")
+K = TypeVar("K")
 
 _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
@@ -89,16 +90,16 @@ class Backend(ABC):
         with self.transaction() as tx:
             return tx.execute(sql, params)
 
-    def transaction_then_use(self, statements: Sequence[str], params: Params,
-                             use: Callable[[list[Row]], T]) -> tuple[list[Row], T]:
-        """``statements`` in one transaction (each takes the ``params`` it names), and ``use``
-        on the first one's rows. PostgreSQL runs ``use`` while the rest of the transaction
-        and its commit go on, and returns only once the commit is confirmed."""
+    def read_then_write(self, read_sql: str, params: Params, write_sql: str,
+                        after_read: Callable[[list[Row]], tuple[K, Params]],
+                        use: Callable[[K], T]) -> tuple[K, T]:
+        """One transaction: ``read_sql``, then ``write_sql`` with the parameters ``after_read``
+        makes of the rows read, and ``use`` on what it kept of them. PostgreSQL runs ``use``
+        while the write and its commit go on, and returns only once the commit is confirmed."""
         with self.transaction() as tx:
-            rows = tx.execute(statements[0], params)
-            for sql in statements[1:]:
-                tx.execute(sql, params)
-        return rows, use(rows)
+            kept, write_params = after_read(tx.execute(read_sql, params))
+            tx.execute(write_sql, write_params)
+        return kept, use(kept)
 
     @abstractmethod
     def names_filter(self, column: str, param: str) -> str:
@@ -158,14 +159,21 @@ class PostgresBackend(Backend):
             cur = conn.execute(_to_pyformat(sql), params, prepare=True)
             return cur.fetchall() if cur.description is not None else []
 
-    def transaction_then_use(self, statements: Sequence[str], params: Params,
-                             use: Callable[[list[Row]], T]) -> tuple[list[Row], T]:
+    def read_then_write(self, read_sql: str, params: Params, write_sql: str,
+                        after_read: Callable[[list[Row]], tuple[K, Params]],
+                        use: Callable[[K], T]) -> tuple[K, T]:
         if not pg_pipeline.SUPPORTED:  # a libpq older than 14: one after the other
-            return super().transaction_then_use(statements, params, use)
-        numbered = [_to_numbered(sql) for sql in statements]
+            return super().read_then_write(read_sql, params, write_sql, after_read, use)
+        read, read_order = _to_numbered(read_sql)
+        write, write_order = _to_numbered(write_sql)
+
+        def numbered_write(rows: list[Row]) -> tuple[K, list[Any]]:
+            kept, write_params = after_read(rows)
+            return kept, [write_params[n] for n in write_order]
+
         with self._converting_errors(), self.pool.connection() as conn:
-            return pg_pipeline.execute_then_use(
-                conn, [(sql, [params[n] for n in order]) for sql, order in numbered], use)
+            return pg_pipeline.read_then_write(conn, (read, [params[n] for n in read_order]),
+                                               write, numbered_write, use)
 
     @contextmanager
     def _converting_errors(self) -> Iterator[None]:

@@ -1,14 +1,14 @@
-"""A PostgreSQL transaction whose first statement's rows are put to use while the rest of it runs
-and its commit is on its way to disk.
+"""A PostgreSQL transaction that reads, writes what it read, and puts the rows to use while the
+write and its commit are on their way to disk.
 
 A resolution reads secrets and writes their audit record. With a durable commit PostgreSQL
 answers only once the WAL is on disk (300-400 µs here), and only then would the caller start
-decrypting 100 values (as long again). In libpq's pipeline mode one request can say: run the
-read, *flush* (send its rows now), run the audit INSERT, *sync* (end the implicit transaction:
-commit). The server sends the rows before it writes the record, the caller decrypts while the
-record is written and committed, and the caller's result is handed back only after the server
-confirmed the commit. When the commit fails, that result is dropped and the error raised:
-nothing read leaves without its audit record on disk.
+decrypting 100 values (as long again). In libpq's pipeline mode the transaction stays open
+between requests until a *sync* ends it: the read goes first with a *flush* (send its rows
+now), and once the rows are here the audit INSERT follows with the sync (commit). The caller
+decrypts while the record is written and committed, and its result is handed back only after
+the server confirmed the commit. When the commit fails, that result is dropped and the error
+raised: nothing read leaves without its audit record on disk.
 
 psycopg's own ``Pipeline`` cannot do this: fetching one cursor's rows waits for every command
 queued behind it, the commit included. So this speaks to ``psycopg.pq``, psycopg's documented
@@ -27,11 +27,13 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
-from psycopg import pq
+from psycopg import abc, pq
 from psycopg.adapt import PyFormat, Transformer
 
 T = TypeVar("T")
+K = TypeVar("K")
 Row = tuple[Any, ...]
+Statement = tuple[str, Sequence[Any]]
 
 SUPPORTED = psycopg.capabilities.has_pipeline()  # libpq 14 or later
 """Whether the libpq in use has pipeline mode and flush requests (libpq 14 or later)."""
@@ -51,53 +53,57 @@ def statement_name(sql: str) -> bytes:
     return b"fx_" + hashlib.sha256(sql.encode()).hexdigest()[:24].encode()
 
 
-def execute_then_use(conn: psycopg.Connection[Any],
-                     statements: Sequence[tuple[str, Sequence[Any]]],
-                     use: Callable[[list[Row]], T]) -> tuple[list[Row], T]:
-    """Run ``statements`` (``$1``-style placeholders, with their parameters) as one transaction
-    on an idle autocommit connection. ``use`` gets the first one's rows as soon as it ran, while
-    the others and the commit go on; the rows and what ``use`` returned come back once the
-    commit is confirmed.
+def read_then_write(conn: psycopg.Connection[Any], read: Statement, write_sql: str,
+                    after_read: Callable[[list[Row]], tuple[K, Sequence[Any]]],
+                    use: Callable[[K], T]) -> tuple[K, T]:
+    """Run ``read``, then ``write_sql``, as one transaction on an idle autocommit connection
+    (``$1``-style placeholders). ``after_read`` turns the read's rows into what to keep and the
+    write's parameters; ``use`` gets what was kept while the write and the commit go on. What
+    was kept and what ``use`` returned come back once the commit is confirmed.
 
     A database error is raised as psycopg's exception for its SQLSTATE, and the transaction is
-    rolled back. If ``use`` raises, the transaction still commits and the exception is raised
-    afterwards. If the conversation breaks off midway, the connection is closed, so that its
-    pool replaces it.
+    rolled back. If ``after_read`` raises, nothing is written and the exception is raised. If
+    ``use`` raises, the transaction still commits and the exception is raised afterwards. If the
+    conversation breaks off midway, the connection is closed, so that its pool replaces it.
     """
     transformer = Transformer.from_context(conn)
     known = _prepared.setdefault(conn, set())
     pgconn = conn.pgconn
+    read_sql, read_params = read
+    read_name, write_name = statement_name(read_sql), statement_name(write_sql)
     with conn.lock:
         try:
             pgconn.enter_pipeline_mode()
-            calls = []
-            preparing = []
-            for sql, params in statements:  # preparations first: their results come first
-                name = statement_name(sql)
-                calls.append((name, transformer.dump_sequence(params,
-                                                              [PyFormat.TEXT] * len(params))))
-                if name not in known:
-                    pgconn.send_prepare(name, sql.encode(), param_types=transformer.types)
-                    preparing.append(name)
-            for index, (name, args) in enumerate(calls):
-                pgconn.send_query_prepared(name, args, result_format=pq.Format.BINARY)
-                if index == 0:
-                    pgconn.send_flush_request()
-            pgconn.pipeline_sync()
+            read_args, read_types = _dumped(transformer, read_params)
+            preparing = [name for name in (read_name, write_name) if name not in known]
+            if read_name in preparing:  # preparations first: their results come first
+                pgconn.send_prepare(read_name, read_sql.encode(), param_types=read_types)
+            if write_name in preparing:  # typed by the server: its parameters are not known yet
+                pgconn.send_prepare(write_name, write_sql.encode())
+            pgconn.send_query_prepared(read_name, read_args, result_format=pq.Format.BINARY)
+            pgconn.send_flush_request()
             _send(pgconn)
-            rows: list[Row] = []
-            outcome: tuple[T] | Exception | None = None
             failed = _prepared_first(pgconn, preparing, known)
             result = _next_result(pgconn)
-            if failed is None and result.status in (_ROWS, _OK):  # _OK: it returns no rows
-                transformer.set_pgresult(result)
-                rows = transformer.load_rows(0, result.ntuples, tuple)
-                try:
-                    outcome = (use(rows),)
-                except Exception as e:  # raised once the pipeline is drained
-                    outcome = e
-            elif failed is None:
+            if failed is None and result.status not in (_ROWS, _OK):  # _OK: it returns no rows
                 failed = result
+            kept: tuple[K, Sequence[Any]] | None = None
+            outcome: tuple[T] | None = None
+            problem: Exception | None = None  # raised once the transaction is over
+            if failed is None:
+                transformer.set_pgresult(result)
+                try:
+                    kept = after_read(transformer.load_rows(0, result.ntuples, tuple))
+                    pgconn.send_query_prepared(write_name, _dumped(transformer, kept[1])[0])
+                except Exception as e:  # nothing is written: the sync ends a read-only one
+                    kept, problem = None, e
+            pgconn.pipeline_sync()
+            _send(pgconn)
+            if kept is not None:
+                try:
+                    outcome = (use(kept[0]),)
+                except Exception as e:  # the read happened: its record still commits
+                    problem = e
             failed_later = _until_sync(pgconn)  # always read: the pipeline must be drained
             failed = failed or failed_later
             pgconn.exit_pipeline_mode()
@@ -106,10 +112,16 @@ def execute_then_use(conn: psycopg.Connection[Any],
             raise
     if failed is not None:
         raise psycopg.errors.error_from_result(failed, encoding=conn.info.encoding)
-    if isinstance(outcome, Exception):
-        raise outcome
-    assert outcome is not None
-    return rows, outcome[0]
+    if problem is not None:
+        raise problem
+    assert kept is not None and outcome is not None
+    return kept[0], outcome[0]
+
+
+def _dumped(transformer: abc.Transformer,
+            params: Sequence[Any]) -> tuple[Sequence[abc.Buffer | None], Sequence[int] | None]:
+    """Parameters in PostgreSQL's text format, and their types."""
+    return transformer.dump_sequence(params, [PyFormat.TEXT] * len(params)), transformer.types
 
 
 def _prepared_first(pgconn: pq.abc.PGconn, names: list[bytes],

@@ -8,6 +8,7 @@ updated in place except during key rotation.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from fx_operator.domain.scopes import Owner, Scope
+from fx_operator.domain.scopes import PRECEDENCE, Owner, Scope
 from fx_operator.storage.backends import (
     Backend,
     Params,
@@ -105,55 +106,64 @@ _OWNER_CHAIN = """
     OR (v.scope = 'project' AND v.project = :project AND v.package = '')
     OR (v.scope = 'platform' AND v.project = '' AND v.package = ''))
 """
-_PRECEDENCE_RANK = "CASE v.scope WHEN 'package' THEN 0 WHEN 'project' THEN 1 ELSE 2 END"
 # Only what a resolution needs: the owner follows from the scope (the chain is fixed by the
 # request) and the data key's id is in the blob's header, so neither crosses the wire. No join to
 # data_keys: the service keeps unwrapped data keys and asks for the few it lacks.
-_RESOLVED_COLUMNS = "v.scope, v.name, v.version, v.blob"
-
-_RESOLVE_SQLITE = f"""
-SELECT scope, name, version, blob FROM (
-  SELECT {_RESOLVED_COLUMNS},
-         ROW_NUMBER() OVER (PARTITION BY v.name ORDER BY {_PRECEDENCE_RANK}) AS rank
-  FROM secret_versions v
-  WHERE {_OWNER_CHAIN} {{names_filter}}
-) ranked WHERE rank = 1
-"""
-
-# PostgreSQL: DISTINCT ON picks the most specific scope per name. The read notes its audit entries
-# (the same JSON list of {name, scope, version} as every other audit record, concatenated rather
-# than built with json_agg(json_build_object(...)), which costs the server more than the read) in
-# a transaction-local setting; the INSERT that follows in the same transaction stores them. The
-# two go in one request (storage/pg_pipeline.py): the rows come back after the first, and the
-# record is written and committed while the caller decrypts. The noting is an uncorrelated
-# scalar subquery: PostgreSQL runs it once, before the first row, even when there are no rows (the
-# entries are then []). ``set_config(..., true)`` on synchronous_commit chooses how this
-# transaction commits (see SecretStore.durable_read_audit).
-_RESOLVE_PG = f"""
-WITH resolved AS (
-  SELECT DISTINCT ON (v.name COLLATE "C") {_RESOLVED_COLUMNS}
-  FROM secret_versions v
-  WHERE {_OWNER_CHAIN} {{names_filter}}
-  ORDER BY v.name COLLATE "C", {_PRECEDENCE_RANK}
-)
-SELECT * FROM resolved WHERE (
-  SELECT set_config('fx.resolved_entries',
-                    '[' || COALESCE(string_agg('{{{{"name":' || to_json(name) || ',"scope":"'
-                                               || scope || '","version":' || version || '}}}}',
-                                               ','), '') || ']', true)
-  FROM resolved) IS NOT NULL
+#
+# Every current version in the chain comes back, shadowed ones too (at most three per name), and
+# _most_specific picks the winners. Picking them in SQL (DISTINCT ON, or a window) sorts the rows
+# blobs and all and, to audit the winners in the same request, aggregates them again before the
+# first row leaves: on PostgreSQL that was 300 µs of a 100-name resolution, four times what
+# picking and listing them here costs. Shadowed blobs are never decrypted.
+_RESOLVE = f"""
+SELECT v.scope, v.name, v.version, v.blob FROM secret_versions v
+WHERE {_OWNER_CHAIN} {{names_filter}}
 """
 
 
 @lru_cache(maxsize=4)
-def _resolve_pg(names_filter: str) -> str:
-    return _RESOLVE_PG.format(names_filter=names_filter)
+def _resolve(names_filter: str) -> str:
+    return _RESOLVE.format(names_filter=names_filter)
 
 
+_RANK = {scope.value: rank for rank, scope in enumerate(PRECEDENCE)}
+
+
+def _most_specific(rows: list[ResolvedRow]) -> list[ResolvedRow]:
+    """Per name, the row of the most specific scope (package, then project, then platform),
+    in name order."""
+    best: dict[str, ResolvedRow] = {}
+    for row in rows:
+        held = best.get(row[1])
+        if held is None or _RANK[row[0]] < _RANK[held[0]]:
+            best[row[1]] = row
+    return [best[name] for name in sorted(best)]
+
+
+_AS_IS_IN_JSON = re.compile(r"[A-Za-z0-9_.-]*")
+
+
+def _resolution_entries(rows: list[ResolvedRow]) -> str:
+    """The audit entries of a resolution, the JSON list of {name, scope, version} every audit
+    record has, written out: a hundred per resolution, twice as fast as json.dumps. Secret
+    names are plain (``NAME_PATTERN``); any other would be escaped by json.dumps."""
+    if _AS_IS_IN_JSON.fullmatch("".join([row[1] for row in rows])):
+        entries = [f'{{"name":"{name}","scope":"{scope}","version":{version:d}}}'
+                   for scope, name, version, _ in rows]
+    else:
+        entries = [f'{{"name":{json.dumps(name)},"scope":"{scope}","version":{version:d}}}'
+                   for scope, name, version, _ in rows]
+    return "[" + ",".join(entries) + "]"
+
+
+_AUDIT = ("INSERT INTO audit (at, actor, action, scope, project, package, run_id, entries) "
+          "VALUES (:at, :actor, :action, :scope, :project, :package, :run_id, :entries)")
+
+# PostgreSQL: ``set_config(..., true)`` on synchronous_commit chooses how this transaction
+# commits (see SecretStore.durable_read_audit).
 _AUDIT_RESOLUTION_PG = """
 INSERT INTO audit (at, actor, action, scope, project, package, run_id, entries)
-SELECT now(), :actor, 'resolve', NULL, :project, :package, :run_id,
-       current_setting('fx.resolved_entries')
+SELECT now(), :actor, 'resolve', NULL, :project, :package, :run_id, :entries
 FROM (SELECT set_config('synchronous_commit', :read_commit, true)) AS mode
 """
 
@@ -324,36 +334,38 @@ class SecretStore:
     def resolve(self, project: str, package: str, names: Sequence[str] | None, *, actor: str,
                 run_id: str | None,
                 opening: Callable[[list[ResolvedRow]], T]) -> tuple[list[ResolvedRow], T]:
-        """The winning version of each name for a package, audited, in one round trip, and
-        what ``opening`` makes of them. On PostgreSQL ``opening`` runs while the audit record
-        is being committed, and its result is returned only once the commit is confirmed."""
-        params: Params = {"project": project, "package": package, "actor": actor,
-                          "run_id": run_id}
+        """The winning version of each name for a package (read in one round trip, audited in
+        the same transaction), and what ``opening`` makes of them. On PostgreSQL ``opening``
+        runs while the audit record is being committed, and its result is returned only once
+        the commit is confirmed."""
+        params: Params = {"project": project, "package": package}
         names_filter = ""
         if names is not None:
             names_filter = "AND " + self.backend.names_filter("v.name", "names")
             params["names"] = self.backend.names_param(names)
+        record: Params = {"actor": actor, "project": project, "package": package,
+                          "run_id": run_id}
         if self.backend.dialect == "postgresql":
-            params["read_commit"] = "on" if self.durable_read_audit else "off"
-            return self.backend.transaction_then_use(
-                (_resolve_pg(names_filter), _AUDIT_RESOLUTION_PG), params, opening)
-        with self.transaction() as tx:
-            rows = tx.execute(_RESOLVE_SQLITE.format(names_filter=names_filter), params)
-            entries = [{"name": r[1], "scope": r[0], "version": r[2]}
-                       for r in sorted(rows, key=lambda r: str(r[1]))]
-            self.audit(tx, AuditRecord(actor, "resolve", project, package, run_id=run_id,
-                                       entries=entries))
-        return rows, opening(rows)
+            write = _AUDIT_RESOLUTION_PG
+            record["read_commit"] = "on" if self.durable_read_audit else "off"
+        else:
+            write = _AUDIT
+            record.update(at=utcnow(), action="resolve", scope=None)
+
+        def audited(rows: list[ResolvedRow]) -> tuple[list[ResolvedRow], Params]:
+            winners = _most_specific(rows)
+            return winners, {**record, "entries": _resolution_entries(winners)}
+
+        return self.backend.read_then_write(_resolve(names_filter), params, write, audited,
+                                            opening)
 
     # --- audit ----------------------------------------------------------------------------
 
     def audit(self, tx: Transaction, record: AuditRecord) -> None:
-        tx.execute("INSERT INTO audit (at, actor, action, scope, project, package, run_id, "
-                   "entries) VALUES (:at, :actor, :action, :scope, :project, :package, :run_id, "
-                   ":entries)",
-                   {"at": record.at, "actor": record.actor, "action": record.action,
-                    "scope": record.scope, "project": record.project, "package": record.package,
-                    "run_id": record.run_id, "entries": json.dumps(record.entries)})
+        tx.execute(_AUDIT, {"at": record.at, "actor": record.actor, "action": record.action,
+                            "scope": record.scope, "project": record.project,
+                            "package": record.package, "run_id": record.run_id,
+                            "entries": json.dumps(record.entries)})
 
     def audit_records(self, tx: Transaction, *, run_id: str | None = None,
                       limit: int = 100) -> list[AuditRecord]:
