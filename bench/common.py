@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 import sys
 import time
@@ -25,14 +26,19 @@ def sample(operation: Callable[[], object], *, runs: int, warmup: int = 20) -> l
 
 def sample_interleaved(operations: dict[str, Callable[[], object]], *, runs: int,
                        warmup: int = 20) -> dict[str, list[float]]:
-    """Like ``sample`` for several operations, taking turns, so drift on a noisy machine hits
-    each of them alike."""
+    """Like ``sample`` for several operations, taking turns in an order shuffled each round, so
+    drift on a noisy machine, and what the operation before left in the caches, hit each of
+    them alike. (In a fixed order, whichever ran right after the floor came out 0.1-0.2x the
+    floor slower than when it ran after a sibling.)"""
     for operation in operations.values():
         for _ in range(warmup):
             operation()
     samples: dict[str, list[float]] = {label: [] for label in operations}
+    order = list(operations.items())
+    shuffler = random.Random(0)  # the same orders on every run
     for _ in range(runs):
-        for label, operation in operations.items():
+        shuffler.shuffle(order)
+        for label, operation in order:
             start = time.perf_counter()
             operation()
             samples[label].append(time.perf_counter() - start)

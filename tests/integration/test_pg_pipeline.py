@@ -4,7 +4,7 @@ unless the commit succeeded."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +40,18 @@ def rows_in_t(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     return conn.execute("SELECT x, note FROM t ORDER BY x").fetchall()
 
 
-def count_of(rows: list[Any]) -> tuple[int, Sequence[Any]]:
+def flat(batches: Iterable[list[Any]]) -> list[Any]:
+    return [row for batch in batches for row in batch]
+
+
+def count_of(batches: Iterable[list[Any]]) -> tuple[int, Sequence[Any]]:
     """Keep how many rows were read, and write that count."""
-    return len(rows), [len(rows), "counted"]
+    count = len(flat(batches))
+    return count, [count, "counted"]
+
+
+def first_and_params(rows: list[Any]) -> tuple[Any, Sequence[Any]]:
+    return rows[0], [rows[0][1], rows[0][0]]
 
 
 def test_the_write_is_made_of_the_rows_read(conn: psycopg.Connection[Any]) -> None:
@@ -50,7 +59,7 @@ def test_the_write_is_made_of_the_rows_read(conn: psycopg.Connection[Any]) -> No
             ["é \"q\" \\", 7, ['a"b', "c\\d", "", "ü"], None])
     used: list[Any] = []
     kept, result = read_then_write(conn, read, INSERT,
-                                   lambda rows: (rows[0], [rows[0][1], rows[0][0]]),
+                                   lambda batches: first_and_params(flat(batches)),
                                    lambda kept: used.append(kept) or "opened")
     assert kept == ('é "q" \\', 7, ['a"b', "c\\d", "", "ü"], None, b"\x00\xff")
     assert used == [kept] and result == "opened"
@@ -61,7 +70,7 @@ def test_the_write_is_made_of_the_rows_read(conn: psycopg.Connection[Any]) -> No
 def test_the_read_and_the_write_are_one_transaction(conn: psycopg.Connection[Any]) -> None:
     read = ("SELECT set_config('fx.test', 'set by the read', true)", [])
     read_then_write(conn, read, "INSERT INTO t (x, note) VALUES ($1, current_setting('fx.test'))",
-                    lambda rows: (None, [1]), lambda kept: None)
+                    lambda batches: (None, [1]), lambda kept: None)
     assert rows_in_t(conn) == [(1, "set by the read")]
 
 
@@ -99,7 +108,7 @@ def test_an_error_is_psycopgs_own_and_rolls_everything_back(
 
 
 def test_when_after_read_raises_nothing_is_written(conn: psycopg.Connection[Any]) -> None:
-    def refuse(rows: list[Any]) -> tuple[int, Sequence[Any]]:
+    def refuse(batches: Iterable[list[Any]]) -> tuple[int, Sequence[Any]]:
         raise ValueError("cannot audit these")
 
     used: list[object] = []
@@ -124,11 +133,83 @@ def test_when_use_raises_the_transaction_still_commits(conn: psycopg.Connection[
 def test_each_statement_is_prepared_once_per_connection(conn: psycopg.Connection[Any]) -> None:
     for x in range(3):
         read_then_write(conn, ("SELECT $1::int", [x]), INSERT,
-                        lambda rows: (None, [rows[0][0], "x"]), str)
+                        lambda batches: (None, [flat(batches)[0][0], "x"]), str)
     row = conn.execute("SELECT count(*) FROM pg_prepared_statements "
                        "WHERE name LIKE 'fx\\_%'").fetchone()
     assert row == (2,)
     assert rows_in_t(conn) == [(0, "x"), (1, "x"), (2, "x")]
+
+
+SERIES = ("SELECT g FROM generate_series(1, $1::int) g", [200])
+
+
+@pytest.mark.skipif(not pg_pipeline.CHUNKED, reason="libpq older than 17: rows come at once")
+def test_rows_come_in_batches_as_they_arrive(conn: psycopg.Connection[Any]) -> None:
+    sizes: list[int] = []
+
+    def sizes_of(batches: Iterable[list[Any]]) -> tuple[list[int], Sequence[Any]]:
+        rows = []
+        for batch in batches:
+            sizes.append(len(batch))
+            rows += batch
+        assert rows == [(g,) for g in range(1, 201)]
+        return sizes, [len(rows), "batched"]
+
+    assert read_then_write(conn, SERIES, INSERT, sizes_of, len)[1] > 1
+    assert sum(sizes) == 200 and max(sizes) <= pg_pipeline.ROWS_PER_BATCH
+    assert rows_in_t(conn) == [(200, "batched")]
+
+
+def test_without_chunks_the_rows_come_in_one_batch(conn: psycopg.Connection[Any],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pg_pipeline, "CHUNKED", False)
+    sizes = read_then_write(conn, SERIES, INSERT,
+                            lambda batches: ([len(b) for b in batches], [0, "one"]), list)[0]
+    assert sizes == [200]
+
+
+def test_a_read_failing_midway_writes_nothing(conn: psycopg.Connection[Any]) -> None:
+    """Rows already handed over are dropped with the rest when the read fails after them."""
+    seen: list[int] = []
+
+    def note(batches: Iterable[list[Any]]) -> tuple[int, Sequence[Any]]:
+        for batch in batches:
+            seen.extend(row[0] for row in batch)
+        return len(seen), [len(seen), "partial"]
+
+    used: list[object] = []
+    failing = ("SELECT g, 1 / (150 - g) FROM generate_series(1, 200) g", [])
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        read_then_write(conn, failing, INSERT, note, used.append)
+    assert used == [] and rows_in_t(conn) == []
+    assert len(seen) < 150  # at most the rows before the failing one
+    if pg_pipeline.CHUNKED:
+        assert seen[:64] == list(range(1, 65))  # whole chunks arrived before the error
+    assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+    assert read_then_write(conn, ("SELECT 2", []), INSERT, count_of, str) == (1, "1")
+
+
+def test_rows_left_unread_by_after_read_are_drained(conn: psycopg.Connection[Any]) -> None:
+    def first_batch_only(batches: Iterable[list[Any]]) -> tuple[int, Sequence[Any]]:
+        first = next(iter(batches))
+        return len(first), [first[0][0], "first"]
+
+    read_then_write(conn, SERIES, INSERT, first_batch_only, str)
+    assert rows_in_t(conn) == [(1, "first")]
+    assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+
+
+def test_after_read_raising_between_batches_writes_nothing(conn: psycopg.Connection[Any]) -> None:
+    def give_up(batches: Iterable[list[Any]]) -> tuple[int, Sequence[Any]]:
+        for _ in batches:
+            raise LookupError("gave up after one batch")
+        raise AssertionError("no batch")
+
+    with pytest.raises(LookupError, match="gave up"):
+        read_then_write(conn, SERIES, INSERT, give_up, str)
+    assert rows_in_t(conn) == []
+    assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+    assert read_then_write(conn, SERIES, INSERT, count_of, str) == (200, "200")
 
 
 def test_a_resolution_whose_audit_record_cannot_commit_gives_no_values(

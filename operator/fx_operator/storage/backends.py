@@ -13,7 +13,7 @@ import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -91,13 +91,14 @@ class Backend(ABC):
             return tx.execute(sql, params)
 
     def read_then_write(self, read_sql: str, params: Params, write_sql: str,
-                        after_read: Callable[[list[Row]], tuple[K, Params]],
+                        after_read: Callable[[Iterable[list[Row]]], tuple[K, Params]],
                         use: Callable[[K], T]) -> tuple[K, T]:
         """One transaction: ``read_sql``, then ``write_sql`` with the parameters ``after_read``
-        makes of the rows read, and ``use`` on what it kept of them. PostgreSQL runs ``use``
-        while the write and its commit go on, and returns only once the commit is confirmed."""
+        makes of the rows read (handed over in batches), and ``use`` on what it kept of them.
+        PostgreSQL hands rows over while the server still sends the rest, runs ``use`` while
+        the write and its commit go on, and returns only once the commit is confirmed."""
         with self.transaction() as tx:
-            kept, write_params = after_read(tx.execute(read_sql, params))
+            kept, write_params = after_read([tx.execute(read_sql, params)])
             tx.execute(write_sql, write_params)
         return kept, use(kept)
 
@@ -160,15 +161,15 @@ class PostgresBackend(Backend):
             return cur.fetchall() if cur.description is not None else []
 
     def read_then_write(self, read_sql: str, params: Params, write_sql: str,
-                        after_read: Callable[[list[Row]], tuple[K, Params]],
+                        after_read: Callable[[Iterable[list[Row]]], tuple[K, Params]],
                         use: Callable[[K], T]) -> tuple[K, T]:
         if not pg_pipeline.SUPPORTED:  # a libpq older than 14: one after the other
             return super().read_then_write(read_sql, params, write_sql, after_read, use)
         read, read_order = _to_numbered(read_sql)
         write, write_order = _to_numbered(write_sql)
 
-        def numbered_write(rows: list[Row]) -> tuple[K, list[Any]]:
-            kept, write_params = after_read(rows)
+        def numbered_write(batches: Iterable[list[Row]]) -> tuple[K, list[Any]]:
+            kept, write_params = after_read(batches)
             return kept, [write_params[n] for n in write_order]
 
         with self._converting_errors(), self.pool.connection() as conn:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import select
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -38,7 +38,12 @@ Statement = tuple[str, Sequence[Any]]
 SUPPORTED = psycopg.capabilities.has_pipeline()  # libpq 14 or later
 """Whether the libpq in use has pipeline mode and flush requests (libpq 14 or later)."""
 
+CHUNKED = psycopg.capabilities.has_stream_chunked()  # libpq 17 or later
+"""Whether the read's rows can be handed over in chunks while the server still sends them."""
+ROWS_PER_BATCH = 64
+
 _OK = pq.ExecStatus.COMMAND_OK
+_CHUNK = pq.ExecStatus.TUPLES_CHUNK
 _ROWS = pq.ExecStatus.TUPLES_OK
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
 
@@ -54,12 +59,13 @@ def statement_name(sql: str) -> bytes:
 
 
 def read_then_write(conn: psycopg.Connection[Any], read: Statement, write_sql: str,
-                    after_read: Callable[[list[Row]], tuple[K, Sequence[Any]]],
+                    after_read: Callable[[Iterable[list[Row]]], tuple[K, Sequence[Any]]],
                     use: Callable[[K], T]) -> tuple[K, T]:
     """Run ``read``, then ``write_sql``, as one transaction on an idle autocommit connection
-    (``$1``-style placeholders). ``after_read`` turns the read's rows into what to keep and the
-    write's parameters; ``use`` gets what was kept while the write and the commit go on. What
-    was kept and what ``use`` returned come back once the commit is confirmed.
+    (``$1``-style placeholders). ``after_read`` gets the read's rows in batches as they arrive
+    and returns what to keep of them and the write's parameters; ``use`` gets what was kept
+    while the write and the commit go on. What was kept and what ``use`` returned come back
+    once the commit is confirmed.
 
     A database error is raised as psycopg's exception for its SQLSTATE, and the transaction is
     rolled back. If ``after_read`` raises, nothing is written and the exception is raised. If
@@ -71,6 +77,9 @@ def read_then_write(conn: psycopg.Connection[Any], read: Statement, write_sql: s
     pgconn = conn.pgconn
     read_sql, read_params = read
     read_name, write_name = statement_name(read_sql), statement_name(write_sql)
+    kept: tuple[K, Sequence[Any]] | None = None
+    outcome: tuple[T] | None = None
+    problem: Exception | None = None  # raised once the transaction is over
     with conn.lock:
         try:
             pgconn.enter_pipeline_mode()
@@ -84,19 +93,25 @@ def read_then_write(conn: psycopg.Connection[Any], read: Statement, write_sql: s
             pgconn.send_flush_request()
             _send(pgconn)
             failed = _prepared_first(pgconn, preparing, known)
-            result = _next_result(pgconn)
-            if failed is None and result.status not in (_ROWS, _OK):  # _OK: it returns no rows
-                failed = result
-            kept: tuple[K, Sequence[Any]] | None = None
-            outcome: tuple[T] | None = None
-            problem: Exception | None = None  # raised once the transaction is over
-            if failed is None:
-                transformer.set_pgresult(result)
+            if failed is not None:
+                _next_result(pgconn)  # the read, skipped
+            else:
+                if CHUNKED:  # for the read, whose results come next
+                    pgconn.set_chunked_rows_mode(ROWS_PER_BATCH)
+                rows = _Rows(pgconn, transformer)
                 try:
-                    kept = after_read(transformer.load_rows(0, result.ntuples, tuple))
-                    pgconn.send_query_prepared(write_name, _dumped(transformer, kept[1])[0])
+                    kept = after_read(rows)
                 except Exception as e:  # nothing is written: the sync ends a read-only one
-                    kept, problem = None, e
+                    problem = e
+                rows.drain()
+                failed = rows.failed
+                if failed is None and kept is not None:
+                    try:
+                        pgconn.send_query_prepared(write_name, _dumped(transformer, kept[1])[0])
+                    except Exception as e:
+                        problem = e
+                if failed is not None or problem is not None:
+                    kept = None
             pgconn.pipeline_sync()
             _send(pgconn)
             if kept is not None:
@@ -116,6 +131,41 @@ def read_then_write(conn: psycopg.Connection[Any], read: Statement, write_sql: s
         raise problem
     assert kept is not None and outcome is not None
     return kept[0], outcome[0]
+
+
+class _Rows:
+    """The read's rows, in batches as libpq hands them over: chunks of ``ROWS_PER_BATCH`` while
+    the server still sends the rest (libpq 17 or later), else all of them at once. An error
+    the server sends instead of (or after some of) the rows is kept in ``failed``."""
+
+    def __init__(self, pgconn: pq.abc.PGconn, transformer: abc.Transformer) -> None:
+        self._pgconn = pgconn
+        self._transformer = transformer
+        self._loaders_set = False
+        self._done = False
+        self.failed: pq.abc.PGresult | None = None
+
+    def __iter__(self) -> Iterator[list[Row]]:
+        while not self._done:
+            result = _wait_result(self._pgconn)
+            if result is None:
+                raise psycopg.OperationalError("PostgreSQL sent no result for the read")
+            status = result.status
+            if status != _CHUNK:  # the last result of the read
+                self._done = True
+                _wait_result(self._pgconn)  # its end marker
+                if status not in (_ROWS, _OK):  # _OK: a statement without rows
+                    self.failed = result
+                    return
+            if result.ntuples:
+                self._transformer.set_pgresult(result, set_loaders=not self._loaders_set)
+                self._loaders_set = True
+                yield self._transformer.load_rows(0, result.ntuples, tuple)
+
+    def drain(self) -> None:
+        """Read what ``after_read`` left unread: the pipeline goes on only after it."""
+        for _ in self:
+            pass
 
 
 def _dumped(transformer: abc.Transformer,

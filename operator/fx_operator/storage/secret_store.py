@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -111,10 +111,10 @@ _OWNER_CHAIN = """
 # data_keys: the service keeps unwrapped data keys and asks for the few it lacks.
 #
 # Every current version in the chain comes back, shadowed ones too (at most three per name), and
-# _most_specific picks the winners. Picking them in SQL (DISTINCT ON, or a window) sorts the rows
-# blobs and all and, to audit the winners in the same request, aggregates them again before the
-# first row leaves: on PostgreSQL that was 300 µs of a 100-name resolution, four times what
-# picking and listing them here costs. Shadowed blobs are never decrypted.
+# _most_specific picks the winners; shadowed blobs are never decrypted. Picking them in SQL
+# (DISTINCT ON, or a window) sorts the rows, blobs and all, and listing the winners for the audit
+# record there is another pass before the first row leaves: on PostgreSQL the two cost about
+# 300 µs of a 100-name resolution, picking and listing them here about 50 µs.
 _RESOLVE = f"""
 SELECT v.scope, v.name, v.version, v.blob FROM secret_versions v
 WHERE {_OWNER_CHAIN} {{names_filter}}
@@ -129,14 +129,15 @@ def _resolve(names_filter: str) -> str:
 _RANK = {scope.value: rank for rank, scope in enumerate(PRECEDENCE)}
 
 
-def _most_specific(rows: list[ResolvedRow]) -> list[ResolvedRow]:
+def _most_specific(batches: Iterable[list[ResolvedRow]]) -> list[ResolvedRow]:
     """Per name, the row of the most specific scope (package, then project, then platform),
-    in name order."""
+    in name order. Rows come in batches, each looked at as it arrives."""
     best: dict[str, ResolvedRow] = {}
-    for row in rows:
-        held = best.get(row[1])
-        if held is None or _RANK[row[0]] < _RANK[held[0]]:
-            best[row[1]] = row
+    for rows in batches:
+        for row in rows:
+            held = best.get(row[1])
+            if held is None or _RANK[row[0]] < _RANK[held[0]]:
+                best[row[1]] = row
     return [best[name] for name in sorted(best)]
 
 
@@ -145,8 +146,8 @@ _AS_IS_IN_JSON = re.compile(r"[A-Za-z0-9_.-]*")
 
 def _resolution_entries(rows: list[ResolvedRow]) -> str:
     """The audit entries of a resolution, the JSON list of {name, scope, version} every audit
-    record has, written out: a hundred per resolution, twice as fast as json.dumps. Secret
-    names are plain (``NAME_PATTERN``); any other would be escaped by json.dumps."""
+    record has, written out: a hundred per resolution, in under half json.dumps's time. Secret
+    names are plain (``NAME_PATTERN``); any other is escaped by json.dumps."""
     if _AS_IS_IN_JSON.fullmatch("".join([row[1] for row in rows])):
         entries = [f'{{"name":"{name}","scope":"{scope}","version":{version:d}}}'
                    for scope, name, version, _ in rows]
@@ -352,8 +353,8 @@ class SecretStore:
             write = _AUDIT
             record.update(at=utcnow(), action="resolve", scope=None)
 
-        def audited(rows: list[ResolvedRow]) -> tuple[list[ResolvedRow], Params]:
-            winners = _most_specific(rows)
+        def audited(batches: Iterable[list[ResolvedRow]]) -> tuple[list[ResolvedRow], Params]:
+            winners = _most_specific(batches)
             return winners, {**record, "entries": _resolution_entries(winners)}
 
         return self.backend.read_then_write(_resolve(names_filter), params, write, audited,
