@@ -160,6 +160,13 @@ def _resolution_entries(rows: list[ResolvedRow]) -> str:
 _AUDIT = ("INSERT INTO audit (at, actor, action, scope, project, package, run_id, entries) "
           "VALUES (:at, :actor, :action, :scope, :project, :package, :run_id, :entries)")
 
+
+def _audit_params(record: AuditRecord) -> Params:
+    return {"at": record.at, "actor": record.actor, "action": record.action,
+            "scope": record.scope, "project": record.project, "package": record.package,
+            "run_id": record.run_id, "entries": json.dumps(record.entries)}
+
+
 # PostgreSQL: ``set_config(..., true)`` on synchronous_commit chooses how this transaction
 # commits (see SecretStore.durable_read_audit).
 _AUDIT_RESOLUTION_PG = """
@@ -344,14 +351,11 @@ class SecretStore:
         if names is not None:
             names_filter = "AND " + self.backend.names_filter("v.name", "names")
             params["names"] = self.backend.names_param(names)
-        record: Params = {"actor": actor, "project": project, "package": package,
-                          "run_id": run_id}
-        if self.backend.dialect == "postgresql":
+        record = _audit_params(AuditRecord(actor, "resolve", project, package, run_id=run_id))
+        write = _AUDIT
+        if self.backend.dialect == "postgresql":  # takes the parameters it names
             write = _AUDIT_RESOLUTION_PG
             record["read_commit"] = "on" if self.durable_read_audit else "off"
-        else:
-            write = _AUDIT
-            record.update(at=utcnow(), action="resolve", scope=None)
 
         def audited(batches: Iterable[list[ResolvedRow]]) -> tuple[list[ResolvedRow], Params]:
             winners = _most_specific(batches)
@@ -363,10 +367,7 @@ class SecretStore:
     # --- audit ----------------------------------------------------------------------------
 
     def audit(self, tx: Transaction, record: AuditRecord) -> None:
-        tx.execute(_AUDIT, {"at": record.at, "actor": record.actor, "action": record.action,
-                            "scope": record.scope, "project": record.project,
-                            "package": record.package, "run_id": record.run_id,
-                            "entries": json.dumps(record.entries)})
+        tx.execute(_AUDIT, _audit_params(record))
 
     def audit_records(self, tx: Transaction, *, run_id: str | None = None,
                       limit: int = 100) -> list[AuditRecord]:
