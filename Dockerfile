@@ -54,9 +54,15 @@ RUN site=$(/opt/fx/runtime/bin/python -c 'import sysconfig; print(sysconfig.get_
 FROM ${PYTHON} AS base
 ARG TINI_VERSION
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# No pip and no wheels to bootstrap one in the final images: they install nothing at run time (the
+# official image ships pip in /usr/local, Debian's python3-venv keeps its wheels for ensurepip).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends "tini=${TINI_VERSION}" \
  && rm -rf /var/lib/apt/lists/* \
+ && if python -m pip --version >/dev/null 2>&1; then \
+        PIP_ROOT_USER_ACTION=ignore python -m pip uninstall -q -y pip setuptools wheel; fi \
+ && rm -rf /usr/share/python-wheels \
+        "$(python -c 'import ensurepip, os; print(os.path.dirname(ensurepip.__file__))')/_bundled" \
  && groupadd --gid 10001 fx \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin fx

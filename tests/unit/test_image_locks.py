@@ -241,7 +241,9 @@ def test_the_runtime_image_gets_nothing_of_the_operator(stages: dict[str, Stage]
     copies = [args for stage in runtime for args in stage.all("COPY")]
     assert copies and all("/opt/fx/runtime" in c for c in copies), copies
     runs = " ".join(args for stage in runtime for args in stage.all("RUN"))
-    assert "pip" not in runs  # installed in the build stage, from runtime.lock only
+    # Installed in the build stage, from runtime.lock only; the final stages only remove pip
+    # (tests/images checks the built image holds none).
+    assert not re.search(r"\bpip\b[^;&|]*\binstall\b", runs), runs
 
 
 def test_the_build_context_holds_what_the_dockerfile_copies(stages: dict[str, Stage]) -> None:
