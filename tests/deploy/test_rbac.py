@@ -4,28 +4,50 @@ The operator (kopf, its services, the broker) runs end to end against the emulat
 with a bearer token of its own, and the emulator records every request it makes (``ApiCall``: the
 verb, group, resource and namespace an authorizer sees). One scenario covers what the operator
 does: its start (sealing key), Packages (created, then changed: the scripts' ConfigMap is
-patched), ScopedSecrets at three scopes (one deleted: kopf's finalizer, the removal handler) and
-an Execution run to the end (Job, Secret, CA ConfigMap, Events; the broker's TokenReview and pod
-read). It runs cluster-wide (the chart's ClusterRole) and watching given namespaces (its Roles
-and small ClusterRole); a shorter one runs with kopf peering (operator.replicas > 1). Every
-recorded call must be allowed, and every rule used, or named in NOT_EXERCISED with the reason it
-is not.
+patched), ScopedSecrets at three scopes (one deleted: kopf's finalizer, the removal handler), an
+Execution run to the end (Job, Secret, CA ConfigMap, Events; the broker's TokenReview and pod
+read), and Executions whose Package admission must read from the API because its watch has not
+shown it Ready: one missing, one refused, one not published yet (admission retries, and kopf
+records its progress on the Execution). It runs cluster-wide (the chart's ClusterRole) and
+watching given namespaces (its Roles and small ClusterRole); a shorter one runs with kopf peering
+(operator.replicas > 1). Every recorded call must be allowed, and every rule used, or named in
+NOT_EXERCISED with the reason it is not.
+
+The emulator answers nothing with 403 while recording; a real server does. The last tests
+enforce the chart's rules in the emulator (``rbac_authorizer``), as a real server would: with
+them an Execution of a missing Package gets its PackageNotFound (the ClusterRole once lacked
+``get packages``, and a real server answered admission 403), and without a rule the operator
+needs, the Execution fails with the refusal in its status and an Event instead of being retried
+without a status for ten minutes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fx_operator.domain.job_spec import GROUP, VERSION
+from fx_operator.handlers import common as handlers_common
+from fx_operator.handlers.executions import FORBIDDEN_TRIES
+from fx_operator.services.packages import PackageService
 from kubernetes import client
 from kubernetes import config as kubernetes_config
 from support.cluster import PLATFORM_NAMESPACE, Cluster, cluster
 from support.kube_emulator import ApiCall, KubeEmulator, KubeEmulatorServer
-from support.manifests import CHART, Permission, find, helm_template, one, permissions
+from support.manifests import (
+    CHART,
+    Permission,
+    find,
+    helm_template,
+    one,
+    permissions,
+    rbac_authorizer,
+)
 from support.postgres import PostgresServer
 
 OPERATOR_TOKEN = "fx-operator-under-test"
@@ -37,9 +59,11 @@ NOT_EXERCISED: dict[Permission, str] = {
                                "finds the one it made before (create answers 409)",
     ("batch", "jobs", "get"): "an Execution's Job is read only when it is admitted again "
                               "(a restarted operator resuming it)",
-    (GROUP, "executions", "patch"): "kopf writes an Execution's annotations only when its "
-                                    "admission is retried (progress); admitted at once, only its "
-                                    "status is patched",
+    **{(GROUP, f"{owner}/finalizers", "update"):
+       "no request needs it: the OwnerReferencesPermissionEnforcement admission plugin (not in "
+       "a default kube-apiserver; on in OpenShift) checks it when the operator creates an object "
+       f"whose ownerReference to a {owner[:-1]} sets blockOwnerDeletion"
+       for owner in ("packages", "executions")},
 }
 #: Rules of the namespaced mode only (the scenario runs it too; listed for the cluster-wide one).
 NAMESPACED_MODE_ONLY: set[Permission] = {("", "namespaces", "list"), ("", "namespaces", "watch")}
@@ -52,6 +76,9 @@ PEERING = {("kopf.dev", f"{kind}kopfpeerings", verb) for kind in ("cluster", "")
 PEERING_NAME = "fx-operator"
 
 SCRIPT = "from fx_ef import context\nprint('token:', context.secrets.get('TOKEN'))\n"
+#: A Package whose publication waits (see _held_package): an Execution of it meets a Package
+#: not published yet, and admission retries.
+HELD = "rbac-held"
 
 
 def _gone(k8s: Cluster, plural: str, namespace: str, name: str) -> bool:
@@ -62,7 +89,7 @@ def _gone(k8s: Cluster, plural: str, namespace: str, name: str) -> bool:
     return False
 
 
-def _scenario(k8s: Cluster, namespace: str) -> None:
+def _scenario(k8s: Cluster, namespace: str, release: threading.Event) -> None:
     """Everything the operator does, once (see the module's docstring)."""
     k8s.sealed_secret(PLATFORM_NAMESPACE, "platform", {"SHARED": "platform-value"}, "platform")
     k8s.sealed_secret(namespace, "project", {"SHARED": "project-value"}, "project")
@@ -85,6 +112,52 @@ def _scenario(k8s: Cluster, namespace: str) -> None:
                                                "rbac-secrets")
     k8s.wait_for(lambda: _gone(k8s, "scopedsecrets", namespace, "rbac-secrets"),
                  "the ScopedSecret's finalizer")
+    _packages_read_from_the_api(k8s, namespace, release)
+
+
+def _packages_read_from_the_api(k8s: Cluster, namespace: str, release: threading.Event) -> None:
+    """Admission reads the Package from the API (get) when its watch has not shown it Ready:
+    missing, refused, or not published yet (then admission is retried, and kopf patches its
+    progress into the Execution's annotations)."""
+    k8s.execution(namespace, "rbac-missing", "does-not-exist")
+    k8s.package(namespace, "rbac-refused", {"a.py": "1", "b.py": "2"})  # which one to run?
+    k8s.ready("packages", namespace, "rbac-refused")
+    k8s.execution(namespace, "rbac-refused-1", "rbac-refused")
+    k8s.package(namespace, HELD, {"main.py": SCRIPT})
+    k8s.execution(namespace, "rbac-held-1", HELD)
+    k8s.wait_for(lambda: any(key.startswith("fx.dev/admission") for key in (
+        k8s.get("executions", namespace, "rbac-held-1")["metadata"].get("annotations") or {})),
+        "admission to be retried (the Package is not published yet)")
+    release.set()
+    for name, phase, reason in [("rbac-missing", "Failed", "PackageNotFound"),
+                                ("rbac-refused-1", "Failed", "PackageNotReady"),
+                                ("rbac-held-1", "Succeeded", "Completed")]:
+        status = k8s.finished(namespace, name)["status"]
+        assert (status["phase"], _reason(status, "Succeeded")) == (phase, reason), status
+
+
+def _reason(status: dict[str, Any], condition: str) -> str | None:
+    return next((c.get("reason") for c in status.get("conditions") or []
+                 if c["type"] == condition), None)
+
+
+@contextlib.contextmanager
+def _held_package() -> Iterator[threading.Event]:
+    """The operator publishes the Package HELD only once the event yielded is set."""
+    release = threading.Event()
+    reconcile = PackageService.reconcile
+
+    async def held(self: PackageService, body: dict[str, Any]) -> Any:
+        if body["metadata"]["name"] == HELD:
+            await asyncio.to_thread(release.wait, 60)
+        return await reconcile(self, body)
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(PackageService, "reconcile", held)
+        try:
+            yield release
+        finally:
+            release.set()
 
 
 def _peered(k8s: Cluster) -> None:
@@ -106,12 +179,13 @@ def _record(tmp_path: Path, dsn: str, mode: str) -> list[ApiCall]:
         emulator.load_crds(CHART / "crds" / "kopf-peering.yaml")
         emulator.create("kopf.dev/v1/clusterkopfpeerings", {"metadata": {"name": PEERING_NAME}})
         peering = PEERING_NAME
-    with cluster(tmp_path, dsn, emulator=emulator, operator_token=OPERATOR_TOKEN,
-                 watched=WATCHED if mode == "namespaced" else (), peering=peering) as k8s:
+    with _held_package() as release, \
+            cluster(tmp_path, dsn, emulator=emulator, operator_token=OPERATOR_TOKEN,
+                    watched=WATCHED if mode == "namespaced" else (), peering=peering) as k8s:
         if peering:
             _peered(k8s)
         else:
-            _scenario(k8s, "team-a")
+            _scenario(k8s, "team-a", release)
         calls = k8s.server.call(lambda: list(emulator.recorded_calls or []))
     assert {c.token for c in calls} >= {OPERATOR_TOKEN, k8s.server.token}
     return [c for c in calls if c.token == OPERATOR_TOKEN]
@@ -191,7 +265,9 @@ def test_the_scenario_reached_every_part_of_the_operator(
                          ("", "pods", "get"),  # the broker
                          ("batch", "jobs", "create"), ("", "secrets", "create"),
                          ("", "configmaps", "patch"), ("fx.dev", "scopedsecrets", "patch"),
-                         ("fx.dev", "executions/status", "patch"), ("", "events", "create")]:
+                         ("fx.dev", "executions/status", "patch"), ("", "events", "create"),
+                         ("fx.dev", "packages", "get"),  # admission, Package not Ready
+                         ("fx.dev", "executions", "patch")]:  # kopf, admission retried
             assert expected in _needed(recordings[mode]), (mode, expected)
 
 
@@ -274,3 +350,69 @@ def test_the_operator_never_reads_secrets_and_grants_itself_nothing(helm: str) -
                                                    "bind", "impersonate", "*")}
         assert granted - PEERING - NAMESPACED_MODE_ONLY <= \
             permissions(one(helm_template(helm), "ClusterRole")["rules"])
+
+
+# --- the rules enforced, as a real server does ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def _enforcing(tmp_path: Path, postgres_server: PostgresServer, database: str,
+               granted: set[Permission]) -> Iterator[tuple[Cluster, KubeEmulator]]:
+    """The operator under RBAC, cluster-wide: its requests get what ``granted`` allows (its
+    ClusterRole), the rest a real server's 403."""
+    emulator = KubeEmulator(recorded_calls=[],
+                            authorizer=rbac_authorizer(OPERATOR_TOKEN, granted))
+    emulator.register_token(OPERATOR_TOKEN, namespace="fx-system", service_account="fx-operator")
+    dsn = postgres_server.create_database(database)
+    try:
+        with cluster(tmp_path, dsn, emulator=emulator, operator_token=OPERATOR_TOKEN) as k8s:
+            yield k8s, emulator
+    finally:
+        postgres_server.drop_database(database)
+
+
+def _forbidden_calls(k8s: Cluster, emulator: KubeEmulator) -> list[ApiCall]:
+    authorize = emulator.authorizer
+    assert authorize is not None
+    return [c for c in k8s.server.call(lambda: list(emulator.recorded_calls or []))
+            if not authorize(c)]
+
+
+def test_under_the_charts_rules_an_execution_of_a_missing_package_says_so(
+        helm: str, tmp_path: Path, postgres_server: PostgresServer) -> None:
+    """What a real server did to the chart that lacked ``get packages``: admission's read of the
+    Package answered 403, and the Execution got no status."""
+    granted = permissions(one(helm_template(helm), "ClusterRole")["rules"])
+    with _enforcing(tmp_path, postgres_server, "rbac_enforced", granted) as (k8s, emulator):
+        k8s.execution("team-a", "enforced-missing", "does-not-exist")
+        status = k8s.finished("team-a", "enforced-missing")["status"]
+        assert (status["phase"], _reason(status, "Succeeded")) == ("Failed", "PackageNotFound")
+        assert _forbidden_calls(k8s, emulator) == []
+
+
+def test_a_call_the_rbac_forbids_fails_the_execution_with_the_refusal(
+        helm: str, tmp_path: Path, postgres_server: PostgresServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rule missing (here ``get packages``, as the chart once lacked it) is reported on the
+    Execution after a few tries: phase Failed, reason ApiError with the server's refusal, and a
+    Warning Event; not ten minutes of retries without a status."""
+    monkeypatch.setattr(handlers_common, "STORE_RETRY_DELAY", 1)  # the tries' delay: 10 s
+    granted = permissions(one(helm_template(helm), "ClusterRole")["rules"]) - {
+        (GROUP, "packages", "get")}
+    with _enforcing(tmp_path, postgres_server, "rbac_forbidden", granted) as (k8s, emulator):
+        k8s.execution("team-a", "forbidden-1", "does-not-exist")
+        status = k8s.finished("team-a", "forbidden-1", timeout=60)["status"]
+        refusal = ('packages.fx.dev "does-not-exist" is forbidden: User '
+                   '"system:serviceaccount:fx-system:fx-operator" cannot get resource "packages" '
+                   'in API group "fx.dev" in the namespace "team-a"')
+        assert status["phase"] == "Failed"
+        conditions = {c["type"]: c for c in status["conditions"]}
+        for kind in ("Ready", "Succeeded"):
+            assert (conditions[kind]["status"], conditions[kind]["reason"]) == ("False",
+                                                                                "ApiError")
+            assert refusal in conditions[kind]["message"], conditions[kind]
+        events = k8s.events("team-a", "forbidden-1", "ApiError")
+        assert any(refusal in e["message"] for e in events if e["reason"] == "ApiError")
+        forbidden = _forbidden_calls(k8s, emulator)
+        assert [(c.verb, c.rbac_resource, c.namespace) for c in forbidden] == \
+            [("get", "packages", "team-a")] * FORBIDDEN_TRIES

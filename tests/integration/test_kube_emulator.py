@@ -486,6 +486,46 @@ def test_request_log_keeps_only_the_last_requests(emulator: KubeEmulator,
     assert server.call(lambda: len(emulator["post"])) > 0  # kmock's DSL still sees recent ones
 
 
+def test_an_authorizer_refuses_with_the_real_servers_403_and_changes_nothing(
+        emulator: KubeEmulator, server: KubeEmulatorServer, core: CoreV1Api,
+        custom: CustomObjectsApi, tmp_path: Path) -> None:
+    create_widget(custom, "w1")
+    emulator.register_token("operator-token", namespace="fx-system", service_account="op")
+    emulator.authorizer = lambda call: call.token != "operator-token" or (
+        call.verb == "list" or not call.resource)
+    other = kubernetes.config.new_client_from_config(config_file=str(
+        server.write_kubeconfig(tmp_path / "operator", token="operator-token")))
+    user = "system:serviceaccount:fx-system:op"
+    refused = {
+        "get": lambda: CustomObjectsApi(other).get_namespaced_custom_object(
+            GROUP, VERSION, NS, PLURAL, "w1"),
+        "create": lambda: CoreV1Api(other).create_namespaced_config_map(
+            NS, {"metadata": {"name": "never"}}),
+        "watch": lambda: CoreV1Api(other).list_config_map_for_all_namespaces(
+            watch=True, timeout_seconds=1),
+        "patch": lambda: CustomObjectsApi(other).patch_namespaced_custom_object_status(
+            GROUP, VERSION, NS, PLURAL, "w1", {"status": {"x": 1}}),
+    }
+    messages = {}
+    for verb, call in refused.items():
+        with pytest.raises(ApiException) as exc:
+            call()
+        status = status_of(exc)
+        assert (exc.value.status, status["reason"], status["code"]) == (403, "Forbidden", 403)
+        messages[verb] = status["message"]
+    assert messages == {
+        "get": f'widgets.{GROUP} "w1" is forbidden: User "{user}" cannot get resource "widgets" '
+               f'in API group "{GROUP}" in the namespace "{NS}"',
+        "create": f'configmaps is forbidden: User "{user}" cannot create resource "configmaps" '
+                  f'in API group "" in the namespace "{NS}"',
+        "watch": f'configmaps is forbidden: User "{user}" cannot watch resource "configmaps" in '
+                 'API group "" at the cluster scope',
+        "patch": f'widgets.{GROUP} "w1" is forbidden: User "{user}" cannot patch resource '
+                 f'"widgets/status" in API group "{GROUP}" in the namespace "{NS}"'}
+    assert CoreV1Api(other).list_namespaced_config_map(NS).items == []  # allowed, and none made
+    assert "status" not in get_widget(custom, "w1")  # the tests' own client may do anything
+
+
 # --- a tiny kopf operator -------------------------------------------------------------------------
 
 class WidgetOperator:

@@ -19,6 +19,10 @@ replaces the state logic so that it behaves the way a real server does where ope
 * TokenReview and TokenRequest answer from a token registry or a pluggable callback;
 * an opt-in request recorder (``recorded_calls``): each request as an authorizer sees it (token,
   verb, group, resource, subresource, namespace), to check RBAC rules against real calls;
+* an opt-in authorizer (``authorizer``): a request it refuses is answered 403 Forbidden with the
+  real server's message, to see how a client copes with a rule its RBAC lacks;
+* CRDs are checked as the real server checks them (``support.crd_rules``: structural schema,
+  the CRD's own validation, the field names of CEL rules); a refused CRD is a 422, as there;
 * kmock's request log is trimmed to the last few requests: kmock matches every request against
   the whole log, which made the server slow down linearly (ENVIRONMENT.md, item 6).
 
@@ -44,8 +48,10 @@ variable before ``kubernetes`` is first imported.
 
 Not emulated (a real cluster or the e2e suite covers them): controllers (Jobs never run, Pods
 never start: set their status through ``/status`` to play one), RBAC and authentication of
-callers, admission webhooks, CEL rules (``x-kubernetes-validations``), schemas of built-in kinds,
-strategic-merge list semantics (treated as a JSON merge patch), server-side apply, ``dryRun``,
+callers (unless an ``authorizer`` is given), admission webhooks, CEL rules
+(``x-kubernetes-validations``: checked in a CRD, not enforced on its objects), schemas of
+built-in kinds, strategic-merge list semantics (treated as a JSON merge patch), server-side
+apply, ``dryRun``,
 conversion between CRD versions (each served version is stored apart), removing a CRD's
 resources when the CRD is deleted, foreground deletion (treated as background), and a namespace's
 Terminating phase (its objects are deleted at once; those with finalizers stay marked).
@@ -85,6 +91,8 @@ import jsonschema.protocols
 import kmock
 import yaml
 from kmock import Response  # type: ignore[attr-defined]  # exported, but not in kmock.__all__
+
+from support.crd_rules import crd_violations
 
 if TYPE_CHECKING:
     import kopf
@@ -597,6 +605,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
     token_reviewer: TokenReviewer | None = None
     #: Opt-in: set it to a list, and every request is appended to it as an :class:`ApiCall`.
     recorded_calls: list[ApiCall] | None = None
+    #: Opt-in RBAC: every request is asked of it (as an :class:`ApiCall`, after it is recorded);
+    #: a False answers 403 Forbidden as a real server's authorizer does, and changes nothing.
+    authorizer: Callable[[ApiCall], bool] | None = None
 
     _revision: int = attrs.field(default=0, init=False)
     _changes: dict[kmock.resource, collections.deque[_Change]] = attrs.field(factory=dict,
@@ -634,7 +645,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
         The CRDs are stored as objects too (as ``kubectl apply`` would leave them), and their
         custom resources are then pruned, defaulted and validated against ``openAPIV3Schema``.
-        Documents of other kinds are skipped. Returns the resources registered.
+        Documents of other kinds are skipped. Returns the resources registered. A CRD that a real
+        server refuses (:func:`support.crd_rules.crd_violations`) raises the server's 422
+        (``kmock.KubernetesError``, its message the server's) and is not registered.
         """
         root = Path(path)
         files = [root]
@@ -702,8 +715,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
         self._trim_logs()
         if request.namespace == "" and request.resource == NAMESPACES:
             self._unalias(request)
-        if self.recorded_calls is not None:
-            self.recorded_calls.append(self._api_call(request))
+        if self.recorded_calls is not None or self.authorizer is not None:
+            call = self._api_call(request)
+            if self.recorded_calls is not None:
+                self.recorded_calls.append(call)
+            if self.authorizer is not None and not self.authorizer(call):
+                raise self._forbidden(call, request.name)
         if request.resource is not None and request.method != kmock.method.GET:
             outcome = self._write(request)
             if len(self._payloads) == self._own_payloads:
@@ -766,6 +783,23 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return ApiCall(_bearer_token(request), verb, res.group or "", res.plural,
                        request.subresource, request.namespace, self._namespaced(res), path)
 
+    def _forbidden(self, call: ApiCall, name: str | None) -> kmock.KubernetesError:
+        """The real server's 403 (``responsewriters.forbiddenMessage`` and ``NewForbidden``)."""
+        identity = self.tokens.get(call.token)
+        user = (f"system:serviceaccount:{identity.namespace}:{identity.service_account}"
+                if identity is not None else call.token or "system:anonymous")
+        if not call.resource:
+            return _failure(403, "Forbidden",
+                            f'forbidden: User "{user}" cannot {call.verb} path "{call.path}"')
+        where = (f'in the namespace "{call.namespace}"' if call.namespace is not None
+                 else "at the cluster scope")
+        why = (f'User "{user}" cannot {call.verb} resource "{call.rbac_resource}" in API group '
+               f'"{call.group}" {where}')
+        qualified = f"{call.resource}.{call.group}" if call.group else call.resource
+        subject = f'{qualified} "{name}"' if name else qualified
+        return _failure(403, "Forbidden", f"{subject} is forbidden: {why}", name=name or None,
+                        group=call.group, kind=call.resource)
+
     # --- resources -------------------------------------------------------------------------------
 
     def _require_known(self, res: kmock.resource | None) -> kmock.resource:
@@ -796,6 +830,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
                            (crd.get("metadata") or {}).get("name"),
                            [_Cause("FieldValueRequired", "spec", "group, names.plural and "
                                    "names.kind are required")])
+        violations = crd_violations(crd)  # what a real server refuses in the schemas
+        if violations:
+            raise _invalid("CustomResourceDefinition", "apiextensions.k8s.io",
+                           (crd.get("metadata") or {}).get("name"),
+                           [_Cause(v.reason, v.field, v.message) for v in violations])
         registered = []
         for version in spec.get("versions") or []:
             if not version.get("served", True):

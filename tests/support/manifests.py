@@ -8,7 +8,8 @@
   own (:data:`CUSTOM_KINDS`), and anything else is an error, never silently passed;
 * :func:`restricted_violations` checks a pod spec against the restricted Pod Security Standard
   (and a read-only root filesystem);
-* :func:`permissions` expands RBAC rules into (apiGroup, resource, verb) triples.
+* :func:`permissions` expands RBAC rules into (apiGroup, resource, verb) triples, and
+  :func:`rbac_authorizer` enforces them in the emulator for one bearer token.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import kubernetes_validate
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
-from support.kube_emulator import _prune, to_json_schema
+from support.kube_emulator import ApiCall, _prune, to_json_schema
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "fx-operator"
@@ -306,3 +307,25 @@ def permissions(rules: Iterable[Mapping[str, Any]]) -> set[Permission]:
                     assert "*" not in (group, resource, verb), f"a wildcard in {rule}"
                     granted.add((group, resource, verb))
     return granted
+
+
+def rbac_authorizer(token: str, cluster_wide: set[Permission],
+                    by_namespace: Mapping[str, set[Permission]] | None = None,
+                    ) -> Callable[[ApiCall], bool]:
+    """An authorizer for :attr:`KubeEmulator.authorizer`: the requests made with ``token`` get
+    what a ClusterRole (``cluster_wide``, through a ClusterRoleBinding) and Roles (``by_namespace``,
+    through RoleBindings) grant, as a real server's RBAC does; discovery is everyone's (the
+    default ClusterRole system:discovery); other tokens (the tests' own) may do anything."""
+    namespaced = dict(by_namespace or {})
+
+    def allowed(call: ApiCall) -> bool:
+        if call.token != token:
+            return True
+        if not call.resource:
+            return call.verb == "get"
+        wanted = (call.group, call.rbac_resource, call.verb)
+        return wanted in cluster_wide or (
+            call.namespaced and call.namespace is not None
+            and wanted in namespaced.get(call.namespace, set()))
+
+    return allowed

@@ -1,13 +1,20 @@
 {{/* The operator's RBAC rules (templates/rbac.yaml), each with what uses it. */}}
 {{- define "fx-operator.namespacedRules" -}}
 # kopf: watches the three kinds (list, watch), writes its finalizer and its progress annotations
-# (patch); the Execution service reads an Execution when its run pod or Job changes (get).
+# (patch). Admission reads a Package that its watch has not shown Ready (missing, refused or not
+# published yet: get); the Execution service reads an Execution when its run pod or Job changes.
 - apiGroups: [fx.dev]
-  resources: [packages, scopedsecrets]
-  verbs: [list, watch, patch]
-- apiGroups: [fx.dev]
-  resources: [executions]
+  resources: [packages, executions]
   verbs: [get, list, watch, patch]
+- apiGroups: [fx.dev]
+  resources: [scopedsecrets]
+  verbs: [list, watch, patch]
+# The scripts' ConfigMap and a run's Secret and Job name their Package or Execution as owner with
+# blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement admission plugin (off in a
+# default kube-apiserver, on in OpenShift) allows only with update on the owner's finalizers.
+- apiGroups: [fx.dev]
+  resources: [packages/finalizers, executions/finalizers]
+  verbs: [update]
 # kopf and the services: conditions, steps and results, through the status subresource.
 - apiGroups: [fx.dev]
   resources: [packages/status, scopedsecrets/status, executions/status]

@@ -11,26 +11,47 @@ from fx_operator.domain.conditions import Outcome
 from fx_operator.domain.job_spec import GROUP, LABEL_MANAGED_BY, LABEL_RUN, MANAGER, VERSION
 from fx_operator.handlers.common import app_of, apply, retrying
 from fx_operator.services.app import OperatorApp
+from fx_operator.storage.kube import KubeError
 
 PackageIndex = kopf.Index[tuple[str, str], dict[str, Any]]
 _RUN_OBJECTS: dict[str, Any] = {LABEL_RUN: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER}
+#: Tries of an admission before it gives up and fails the Execution with the last error (a Package
+#: still unpublished after ~2 minutes, the store or the API failing for ~10 minutes).
+ADMISSION_TRIES = 60
+#: Tries before a refusal by the API server's authorizer (401, 403: the operator's RBAC lacks a
+#: rule) fails the Execution: a few seconds for RBAC still being applied (an install or upgrade in
+#: progress), then the refusal is reported on the Execution rather than retried for 10 minutes.
+FORBIDDEN_TRIES = 3
 
 
-@kopf.on.resume(GROUP, VERSION, "executions", id="admission")
-@kopf.on.create(GROUP, VERSION, "executions", id="admission", retries=60)
+@kopf.on.resume(GROUP, VERSION, "executions", id="admission", retries=ADMISSION_TRIES)
+@kopf.on.create(GROUP, VERSION, "executions", id="admission", retries=ADMISSION_TRIES)
 async def execution_created(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
-                            published_packages: PackageIndex | None = None,
+                            retry: int = 0, published_packages: PackageIndex | None = None,
                             **_: Any) -> None:
     app = app_of(memo)
     started = time.perf_counter()
     key = (body.metadata.namespace or "", str(body.spec.get("package", "")))
     seen = published_packages.get(key) if published_packages is not None else None
-    async with retrying():
-        outcome = await app.executions.admit(dict(body), package=next(iter(seen or ()), None))
+    try:
+        async with retrying():
+            outcome = await app.executions.admit(dict(body),
+                                                 package=next(iter(seen or ()), None))
+    except kopf.TemporaryError as e:
+        if not gives_up(e.__cause__, retry):
+            raise
+        outcome = await app.executions.not_admitted(dict(body), e.__cause__)
     app.metrics.admission.observe(time.perf_counter() - started)
     if outcome is not None:
         app.metrics.executions.labels(outcome.status.get("phase", "Pending")).inc()
     await apply(app, body, patch, outcome)
+
+
+def gives_up(error: BaseException | None, retry: int) -> bool:
+    """Whether admission stops retrying after this failure (``retry``: kopf's count, from 0)."""
+    tries = FORBIDDEN_TRIES if isinstance(error, KubeError) and error.forbidden \
+        else ADMISSION_TRIES
+    return retry + 1 >= tries
 
 
 @kopf.on.event("", "v1", "pods", labels=_RUN_OBJECTS)

@@ -34,11 +34,11 @@ from fx_operator.domain.conditions import (
     with_condition,
 )
 from fx_operator.domain.package_spec import PackageDefinition
-from fx_operator.exceptions import FxError, ValidationError
+from fx_operator.exceptions import FxError, StoreError, ValidationError
 from fx_operator.services.metrics import Metrics
 from fx_operator.services.packages import PackageService
 from fx_operator.services.secrets import SecretService
-from fx_operator.storage.kube import Kube, KubeNotFound
+from fx_operator.storage.kube import Kube, KubeError, KubeNotFound
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,38 @@ class ExecutionService:
             return self.packages.definition(body)
         except ValidationError as e:
             raise PackageNotUsable(str(e)) from None
+
+    async def not_admitted(self, body: dict[str, Any], error: BaseException | None) -> Outcome:
+        """Admission gave up on ``error``: the Execution fails with it (a Failed phase, its
+        conditions and a Warning Event) instead of being left without a status.
+
+        The handler decides when: at once after a few tries for a refusal by the API server's
+        authorizer (the operator's RBAC), after the last retry for anything else. The run's key,
+        if one was registered before the failure, is closed: no Job will ever claim it.
+        """
+        namespace = body["metadata"]["namespace"]
+        if isinstance(error, KubeError) and error.forbidden:
+            reason = Reason.API_ERROR
+            message = (f"{error}; the operator's service account is not allowed this call: "
+                       f"grant it in the operator's RBAC (its ClusterRole, or its Role in "
+                       f"{namespace}), then create a new Execution")
+        elif isinstance(error, KubeError):
+            reason = Reason.API_ERROR
+            message = f"the API server kept failing, admission gave up: {error}"
+        elif isinstance(error, StoreError):
+            reason = Reason.STORE_UNAVAILABLE
+            message = f"the secret store kept failing, admission gave up: {error}"
+        elif isinstance(error, NotReadyYet):
+            reason = Reason.PACKAGE_NOT_READY
+            message = f"{error}, and admission gave up waiting; create a new Execution"
+        else:
+            reason = Reason.API_ERROR
+            message = f"admission gave up: {error}"
+        try:
+            await asyncio.to_thread(self.run_keys.finish, run_id_of(body))
+        except FxError as e:  # never registered, most likely: the store is what failed
+            log.warning("run %s not closed after its admission gave up: %s", run_id_of(body), e)
+        return self._failed(body, reason, message)
 
     def _failed(self, body: dict[str, Any], reason: Reason, message: str) -> Outcome:
         meta, status = body["metadata"], body.get("status") or {}

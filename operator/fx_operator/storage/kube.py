@@ -46,6 +46,13 @@ class KubeError(FxError):
         super().__init__(message)
         self.status = status
 
+    @property
+    def forbidden(self) -> bool:
+        """Refused by the API server's authenticator or authorizer (401, 403): the operator's
+        credentials or RBAC rules do not allow the call, and retrying does not help until an
+        administrator changes them."""
+        return self.status in (401, 403)
+
 
 class KubeNotFound(KubeError):
     """The object does not exist (any more)."""
