@@ -5,20 +5,11 @@ Without podman, or without the images, these tests are skipped with the reason; 
 
 from __future__ import annotations
 
-import os
-
 import pytest
+from support.ci import unavailable
 from support.podman import OPERATOR_IMAGE, RUNTIME_IMAGE, Podman, PodmanNotFoundError
 
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _unavailable(reason: str) -> None:
-    if _in_ci():
-        pytest.fail(f"the image tests need this in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
+TIER = "the image tier"
 
 
 @pytest.fixture(scope="session")
@@ -26,13 +17,12 @@ def podman() -> Podman:
     try:
         return Podman.find()
     except PodmanNotFoundError as exc:
-        _unavailable(str(exc))
-        raise
+        unavailable(str(exc), TIER)
 
 
 def _image(podman: Podman, image: str) -> str:
     if not podman.image_exists(image):
-        _unavailable(f"{image} is not built: run .ci/images")
+        unavailable(f"{image} is not built: run .ci/images", TIER)
     return image
 
 

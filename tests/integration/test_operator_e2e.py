@@ -20,6 +20,13 @@ from fx_operator.cli.main import cli
 from fx_operator.domain.job_spec import job_name
 from support.cluster import PLATFORM_NAMESPACE, Cluster, cluster
 from support.postgres import PostgresServer
+from support.scenarios import (
+    SCOPES_SCRIPT,
+    SCOPES_SEEN,
+    package_secrets,
+    platform_secrets,
+    project_secrets,
+)
 
 from fx_ef.init import InitError, key_from_broker
 
@@ -32,17 +39,6 @@ SEED_FERRIS = (Path(__file__).resolve().parents[2] / "examples" / "secrets-ferri
                "test_secrets.py").read_text()
 SEED_SECRETS = {"DB_NAME": "test_db", "DB_PASS": "supersecretpas$"}
 
-SCOPES_SCRIPT = """
-import json
-from fx_ef import context
-names = ["CANARY_PLATFORM", "CANARY_PROJECT", "CANARY_PACKAGE", "SHARED", "ONLY_PLATFORM",
-         "EMPTY", "MISSING"]
-values = {n: context.secrets.get(n) for n in names}
-print("canary:", values["CANARY_PACKAGE"])
-print(json.dumps({n: (None if v is None else ("empty" if v == "" else "set"))
-                  for n, v in values.items()}))
-print("shared is", "package" if values["SHARED"] == "shared-package-value" else "other")
-"""
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +47,10 @@ def k8s(tmp_path_factory: pytest.TempPathFactory,
     dsn = postgres_server.create_database("e2e_operator")
     tmp = tmp_path_factory.mktemp("cluster")
     with cluster(tmp, dsn, FX_PLATFORM_WRITERS=json.dumps(["team-a/writer"])) as machine:
-        machine.sealed_secret(PLATFORM_NAMESPACE, "platform", {
-            "CANARY_PLATFORM": CANARIES["platform"], "SHARED": "shared-platform-value",
-            "ONLY_PLATFORM": "platform-only-value"}, "platform")
-        machine.sealed_secret("team-a", "project", {
-            "CANARY_PROJECT": CANARIES["project"], "SHARED": "shared-project-value",
-            "EMPTY": ""}, "project")
+        machine.sealed_secret(PLATFORM_NAMESPACE, "platform",
+                              platform_secrets(CANARIES["platform"]), "platform")
+        machine.sealed_secret("team-a", "project", project_secrets(CANARIES["project"]),
+                              "project")
         for name in ("platform", "project"):
             namespace = PLATFORM_NAMESPACE if name == "platform" else "team-a"
             machine.ready("scopedsecrets", namespace, name)
@@ -76,9 +70,8 @@ def _run(k8s: Cluster, namespace: str, name: str, package: str, **spec: Any) -> 
 
 def test_package_and_secrets_at_three_scopes(k8s: Cluster) -> None:
     k8s.package("team-a", "scopes", {"main.py": SCOPES_SCRIPT})
-    k8s.sealed_secret("team-a", "scopes-secrets", {
-        "CANARY_PACKAGE": CANARIES["package"], "SHARED": "shared-package-value"},
-        "package", package="scopes")
+    k8s.sealed_secret("team-a", "scopes-secrets", package_secrets(CANARIES["package"]),
+                      "package", package="scopes")
     k8s.ready("packages", "team-a", "scopes")
     stored = k8s.ready("scopedsecrets", "team-a", "scopes-secrets")
     assert {s["name"] for s in stored["status"]["secrets"]} == {"CANARY_PACKAGE", "SHARED"}
@@ -88,9 +81,7 @@ def test_package_and_secrets_at_three_scopes(k8s: Cluster) -> None:
     assert status["exitCode"] == 0
     tail = status["result"]["outputTail"]
     assert "canary: ***" in tail
-    assert json.loads(tail.splitlines()[1]) == {
-        "CANARY_PLATFORM": "set", "CANARY_PROJECT": "set", "CANARY_PACKAGE": "set",
-        "SHARED": "set", "ONLY_PLATFORM": "set", "EMPTY": "empty", "MISSING": None}
+    assert json.loads(tail.splitlines()[1]) == SCOPES_SEEN
     assert "shared is package" in tail
     manifest = status["manifest"]
     assert manifest["SHARED"]["scope"] == "package"

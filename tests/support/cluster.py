@@ -29,6 +29,7 @@ from kubernetes import client
 
 from support.kube_emulator import KubeEmulator, KubeEmulatorServer
 from support.pod_runner import PodRunner
+from support.scenarios import is_finished, is_settled
 from support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -162,11 +163,7 @@ class Cluster:
               timeout: float = 60) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             body = self.get(plural, namespace, name)
-            for c in (body.get("status") or {}).get("conditions") or []:
-                if c["type"] == "Ready" and c.get("observedGeneration") == \
-                        body["metadata"]["generation"]:
-                    return body
-            return None
+            return body if is_settled(body) else None
         result: dict[str, Any] = self.wait_for(check, f"{plural} {namespace}/{name} to settle",
                                                timeout)
         return result
@@ -174,8 +171,7 @@ class Cluster:
     def finished(self, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             body = self.get("executions", namespace, name)
-            phase = (body.get("status") or {}).get("phase")
-            return body if phase in ("Succeeded", "Failed") else None
+            return body if is_finished(body) else None
         result: dict[str, Any] = self.wait_for(check, f"execution {namespace}/{name}", timeout)
         return result
 

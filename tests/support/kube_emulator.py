@@ -1483,7 +1483,7 @@ class KubeEmulatorServer:
         """A kubernetes client built from this server's kubeconfig (not ``$KUBECONFIG``)."""
         import kubernetes  # ~0.5 s to import: only for the tests that use it
 
-        client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+        client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(
             config_file=str(self.kubeconfig))
         return client
 

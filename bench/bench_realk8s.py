@@ -1,0 +1,194 @@
+"""What the operator adds to a run's start on a real control plane.
+
+Measured in the same run, interleaved in a shuffled order (the machine is noisy):
+
+* **floor**: a bare Job (the runtime image, ``python -c pass``, the same restricted pod) created
+  -> its container launched by the node agent;
+* **Execution** created -> its script's container launched (admission, the resolution and
+  sealing, the Job, the Job controller's pod, the init step fetching the key from the broker and
+  opening the bundle), with the breakdown: created -> pod bound (the operator's admission and
+  the Job controller), the init container (podman's start included), init done -> script launched;
+* ``fxctl run -n`` started -> its Execution exists (the CLI's own start-up and its requests);
+* one container of the runtime image run to its end by podman, for scale: the share of the init
+  container that is the container runtime's rather than the init step's.
+
+Target: Execution p50 at most the bare Job's p50 + 100 ms. Needs what the realk8s tier needs
+(the control plane built by tests/realk8s/build.sh, the images by .ci/images, root, helm,
+kubectl, PostgreSQL). Run: ``python bench/bench_realk8s.py`` (BENCH_RUNS, default 20).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from common import percentile  # also puts the project on sys.path
+from support.control_plane import binaries_missing, control_plane
+from support.manifests import find_tool
+from support.podman import RUNTIME_IMAGE, Podman
+from support.postgres import PostgresServer
+from support.processes import child_env
+from support.real_cluster import RealCluster, real_cluster
+
+RUNS = int(os.environ.get("BENCH_RUNS", "20"))
+NAMESPACE = "bench"
+TARGET_EXTRA_S = 0.100
+
+
+def _bare_job(name: str) -> dict[str, object]:
+    restricted = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                  "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+                  "seccompProfile": {"type": "RuntimeDefault"}}
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 60, "template": {"spec": {
+                "restartPolicy": "Never", "automountServiceAccountToken": False,
+                "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                    "runAsGroup": 10001, "fsGroup": 10001},
+                "containers": [{"name": "main", "image": RUNTIME_IMAGE,
+                                "command": ["python", "-c", "pass"],
+                                "securityContext": restricted}]}}}}
+
+
+def _pod_uid(real: RealCluster, job: str) -> str:
+    def find() -> str | None:
+        for uid, labels in list(real.agent.labels.items()):
+            if labels.get("job-name") == job and "started" in real.agent.timeline.get(uid, {}):
+                return uid
+        return None
+    found: str = real.wait_for(find, f"the pod of Job {job} to start", timeout=120)
+    return found
+
+
+class Bench:
+    def __init__(self, real: RealCluster) -> None:
+        self.real = real
+        self.count = 0
+        self.samples: dict[str, list[float]] = {
+            "bare Job -> container": [], "Execution -> script container": [],
+            "  created -> pod bound": [], "  init container": [],
+            "  init done -> script container": [],
+            "one container, podman run -> exit": []}
+
+    def bare(self) -> None:
+        self.count += 1
+        name = f"bare-{self.count}"
+        start = time.monotonic()
+        self.real.batch.create_namespaced_job(NAMESPACE, _bare_job(name))
+        uid = _pod_uid(self.real, name)
+        self.samples["bare Job -> container"].append(
+            self.real.agent.timeline[uid]["started"] - start)
+
+    def container(self) -> None:
+        """The runtime's own cost of one container (start, ``python -c pass``, exit): what the
+        init container costs before the init step does anything."""
+        podman = self.real.agent.podman
+        start = time.monotonic()
+        subprocess.run([podman.binary, "run", "--rm", "--network", "host", "--user",
+                        "10001:10001", "--read-only", "--cap-drop", "all", RUNTIME_IMAGE,
+                        "python", "-c", "pass"], env=dict(podman.env), check=True,
+                       capture_output=True)
+        self.samples["one container, podman run -> exit"].append(time.monotonic() - start)
+
+    def execution(self) -> None:
+        self.count += 1
+        name = f"run-{self.count}"
+        start = time.monotonic()
+        self.real.custom.create_namespaced_custom_object(
+            "fx.dev", "v1alpha1", NAMESPACE, "executions",
+            {"apiVersion": "fx.dev/v1alpha1", "kind": "Execution",
+             "metadata": {"name": name}, "spec": {"package": "noop"}})
+        uid = _pod_uid(self.real, f"fx-run-{name}")
+        times = self.real.agent.timeline[uid]
+        self.samples["Execution -> script container"].append(times["started"] - start)
+        self.samples["  created -> pod bound"].append(times["bound"] - start)
+        self.samples["  init container"].append(times["init-finished"] - times["init-started"])
+        self.samples["  init done -> script container"].append(
+            times["started"] - times["init-finished"])
+
+
+def _fxctl_startup(real: RealCluster) -> list[float]:
+    """``fxctl run -n`` launched -> its Execution exists (the CLI's own share)."""
+    samples = []
+    for _ in range(max(3, RUNS // 4)):
+        before = {e["metadata"]["name"] for e in real.custom.list_namespaced_custom_object(
+            "fx.dev", "v1alpha1", NAMESPACE, "executions")["items"]}
+        start = time.monotonic()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fx_operator", "run", "noop", "-n", NAMESPACE],
+            env=child_env({"KUBECONFIG": str(real.plane.admin_kubeconfig)}),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def created(before: set[str] = before) -> bool:
+            names = {e["metadata"]["name"] for e in real.custom.list_namespaced_custom_object(
+                "fx.dev", "v1alpha1", NAMESPACE, "executions")["items"]}
+            return bool(names - before)
+        real.wait_for(created, "fxctl's Execution")
+        samples.append(time.monotonic() - start)
+        process.wait(120)
+    return samples
+
+
+def _line(label: str, samples: list[float]) -> str:
+    return (f"{label:<36} p50 {statistics.median(samples) * 1000:7.0f} ms  "
+            f"p99 {percentile(samples, 99) * 1000:7.0f} ms  (n={len(samples)})")
+
+
+def main() -> None:
+    missing = binaries_missing()
+    kubectl, helm = find_tool("kubectl"), find_tool("helm")
+    if missing or kubectl is None or helm is None:
+        sys.exit(f"cannot run: {missing or 'helm and kubectl are needed'}")
+    podman = Podman.find()
+    with PostgresServer() as server, \
+            tempfile.TemporaryDirectory(prefix="fx-bench-") as folder, \
+            control_plane(Path(folder) / "plane") as plane, \
+            real_cluster(plane, Path(folder) / "real", kubectl=kubectl, helm=helm,
+                         dsn=server.create_database("bench"), podman=podman) as real:
+        real.create_namespace(NAMESPACE)
+        real.apply({"apiVersion": "fx.dev/v1alpha1", "kind": "Package",
+                    "metadata": {"name": "noop", "namespace": NAMESPACE},
+                    "spec": {"scripts": [{"name": "main.py", "content": "pass\n"}]}})
+        real.ready("packages", NAMESPACE, "noop")
+        bench = Bench(real)
+        operations: list[Callable[[], None]] = [bench.bare, bench.execution, bench.container]
+        for operation in operations:  # warm: images in the page cache, pools, data keys
+            operation()
+        for samples in bench.samples.values():
+            samples.clear()
+        shuffler = random.Random(0)
+        for _ in range(RUNS):
+            shuffler.shuffle(operations)
+            for operation in operations:
+                operation()
+        startup = _fxctl_startup(real)
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
+          f"(2 cores; Kubernetes {plane_version()})")
+    for label, samples in bench.samples.items():
+        print(_line(label, samples))
+    print(_line("fxctl run -n -> Execution exists", startup))
+    floor = statistics.median(bench.samples["bare Job -> container"])
+    ours = statistics.median(bench.samples["Execution -> script container"])
+    extra = ours - floor
+    print(f"Execution adds {extra * 1000:.0f} ms to the bare Job (ratio {ours / floor:.2f}x; "
+          f"target ≤ +{TARGET_EXTRA_S * 1000:.0f} ms: "
+          f"{'ok' if extra <= TARGET_EXTRA_S else 'MISSED'})")
+
+
+def plane_version() -> str:
+    versions = Path(__file__).resolve().parents[1] / "tests" / "realk8s" / "versions.env"
+    for line in versions.read_text().splitlines():
+        if line.startswith("KUBERNETES_VERSION="):
+            return line.split("=", 1)[1]
+    return "?"
+
+
+if __name__ == "__main__":
+    main()

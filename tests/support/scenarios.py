@@ -1,0 +1,46 @@
+"""Scenarios both cluster tiers run (the emulator's and the real control plane's), written once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# A package reading names at every scope: which are set, which won, and the package-scope canary
+# (masked in its output).
+SCOPES_SCRIPT = """
+import json
+from fx_ef import context
+names = ["CANARY_PLATFORM", "CANARY_PROJECT", "CANARY_PACKAGE", "SHARED", "ONLY_PLATFORM",
+         "EMPTY", "MISSING"]
+values = {n: context.secrets.get(n) for n in names}
+print("canary:", values["CANARY_PACKAGE"])
+print(json.dumps({n: (None if v is None else ("empty" if v == "" else "set"))
+                  for n, v in values.items()}))
+print("shared is", "package" if values["SHARED"] == "shared-package-value" else "other")
+"""
+# What it prints on its second line when the platform, project and package secrets below are in.
+SCOPES_SEEN = {"CANARY_PLATFORM": "set", "CANARY_PROJECT": "set", "CANARY_PACKAGE": "set",
+               "SHARED": "set", "ONLY_PLATFORM": "set", "EMPTY": "empty", "MISSING": None}
+
+
+def platform_secrets(canary: str) -> dict[str, Any]:
+    return {"CANARY_PLATFORM": canary, "SHARED": "shared-platform-value",
+            "ONLY_PLATFORM": "platform-only-value"}
+
+
+def project_secrets(canary: str) -> dict[str, Any]:
+    return {"CANARY_PROJECT": canary, "SHARED": "shared-project-value", "EMPTY": ""}
+
+
+def package_secrets(canary: str) -> dict[str, Any]:
+    return {"CANARY_PACKAGE": canary, "SHARED": "shared-package-value"}
+
+
+def is_settled(body: dict[str, Any]) -> bool:
+    """The operator has judged this generation of the object (its Ready condition is about it)."""
+    return any(c["type"] == "Ready" and c.get("observedGeneration") ==
+               body["metadata"]["generation"]
+               for c in (body.get("status") or {}).get("conditions") or [])
+
+
+def is_finished(body: dict[str, Any]) -> bool:
+    return (body.get("status") or {}).get("phase") in ("Succeeded", "Failed")
