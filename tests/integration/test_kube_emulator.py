@@ -11,6 +11,7 @@ import collections
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +309,574 @@ def test_secret_string_data_becomes_base64_data(core: CoreV1Api) -> None:
     assert secret.string_data is None
     assert {k: base64.b64decode(v) for k, v in secret.data.items()} == {
         "kept": b"old", "plain": b"text"}
+
+
+# --- CEL rules (x-kubernetes-validations) on custom resources -------------------------------------
+#
+# Every expected answer below is a literal copied from a real kube-apiserver v1.37 (the control
+# plane of tests/realk8s) given the same CRDs and the same requests.
+
+REPO = Path(__file__).resolve().parents[2]
+FX_GROUP, FX_VERSION = "fx.dev", "v1alpha1"
+PROBE_GROUP, PROBE_VERSION = "probe.fx.test", "v1"
+BLOCKED = {"reason": "FieldValueInvalid", "field": "<nil>", "message": (
+    "Invalid value: null: some validation rules were not checked because the object was "
+    "invalid; correct the existing errors to complete validation")}
+
+#: A CRD with rules of every kind the server has, for the emulator's CEL evaluation.
+GADGETS_CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.probe.fx.test
+spec:
+  group: probe.fx.test
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      subresources: {status: {}}
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-validations:
+            - rule: "self.metadata.name != 'forbidden-name'"
+              message: root rule refuses this name
+            - rule: "!has(self.spec.a) || self.spec.a != 'root-no-message'"
+          properties:
+            spec:
+              type: object
+              x-kubernetes-validations:
+                - rule: "self.count <= 10"
+                  messageExpression: >-
+                    self.count > 100 ? 'count is far more than 10' : 'count is more than 10'
+                - rule: "self.count != 7"
+                  fieldPath: ".count"
+                  reason: FieldValueForbidden
+                  message: seven is forbidden
+                - rule: "self.count != 8"
+                  reason: FieldValueRequired
+                  message: eight needs something
+                - rule: "self.count != 9"
+                  reason: FieldValueDuplicate
+                  message: nine is a duplicate
+                - rule: "self.count != 3 || self.missing == 'x'"
+                  message: three reads a missing field
+                - rule: "self.count != 4"
+                  messageExpression: "self.nope"
+                  message: four has a broken messageExpression
+                - rule: "self.count != 5"
+                  messageExpression: "'  '"
+                  message: five has an empty messageExpression
+                - rule: "self.count != 11"
+                  messageExpression: "'eleven ' + self.nope"
+                - rule: "self.count != 12"
+                  fieldPath: ".tags['dash-key']"
+                  message: twelve points at a tag
+                - rule: "self.count != 13"
+                - rule: "!has(self.dashed__dash__name) || self.dashed__dash__name != 'x'"
+                  message: dashed name is x
+                - rule: "!has(oldSelf.limit) || (has(self.limit) && self.limit >= oldSelf.limit)"
+                  message: limit may only grow
+              properties:
+                count:
+                  type: integer
+                  x-kubernetes-validations:
+                    - rule: "self >= 0"
+                      message: count must not be negative
+                a: {type: string, maxLength: 20}
+                missing: {type: string, maxLength: 20}
+                nope: {type: string, maxLength: 20}
+                dashed-name: {type: string, maxLength: 20}
+                limit: {type: integer}
+                when:
+                  type: string
+                  format: date-time
+                  maxLength: 40
+                  x-kubernetes-validations:
+                    - rule: "self > timestamp('2000-01-01T00:00:00Z')"
+                      message: when is before 2000
+                name:
+                  type: string
+                  maxLength: 20
+                  x-kubernetes-validations:
+                    - rule: "self == oldSelf"
+                      message: name is immutable
+                words:
+                  type: array
+                  maxItems: 10
+                  items:
+                    type: string
+                    maxLength: 20
+                    x-kubernetes-validations:
+                      - rule: "self != 'bad'"
+                        message: no bad words
+                items:
+                  type: array
+                  maxItems: 10
+                  x-kubernetes-list-type: map
+                  x-kubernetes-list-map-keys: [key]
+                  items:
+                    type: object
+                    required: [key]
+                    x-kubernetes-validations:
+                      - rule: "self.value >= oldSelf.value"
+                        message: an item's value may only grow
+                      - rule: "self.key != 'bad'"
+                        message: no bad keys
+                    properties:
+                      key: {type: string, maxLength: 20}
+                      value: {type: integer}
+                tags:
+                  type: object
+                  maxProperties: 10
+                  additionalProperties:
+                    type: string
+                    maxLength: 20
+                    x-kubernetes-validations:
+                      - rule: "self.size() <= 5"
+                        message: tag too long
+                frozen:
+                  type: object
+                  x-kubernetes-validations:
+                    - rule: "self == oldSelf"
+                      message: frozen is immutable
+                  properties:
+                    params:
+                      type: object
+                      x-kubernetes-preserve-unknown-fields: true
+                    items:
+                      type: array
+                      maxItems: 10
+                      x-kubernetes-list-type: map
+                      x-kubernetes-list-map-keys: [key]
+                      items:
+                        type: object
+                        required: [key]
+                        properties:
+                          key: {type: string, maxLength: 20}
+                          value: {type: integer}
+                    set:
+                      type: array
+                      maxItems: 10
+                      x-kubernetes-list-type: set
+                      items: {type: string, maxLength: 20}
+            status:
+              type: object
+              properties:
+                phase: {type: string}
+"""
+
+
+def _fx_emulator(tmp_path: Path, *, cel: bool = True) -> KubeEmulator:
+    emulator = KubeEmulator(cel=cel)
+    emulator.load_crds(REPO / "crds")
+    (tmp_path / "gadgets.yaml").write_text(GADGETS_CRD)
+    emulator.load_crds(tmp_path / "gadgets.yaml")
+    return emulator
+
+
+@contextmanager
+def _served(emulator: KubeEmulator, tmp_path: Path) -> Iterator[kubernetes.client.ApiClient]:
+    with KubeEmulatorServer(emulator, kubeconfig=tmp_path / "kubeconfig-fx") as server:
+        client = server.api_client()
+        CoreV1Api(client).create_namespace({"metadata": {"name": NS}})
+        yield client
+        client.close()
+
+
+@pytest.fixture
+def fx(tmp_path: Path) -> Iterator[CustomObjectsApi]:
+    """The project's CRDs and the Gadget CRD, with CEL on (the default)."""
+    with _served(_fx_emulator(tmp_path), tmp_path) as client:
+        yield CustomObjectsApi(client)
+
+
+def _package(name: str, scripts: dict[str, str], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{FX_GROUP}/{FX_VERSION}", "kind": "Package",
+            "metadata": {"name": name},
+            "spec": {"scripts": [{"name": n, "content": c} for n, c in scripts.items()], **spec}}
+
+
+def _scoped_secret(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{FX_GROUP}/{FX_VERSION}", "kind": "ScopedSecret",
+            "metadata": {"name": name}, "spec": {"encryptedData": {"A": "eA=="}, **spec}}
+
+
+def _execution(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{FX_GROUP}/{FX_VERSION}", "kind": "Execution",
+            "metadata": {"name": name}, "spec": {"package": "p", **spec}}
+
+
+def _gadget(object_name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{PROBE_GROUP}/{PROBE_VERSION}", "kind": "Gadget",
+            "metadata": {"name": object_name}, "spec": {"count": 1, **spec}}
+
+
+def _refusal(call: Any) -> dict[str, Any]:
+    """The Status of a write that must be refused with a 422."""
+    with pytest.raises(ApiException) as refused:
+        call()
+    assert refused.value.status == 422, refused.value.body
+    body = status_of(refused)
+    assert (body["kind"], body["status"], body["reason"], body["code"]) == (
+        "Status", "Failure", "Invalid", 422)
+    return body
+
+
+def _create(custom: CustomObjectsApi, body: dict[str, Any]) -> Any:
+    group, version = body["apiVersion"].split("/")
+    plural = body["kind"].lower() + "s"
+    return lambda: custom.create_namespaced_custom_object(group, version, NS, plural, body)
+
+
+def _causes(*causes: tuple[str, str, str]) -> list[dict[str, str]]:
+    return [{"reason": reason, "field": field, "message": message}
+            for reason, field, message in causes]
+
+
+#: Each rule of the project's CRDs broken on create: the real server's message.
+FX_RULES_ON_CREATE: dict[str, tuple[dict[str, Any], str]] = {
+    "package-entrypoint-names-a-script": (
+        _package("p2", {"main.py": "1"}, entrypoint="other.py"),
+        'Package.fx.dev "p2" is invalid: spec: Invalid value: '
+        "entrypoint must name one of the scripts"),
+    "package-carries-no-secrets-json": (
+        _package("p1", {"main.py": "1", "secrets.json": "{}"}),
+        'Package.fx.dev "p1" is invalid: spec: Invalid value: '
+        "a Package carries no secrets.json; seal it into a ScopedSecret"),
+    "scopedsecret-package-scope-needs-a-package": (
+        _scoped_secret("s1", scope="package"),
+        'ScopedSecret.fx.dev "s1" is invalid: spec: Invalid value: '
+        "package scope needs spec.package"),
+    "scopedsecret-package-only-for-package-scope": (
+        _scoped_secret("s2", scope="project", package="p"),
+        'ScopedSecret.fx.dev "s2" is invalid: spec: Invalid value: '
+        "spec.package is only for package scope"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FX_RULES_ON_CREATE))
+def test_each_crd_rule_refuses_a_create_as_the_real_server_does(fx: CustomObjectsApi,
+                                                                case: str) -> None:
+    body, message = FX_RULES_ON_CREATE[case]
+
+    refused = _refusal(_create(fx, body))
+
+    assert refused["message"] == message
+    kind, group = body["kind"], FX_GROUP
+    assert refused["details"] == {
+        "name": body["metadata"]["name"], "group": group, "kind": kind,
+        "causes": _causes(("FieldValueInvalid", "spec", message.split(": spec: ", 1)[1]))}
+    with pytest.raises(ApiException) as missing:
+        fx.get_namespaced_custom_object(FX_GROUP, FX_VERSION, NS, kind.lower() + "s",
+                                        body["metadata"]["name"])
+    assert missing.value.status == 404
+
+
+def test_an_execution_cannot_be_changed_as_on_the_real_server(fx: CustomObjectsApi) -> None:
+    """The transition rule ``self == oldSelf``: not run on create, run on every update of the
+    spec however it is sent (PUT, merge patch, JSON patch), quiet when the spec is unchanged."""
+    where = (FX_GROUP, FX_VERSION, NS, "executions", "e1")
+    fx.create_namespaced_custom_object(*where[:4], _execution("e1", params={"a": 1}))
+    changed = fx.get_namespaced_custom_object(*where)
+    changed["spec"]["timeoutSeconds"] = 5
+
+    refusals = [
+        _refusal(lambda: fx.replace_namespaced_custom_object(*where, changed)),
+        _refusal(lambda: fx.patch_namespaced_custom_object(
+            *where, {"spec": {"params": {"a": 2}}},
+            _content_type="application/merge-patch+json")),
+        _refusal(lambda: fx.patch_namespaced_custom_object(
+            *where, [{"op": "replace", "path": "/spec/package", "value": "q"}],
+            _content_type="application/json-patch+json"))]
+    fx.patch_namespaced_custom_object(*where, {"spec": {"params": {"a": 1}}},
+                                      _content_type="application/merge-patch+json")
+    fx.patch_namespaced_custom_object(*where, {"metadata": {"labels": {"a": "b"}}},
+                                      _content_type="application/merge-patch+json")
+    fx.patch_namespaced_custom_object_status(*where, {"status": {"phase": "Running"}},
+                                             _content_type="application/merge-patch+json")
+    changed["spec"]["timeoutSeconds"] = 0
+    changed["metadata"].pop("resourceVersion")
+    both = _refusal(lambda: fx.replace_namespaced_custom_object(*where, changed))
+
+    message = ('Execution.fx.dev "e1" is invalid: spec: Invalid value: '
+               "an Execution cannot be changed once created; create another")
+    assert [r["message"] for r in refusals] == [message] * 3
+    assert refusals[0]["details"]["causes"] == _causes((
+        "FieldValueInvalid", "spec",
+        "Invalid value: an Execution cannot be changed once created; create another"))
+    assert both["message"] == (
+        'Execution.fx.dev "e1" is invalid: [spec.timeoutSeconds: Invalid value: 0: '
+        "spec.timeoutSeconds in body should be greater than or equal to 1, spec: Invalid value: "
+        "an Execution cannot be changed once created; create another]")
+    assert fx.get_namespaced_custom_object(*where)["spec"] == {"package": "p",
+                                                               "params": {"a": 1}}
+
+
+def test_package_rules_on_updates_and_together(fx: CustomObjectsApi) -> None:
+    where = (FX_GROUP, FX_VERSION, NS, "packages", "good")
+    fx.create_namespaced_custom_object(*where[:4], _package("good", {"main.py": "1"}))
+    with_secrets = fx.get_namespaced_custom_object(*where)
+    with_secrets["spec"]["scripts"].append({"name": "secrets.json", "content": "{}"})
+
+    put = _refusal(lambda: fx.replace_namespaced_custom_object(*where, with_secrets))
+    merged = _refusal(lambda: fx.patch_namespaced_custom_object(
+        *where, {"spec": {"scripts": with_secrets["spec"]["scripts"]}},
+        _content_type="application/merge-patch+json"))
+    json_patched = _refusal(lambda: fx.patch_namespaced_custom_object(
+        *where, [{"op": "add", "path": "/spec/entrypoint", "value": "x.py"}],
+        _content_type="application/json-patch+json"))
+    both = _refusal(_create(fx, _package("p3", {"main.py": "1", "secrets.json": "{}"},
+                                         entrypoint="other.py")))
+    fx.patch_namespaced_custom_object_status(*where, {"status": {"scriptCount": 1}},
+                                             _content_type="application/merge-patch+json")
+
+    secrets_json = ('Package.fx.dev "good" is invalid: spec: Invalid value: a Package carries '
+                    "no secrets.json; seal it into a ScopedSecret")
+    assert [put["message"], merged["message"]] == [secrets_json] * 2
+    assert json_patched["message"] == ('Package.fx.dev "good" is invalid: spec: Invalid value: '
+                                       "entrypoint must name one of the scripts")
+    assert both["message"] == (
+        'Package.fx.dev "p3" is invalid: [spec: Invalid value: entrypoint must name one of the '
+        "scripts, spec: Invalid value: a Package carries no secrets.json; seal it into a "
+        "ScopedSecret]")
+    assert [c["message"] for c in both["details"]["causes"]] == [
+        "Invalid value: entrypoint must name one of the scripts",
+        "Invalid value: a Package carries no secrets.json; seal it into a ScopedSecret"]
+    assert fx.get_namespaced_custom_object(*where)["spec"] == {
+        "scripts": [{"name": "main.py", "content": "1"}]}
+
+
+#: Schema errors that stop the rules (Required, TypeInvalid, NotSupported, TooLong) and one that
+#: does not (a pattern): the real server's answers.
+BLOCKING_CASES: dict[str, tuple[dict[str, Any], str, list[dict[str, str]]]] = {
+    "required": (
+        {**_package("p4", {}), "spec": {"scripts": [{"name": "secrets.json"}]}},
+        'Package.fx.dev "p4" is invalid: [spec.scripts[0].content: Required value, <nil>: '
+        "Invalid value: null: some validation rules were not checked because the object was "
+        "invalid; correct the existing errors to complete validation]",
+        [{"reason": "FieldValueRequired", "field": "spec.scripts[0].content",
+          "message": "Required value"}, BLOCKED]),
+    "type": (
+        {**_package("p6", {}), "spec": {"scripts": "nope"}},
+        'Package.fx.dev "p6" is invalid: [spec.scripts: Invalid value: "string": spec.scripts '
+        'in body must be of type array: "string", <nil>: Invalid value: null: some validation '
+        "rules were not checked because the object was invalid; correct the existing errors to "
+        "complete validation]",
+        [{"reason": "FieldValueTypeInvalid", "field": "spec.scripts", "message":
+          'Invalid value: "string": spec.scripts in body must be of type array: "string"'},
+         BLOCKED]),
+    "enum": (
+        _package("p7", {"main.py": "1", "secrets.json": "{}"}, compat="x"),
+        'Package.fx.dev "p7" is invalid: [spec.compat: Unsupported value: "x": supported '
+        'values: "ferris", <nil>: Invalid value: null: some validation rules were not checked '
+        "because the object was invalid; correct the existing errors to complete validation]",
+        [{"reason": "FieldValueNotSupported", "field": "spec.compat",
+          "message": 'Unsupported value: "x": supported values: "ferris"'}, BLOCKED]),
+    "too-long": (
+        _package("p8", {"main.py": "1", "secrets.json": "{}"}, image="i" * 600),
+        'Package.fx.dev "p8" is invalid: [spec.image: Too long: may not be more than 512 '
+        "bytes, <nil>: Invalid value: null: some validation rules were not checked because the "
+        "object was invalid; correct the existing errors to complete validation]",
+        [{"reason": "FieldValueTooLong", "field": "spec.image",
+          "message": "Too long: may not be more than 512 bytes"}, BLOCKED]),
+    "pattern-does-not-block": (
+        _package("p5", {"main.py": "1"}, entrypoint="other.txt"),
+        'Package.fx.dev "p5" is invalid: [spec.entrypoint: Invalid value: "other.txt": '
+        "spec.entrypoint in body should match '^[A-Za-z0-9_][A-Za-z0-9_.-]*\\.py$', spec: "
+        "Invalid value: entrypoint must name one of the scripts]",
+        [{"reason": "FieldValueInvalid", "field": "spec.entrypoint", "message":
+          'Invalid value: "other.txt": spec.entrypoint in body should match '
+          "'^[A-Za-z0-9_][A-Za-z0-9_.-]*\\.py$'"},
+         {"reason": "FieldValueInvalid", "field": "spec",
+          "message": "Invalid value: entrypoint must name one of the scripts"}]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BLOCKING_CASES))
+def test_schema_errors_that_block_the_rules(fx: CustomObjectsApi, case: str) -> None:
+    body, message, causes = BLOCKING_CASES[case]
+
+    refused = _refusal(_create(fx, body))
+
+    assert refused["message"] == message
+    assert refused["details"]["causes"] == causes
+
+
+#: Gadgets created with one rule or another broken: the real server's causes.
+GADGET_CREATES: dict[str, tuple[dict[str, Any], list[dict[str, str]]]] = {
+    "root-rule": (_gadget("forbidden-name"), _causes(
+        ("FieldValueInvalid", "<nil>", "Invalid value: root rule refuses this name"))),
+    "root-rule-without-message": (_gadget("g0", a="root-no-message"), _causes((
+        "FieldValueInvalid", "<nil>",
+        "Invalid value: failed rule: !has(self.spec.a) || self.spec.a != 'root-no-message'"))),
+    "scalar-value-shown": (_gadget("gc9", count=-1), _causes(
+        ("FieldValueInvalid", "spec.count", "Invalid value: -1: count must not be negative"))),
+    "message-expression": (_gadget("gc111", count=101), _causes(
+        ("FieldValueInvalid", "spec", "Invalid value: count is far more than 10"))),
+    "field-path-into-a-map": (_gadget("gc22", count=12), _causes(
+        ("FieldValueInvalid", "spec", "Invalid value: count is more than 10"),
+        ("FieldValueInvalid", "spec.tags[dash-key]", "Invalid value: twelve points at a tag"))),
+    "reason-forbidden-and-field-path": (_gadget("gc17", count=7), _causes(
+        ("FieldValueForbidden", "spec.count", "Forbidden: seven is forbidden"))),
+    "reason-required": (_gadget("gc18", count=8), _causes(
+        ("FieldValueRequired", "spec", "Required value: eight needs something"))),
+    "reason-duplicate": (_gadget("gc19", count=9), _causes(
+        ("FieldValueDuplicate", "spec", "Duplicate value"))),
+    "evaluation-error": (_gadget("gc13", count=3), _causes((
+        "FieldValueInvalid", "spec", 'Invalid value: "object": no such key: missing evaluating '
+        "rule: three reads a missing field"))),
+    "message-expression-fails": (_gadget("gc14", count=4), _causes(
+        ("FieldValueInvalid", "spec", "Invalid value: four has a broken messageExpression"))),
+    "message-expression-empty": (_gadget("gc15", count=5), _causes(
+        ("FieldValueInvalid", "spec", "Invalid value: five has an empty messageExpression"))),
+    "message-expression-fails-without-message": (_gadget("gc21", count=11), _causes(
+        ("FieldValueInvalid", "spec", "Invalid value: count is more than 10"),
+        ("FieldValueInvalid", "spec", "Invalid value: failed rule: self.count != 11"))),
+    "escaped-field-name": (_gadget("g1", **{"dashed-name": "x"}), _causes(
+        ("FieldValueInvalid", "spec", "Invalid value: dashed name is x"))),
+    "date-time-as-timestamp": (_gadget("g2", when="1999-01-01T00:00:00Z"), _causes((
+        "FieldValueInvalid", "spec.when",
+        'Invalid value: "1999-01-01T00:00:00Z": when is before 2000'))),
+    "list-items": (_gadget("g3", words=["ok", "bad", "bad"]), _causes(
+        ("FieldValueInvalid", "spec.words[1]", 'Invalid value: "bad": no bad words'),
+        ("FieldValueInvalid", "spec.words[2]", 'Invalid value: "bad": no bad words'))),
+    "map-list-item-transition-rule-skipped": (
+        _gadget("g4", items=[{"key": "bad", "value": 1}]), _causes(
+            ("FieldValueInvalid", "spec.items[0]", "Invalid value: no bad keys"))),
+    "map-values": (_gadget("g5", tags={"dash-key": "toolong", "b": "ok"}), _causes(
+        ("FieldValueInvalid", "spec.tags[dash-key]", 'Invalid value: "toolong": tag too long'))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GADGET_CREATES))
+def test_rules_at_every_node_answer_as_the_real_server(fx: CustomObjectsApi, case: str) -> None:
+    body, causes = GADGET_CREATES[case]
+
+    refused = _refusal(_create(fx, body))
+
+    assert refused["details"]["causes"] == causes
+    text = ", ".join(f"{c['field']}: {c['message']}" for c in causes)
+    assert refused["message"] == (f'Gadget.probe.fx.test "{body["metadata"]["name"]}" is '
+                                  f"invalid: {text if len(causes) == 1 else f'[{text}]'}")
+
+
+def test_transition_rules_compare_with_the_old_object_where_it_has_a_value(
+        fx: CustomObjectsApi) -> None:
+    where = (PROBE_GROUP, PROBE_VERSION, NS, "gadgets", "g6")
+    fx.create_namespaced_custom_object(*where[:4], _gadget(
+        "g6", name="n", limit=5, items=[{"key": "a", "value": 5}, {"key": "b", "value": 1}],
+        frozen={"params": {"x": [1, 2]}, "items": [{"key": "a", "value": 1},
+                                                    {"key": "b", "value": 2}],
+                "set": ["x", "y"]}))
+
+    def merge(patch: Any) -> Any:
+        return lambda: fx.patch_namespaced_custom_object(
+            *where, patch, _content_type="application/merge-patch+json")
+
+    def put(change: Any) -> Any:
+        def call() -> Any:
+            body = fx.get_namespaced_custom_object(*where)
+            change(body["spec"])
+            return fx.replace_namespaced_custom_object(*where, body)
+        return call
+
+    name = _refusal(merge({"spec": {"name": "m"}}))
+    shrunk = _refusal(merge({"spec": {"limit": 4}}))
+    removed = _refusal(lambda: fx.patch_namespaced_custom_object(
+        *where, [{"op": "remove", "path": "/spec/limit"}],
+        _content_type="application/json-patch+json"))
+    item = _refusal(put(lambda s: s.update(items=[{"key": "b", "value": 1},
+                                                  {"key": "a", "value": 4}])))
+    put(lambda s: s.update(items=[{"key": "b", "value": 1}, {"key": "a", "value": 5}]))()
+    put(lambda s: s.update(items=[{"key": "c", "value": 0}, {"key": "a", "value": 5},
+                                  {"key": "b", "value": 1}]))()  # c: no old value, not compared
+    put(lambda s: s["frozen"].update(items=[{"key": "b", "value": 2},
+                                            {"key": "a", "value": 1}]))()  # map list: no order
+    put(lambda s: s["frozen"].update(set=["y", "x"]))()  # a set: no order either
+    params = _refusal(put(lambda s: s["frozen"].update(params={"x": [2, 1]})))
+    fx.create_namespaced_custom_object(*where[:4], _gadget("g7"))
+    fx.patch_namespaced_custom_object(PROBE_GROUP, PROBE_VERSION, NS, "gadgets", "g7",
+                                      {"spec": {"name": "late"}},  # no old name to compare
+                                      _content_type="application/merge-patch+json")
+
+    assert name["details"]["causes"] == _causes(
+        ("FieldValueInvalid", "spec.name", 'Invalid value: "m": name is immutable'))
+    assert shrunk["details"]["causes"] == removed["details"]["causes"] == _causes(
+        ("FieldValueInvalid", "spec", "Invalid value: limit may only grow"))
+    assert item["details"]["causes"] == _causes(
+        ("FieldValueInvalid", "spec.items[1]", "Invalid value: an item's value may only grow"))
+    assert params["message"] == ('Gadget.probe.fx.test "g6" is invalid: spec.frozen: Invalid '
+                                 "value: frozen is immutable")
+
+
+def test_errors_on_values_left_unchanged_are_ratcheted(
+        fx: CustomObjectsApi, tmp_path: Path) -> None:
+    """Rules added to the CRD after an object was stored: an update that leaves a value as it
+    was is not refused for it (CRDValidationRatcheting), a new or changed value is."""
+    where = (PROBE_GROUP, PROBE_VERSION, NS, "gadgets", "r1")
+    fx.create_namespaced_custom_object(*where[:4], _gadget("r1", count=2, a="x",
+                                                           tags={"t": "v"}))
+    extensions = kubernetes.client.ApiextensionsV1Api(fx.api_client)
+    crd = fx.api_client.sanitize_for_serialization(
+        extensions.read_custom_resource_definition("gadgets.probe.fx.test"))
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["x-kubernetes-validations"].append({"rule": "self.count != 2",
+                                             "message": "spec says no 2"})
+    spec["properties"]["count"]["x-kubernetes-validations"].append(
+        {"rule": "self != 2", "message": "count says no 2"})
+    spec["properties"]["tags"]["additionalProperties"]["x-kubernetes-validations"].append(
+        {"rule": "self != 'v'", "message": "no v tags"})
+    extensions.replace_custom_resource_definition("gadgets.probe.fx.test", crd)
+
+    def merge(patch: Any) -> Any:
+        return lambda: fx.patch_namespaced_custom_object(
+            *where, patch, _content_type="application/merge-patch+json")
+
+    merge({"metadata": {"labels": {"x": "y"}}})()
+    fx.patch_namespaced_custom_object_status(*where, {"status": {"phase": "P"}},
+                                             _content_type="application/merge-patch+json")
+    spec_changed = _refusal(merge({"spec": {"a": "y"}}))
+    tag_added = _refusal(merge({"spec": {"tags": {"u": "v"}}}))
+    created = _refusal(_create(fx, _gadget("r2", count=2)))
+
+    assert spec_changed["message"] == (
+        'Gadget.probe.fx.test "r1" is invalid: spec: Invalid value: spec says no 2')
+    assert tag_added["message"] == (
+        'Gadget.probe.fx.test "r1" is invalid: [spec: Invalid value: spec says no 2, '
+        'spec.tags[u]: Invalid value: "v": no v tags]')
+    assert created["message"] == (
+        'Gadget.probe.fx.test "r2" is invalid: [spec: Invalid value: spec says no 2, '
+        "spec.count: Invalid value: 2: count says no 2]")
+
+
+def test_with_cel_off_objects_breaking_the_rules_are_stored(tmp_path: Path) -> None:
+    """``KubeEmulator(cel=False)``: an API server older than 1.25, or with CEL off."""
+    with _served(_fx_emulator(tmp_path, cel=False), tmp_path) as client:
+        custom = CustomObjectsApi(client)
+        for body, _ in FX_RULES_ON_CREATE.values():
+            _create(custom, body)()
+        _create(custom, _execution("e1"))()
+        changed = custom.patch_namespaced_custom_object(
+            FX_GROUP, FX_VERSION, NS, "executions", "e1", {"spec": {"package": "q"}},
+            _content_type="application/merge-patch+json")
+        required = _refusal(_create(custom, BLOCKING_CASES["required"][0]))
+
+    assert changed["spec"]["package"] == "q"
+    assert required["details"]["causes"] == BLOCKING_CASES["required"][2][:1]
+
+
+def test_a_rule_calling_a_function_the_emulator_lacks_is_refused_at_load(
+        tmp_path: Path) -> None:
+    crd = GADGETS_CRD.replace("self.count <= 10", "self.count <= 10 && 'a'.format([]) == 'a'")
+    (tmp_path / "gadgets.yaml").write_text(crd)
+
+    with pytest.raises(NotImplementedError, match="calls format"):
+        KubeEmulator().load_crds(tmp_path / "gadgets.yaml")
+    assert KubeEmulator(cel=False).load_crds(tmp_path / "gadgets.yaml")
 
 
 # --- deletion: finalizers, garbage collection -----------------------------------------------------

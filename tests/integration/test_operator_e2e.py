@@ -253,7 +253,8 @@ def test_an_execution_right_after_its_package_is_fixed_runs_the_fixed_package(
         k8s: Cluster) -> None:
     """Admission reads Packages from the operator's watch; a stale copy there (the refused
     generation) must not fail an Execution made right after the fix."""
-    k8s.package("team-a", "fixed", {"secrets.json": "{}", "main.py": "print('old')\n"})
+    # Two scripts and no entrypoint: the API server accepts it, the operator refuses it.
+    k8s.package("team-a", "fixed", {"a.py": "print('old')\n", "b.py": "print('old')\n"})
     refused = k8s.ready("packages", "team-a", "fixed")
     assert [c["status"] for c in refused["status"]["conditions"] if c["type"] == "Ready"] == \
         ["False"]

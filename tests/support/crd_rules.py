@@ -28,6 +28,9 @@ Not checked here (a real server is needed): CEL type checking beyond field names
 estimates (bound lists and strings with maxItems and maxLength), ``format`` names, printer
 columns' JSONPath, conversion. ``kubernetes-validate`` checks the CRD object's own fields.
 
+:class:`CelRules` then evaluates a CRD's rules on its objects, as the server does on each write
+of a custom resource (see "CEL rules evaluated on objects" below); the emulator uses it.
+
 The server reports the schema of a CRD whose versions all have the same schema (one version, say)
 as ``spec.validation.openAPIV3Schema`` (its internal form hoists it there), otherwise as
 ``spec.versions[i].schema.openAPIV3Schema``; so does this module.
@@ -35,17 +38,24 @@ as ``spec.validation.openAPIV3Schema`` (its internal form hoists it there), othe
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import itertools
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeGuard
 
+import celpy
 import jsonschema
 import re2
+from celpy import celtypes
 from celpy.celparser import CELParseError, CELParser
+from celpy.evaluation import CELEvalError, base_functions
 
-__all__ = ["Violation", "crd_violations", "schema_violations"]
+__all__ = ["BLOCKING_REASONS", "NOT_CHECKED", "CelRules", "Violation", "crd_violations",
+           "schema_violations"]
 
 JsonDict = dict[str, Any]
 
@@ -627,32 +637,97 @@ def _validation_rules(s: Mapping[str, Any], path: str, ctx: _Context, *,
     return found
 
 
-_FIELD_PATH_STEP: Final = re.compile(
-    r"\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)|\[(?:'(?P<quoted>[^']*)'|\"(?P<double>[^\"]*)\"|"
-    r"(?P<index>\d+))\]")
-
-
 def _field_path_valid(s: Mapping[str, Any], field_path: str) -> bool:
-    """A rule's fieldPath (``.a.b``, ``.a['b-c']``, ``.list[0]``) names a field of the schema."""
-    current: Mapping[str, Any] | None = s
+    """A rule's fieldPath (``.a.b``, ``.a['b-c']``, ``.map.key``) names a field of the schema."""
+    return normalized_field_path(s, field_path) is not None
+
+
+def _field_path_tokens(text: str) -> list[str]:
+    """ValidFieldPath's scanner: ``.``, ``[`` and ``]`` alone; a token starting with a single
+    quote runs to the next unescaped quote; anything else runs to the next delimiter."""
+    tokens: list[str] = []
     position = 0
-    while position < len(field_path):
-        step = _FIELD_PATH_STEP.match(field_path, position)
-        if step is None or current is None:
-            return False
-        position = step.end()
-        name = step["name"] or step["quoted"] or step["double"]
-        if name is not None:
-            properties = current.get("properties") or {}
-            if name in properties:
-                current = properties[name]
-            elif _is_schema(current.get("additionalProperties")):
-                current = current["additionalProperties"]
-            else:
-                return False
+    while position < len(text):
+        if text[position] == "'":
+            end = position + 1
+            while end < len(text) and not (text[end] == "'" and text[end - 1] != "\\"):
+                end += 1
+            tokens.append(text[position:end + 1])
+            position = end + 1
+        elif text[position] in ".[]":
+            tokens.append(text[position])
+            position += 1
         else:
-            current = current.get("items") if _is_schema(current.get("items")) else None
-    return current is not None and position > 0
+            end = position
+            while end < len(text) and text[end] not in ".[]":
+                end += 1
+            tokens.append(text[position:end])
+            position = end
+    return tokens
+
+
+_QUOTE_ESCAPES: Final = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
+                         "v": "\v", "'": "'", "\\": "\\"}
+
+
+def _unescape_single_quote(text: str) -> str | None:
+    out, position = [], 0
+    while position < len(text):
+        if text[position] == "\\" and position + 1 < len(text):
+            escaped = _QUOTE_ESCAPES.get(text[position + 1])
+            if escaped is None:
+                return None
+            out.append(escaped)
+            position += 2
+        else:
+            out.append(text[position])
+            position += 1
+    return "".join(out)
+
+
+def _child(path: str, name: str) -> str:
+    """Go's ``field.Path.Child``, rendered; ``""`` is the nil path."""
+    return f"{path}.{name}" if path else name
+
+
+def normalized_field_path(s: Mapping[str, Any], field_path: str) -> str | None:
+    """A rule's fieldPath as the server reports it below the rule's node (``.tags['a-b']`` is
+    ``tags[a-b]``), or None when the server refuses it (``cel.ValidFieldPath``: only ``.name``
+    and ``['quoted name']`` steps, through properties and additionalProperties; no list index)."""
+    tokens = _field_path_tokens(field_path)
+    schema: Mapping[str, Any] = s
+    path = ""
+    position = 0
+    while position < len(tokens):
+        token = tokens[position]
+        if token == "[":
+            if position + 3 > len(tokens) or tokens[position + 2] != "]":
+                return None
+            quoted = tokens[position + 1]
+            if len(quoted) < 2 or quoted[0] != "'" or quoted[-1] != "'":
+                return None
+            name = _unescape_single_quote(quoted[1:-1])
+            if name is None:
+                return None
+            position += 3
+        elif token == ".":
+            if position + 2 > len(tokens):
+                return None
+            name = tokens[position + 1]
+            position += 2
+        else:
+            return None
+        if schema.get("properties") is not None:
+            properties = schema["properties"]
+            if not _is_schema(properties.get(name)):
+                return None
+            path, schema = _child(path, name), properties[name]
+        elif schema.get("additionalProperties") is not None:
+            additional = schema["additionalProperties"]
+            path, schema = f"{path}[{name}]", additional if _is_schema(additional) else {}
+        else:
+            return None
+    return path or None
 
 
 # --- CEL field references ------------------------------------------------------------------------
@@ -828,3 +903,686 @@ def _iterated(base: Type) -> Type:
 def _cel_type(kind: str) -> str:
     return {"integer": "int", "number": "double", "boolean": "bool", "array": "list",
             "string": "string"}.get(kind, kind)
+
+
+# --- CEL rules evaluated on objects (apiserver/schema/cel/validation.go) -------------------------
+#
+# A real server evaluates every x-kubernetes-validations rule on each create and update of a
+# custom resource (status updates included), after the schema checks; the emulator does the same
+# with CelRules. What is ported, and from where (Kubernetes 1.37):
+#
+# * values (apiserver/pkg/cel/common/valuesunstructured.go): an object with properties exposes
+#   its declared fields (names escaped as in rules: ``x-y`` is ``x__dash__y``), a map with
+#   additionalProperties its keys, any other object nothing (but equality compares it whole);
+#   ``x-kubernetes-list-type`` map and set lists compare regardless of order; ``format``
+#   date/date-time strings are timestamps, duration durations, byte bytes; numbers are doubles;
+#   at a resource's root, ``self.metadata`` holds only name and generateName;
+# * where rules run: every node, ``self`` bound to the node's value, null values skipped; map
+#   values and map-list items correlate with the old object's (by key), so a rule using
+#   ``oldSelf`` runs only on updates and only where the old value exists (``optionalOldSelf``:
+#   also without it, with ``oldSelf`` an optional);
+# * answers: a failed rule is ``Invalid`` (or the rule's ``reason``) at the node's path, or at
+#   ``fieldPath`` below it, with ``messageExpression``'s text, else ``message``, else
+#   ``failed rule: <rule>``; the value is shown for scalars only; an evaluation error names the
+#   node's type; ratcheting: on an update, a rule without ``oldSelf`` that fails on a value equal
+#   to the old one is a warning, not an error (CRDValidationRatcheting, on since 1.30).
+#
+# Not ported: cost budgets (a real server stops a rule that runs too long), the exact text of
+# most evaluation errors (``no such key`` is exact), and CEL libraries beyond the standard
+# functions, the string and list extensions listed in CEL_FUNCTIONS, and optionals' hasValue,
+# value and orValue (a rule calling another function is refused when the CRD is loaded, rather
+# than answered wrongly).
+
+MESSAGE_EXPRESSION_MAX_BYTES: Final = 5 * 1024
+NOT_CHECKED: Final = Violation(
+    "FieldValueInvalid", "<nil>", "Invalid value: null: some validation rules were not checked "
+    "because the object was invalid; correct the existing errors to complete validation")
+#: Schema errors after which the server evaluates no rule (customresource/strategy.go).
+BLOCKING_REASONS: Final = frozenset({"FieldValueNotSupported", "FieldValueRequired",
+                                     "FieldValueTooLong", "FieldValueTooMany",
+                                     "FieldValueTypeInvalid"})
+
+
+class _Omitted:
+    """Go's ``field.OmitValueType``: the bad value of an object or a list is not shown."""
+
+
+OMITTED: Final = _Omitted()
+
+
+def _go_value(value: Any) -> str:
+    """A bad value as ``field.Error`` prints it: scalars with %v, strings %q, the rest JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def field_error(reason: str | None, field: str, value: Any, detail: str) -> Violation:
+    """``fieldErrorForReason``: a failed rule's error of the rule's reason (default Invalid)."""
+    shown = "" if value is OMITTED else f": {_go_value(value)}"
+    if reason == "FieldValueForbidden":
+        return Violation(reason, field, f"Forbidden: {detail}")
+    if reason == "FieldValueRequired":
+        return Violation(reason, field, f"Required value: {detail}")
+    if reason == "FieldValueDuplicate":
+        return Violation(reason, field, f"Duplicate value{shown}")
+    return Violation("FieldValueInvalid", field, f"Invalid value{shown}: {detail}")
+
+
+def _escape(name: str) -> str | None:
+    """``cel.Escape``: how a property is named in a rule (None: it cannot be)."""
+    if not name or name[0].isdigit():
+        return None
+    if name in CEL_RESERVED:
+        return f"__{name}__"
+    if re.fullmatch(r"[A-Za-z0-9_./-]*", name) is None:
+        return None
+    return re.sub(r"__|[-./]", lambda m: {"__": "__underscores__", ".": "__dot__",
+                                         "-": "__dash__", "/": "__slash__"}[m[0]], name)
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """reflect.DeepEqual on decoded JSON: 1 and 1.0, or true and 1, differ."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+# --- CEL values --------------------------------------------------------------------------------
+
+
+class _Object(celtypes.MapType):
+    """An object: its declared fields by their escaped names. Equality as unstructuredMap's:
+    the same number of fields, declared ones equal as CEL values, the others as JSON."""
+
+    def __init__(self, raw: Mapping[str, Any], values: Mapping[str, Any],
+                 names: Mapping[str, str]) -> None:
+        super().__init__({celtypes.StringType(names[k]): v for k, v in values.items()})
+        for name in values.keys() & CEL_RESERVED:  # self.package and self.__package__ alike
+            self[celtypes.StringType(name)] = values[name]  # (recognizeKeywordAsFieldName)
+        self.raw = raw
+        self.fields = values  # raw name -> CEL value, declared non-null fields only
+        self.declared = frozenset(names)
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, Mapping):
+            raise TypeError(f"no such overload: map == {type(other)}")
+        if len(self.raw) != len(other.raw if isinstance(other, _Object) else other):
+            return False
+        for key, raw in self.raw.items():
+            if key in self.declared:
+                mine, theirs = self.fields.get(key), _found(other, key)
+                if (mine is None) != (theirs is None) or (mine is not None and mine != theirs):
+                    return False
+            elif not isinstance(other, _Object):
+                raise TypeError("no such overload")
+            elif key in other.raw and not _json_equal(raw, other.raw[key]):
+                return False
+        return True
+
+    def __ne__(self, other: Any) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _found(other: Mapping[Any, Any], key: str) -> Any:
+    if isinstance(other, _Object):
+        return other.fields.get(key)
+    return other.get(celtypes.StringType(key)) if celtypes.StringType(key) in other else None
+
+
+class _List(celtypes.ListType):
+    """A list, and its JSON (list-type map and set lists compare regardless of order)."""
+
+    def __init__(self, items: Iterable[Any], raw: list[Any], list_type: str | None,
+                 keys: Sequence[str]) -> None:
+        super().__init__(items)
+        self.raw = raw
+        self.list_type = list_type
+        self.keys = tuple(keys)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, int) and not 0 <= index < len(self):
+            raise IndexError(f"index out of bounds: {index}")
+        return super().__getitem__(index)
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, list):
+            raise TypeError(f"no such overload: list == {type(other)}")
+        if len(self) != len(other):
+            return False
+        if self.list_type == "map":
+            mine = {_item_key(raw, self.keys): item
+                    for raw, item in zip(self.raw, self, strict=True)}
+            seen = set()
+            for item in other:
+                key = _item_key(item.raw if isinstance(item, _Object) else item, self.keys)
+                if key not in mine or mine[key] != item:
+                    return False
+                seen.add(key)
+            return len(seen) == len(mine)
+        if self.list_type == "set":
+            theirs = other.raw if isinstance(other, _List) else list(other)
+            return {json.dumps(v, sort_keys=True) for v in self.raw} == \
+                {json.dumps(v, sort_keys=True) for v in theirs}
+        return super().__eq__(other)
+
+    def __ne__(self, other: Any) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _item_key(item: Any, keys: Sequence[str]) -> str:
+    if not isinstance(item, Mapping):
+        return json.dumps(item, sort_keys=True)
+    return json.dumps([item.get(k) for k in keys], sort_keys=True)
+
+
+class _Preserved:
+    """A value kept by x-kubernetes-preserve-unknown-fields without a type: only compared."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    def __eq__(self, other: Any) -> bool:
+        theirs = other.raw if isinstance(other, _Preserved | _Object | _List) else other
+        return _json_equal(self.raw, theirs)
+
+    def __ne__(self, other: Any) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _Optional:
+    """``oldSelf`` of an ``optionalOldSelf`` rule: ``optional.none()`` or ``optional.of(v)``."""
+
+    def __init__(self, value: Any = None, *, present: bool = False) -> None:
+        self.value, self.present = value, present
+
+
+def _with_type_and_meta(schema: Mapping[str, Any]) -> JsonDict:
+    """``model.WithTypeAndObjectMeta``: what a rule sees of a resource's kind and metadata."""
+    properties = dict(schema.get("properties") or {})
+    properties["kind"] = properties["apiVersion"] = {"type": "string"}
+    properties["metadata"] = {"type": "object", "properties": {
+        "name": {"type": "string"}, "generateName": {"type": "string"}}}
+    return {**schema, "properties": properties}
+
+
+def cel_value(value: Any, schema: Mapping[str, Any]) -> Any:
+    """``UnstructuredToVal``: a JSON value as a rule sees it, under its structural schema."""
+    if value is None:
+        return None
+    if schema.get("x-kubernetes-int-or-string"):
+        if isinstance(value, str):
+            return celtypes.StringType(value)
+        return celtypes.IntType(value) if isinstance(value, int) else _Preserved(value)
+    kind = schema.get("type")
+    if kind == "object" and isinstance(value, Mapping):
+        if schema.get("x-kubernetes-embedded-resource"):
+            schema = _with_type_and_meta(schema)
+        properties = schema.get("properties")
+        additional = schema.get("additionalProperties")
+        if properties is None and _is_schema(additional):
+            return celtypes.MapType({celtypes.StringType(k): cel_value(v, additional)
+                                     for k, v in value.items() if v is not None})
+        declared: Mapping[str, Any] = properties or {}
+        names = {k: escaped for k in declared if (escaped := _escape(k)) is not None}
+        values = {k: cel_value(v, declared[k]) for k, v in value.items()
+                  if k in names and v is not None}
+        return _Object(value, values, names)
+    if kind == "array" and isinstance(value, list) and _is_schema(schema.get("items")):
+        items = schema["items"]
+        return _List([cel_value(v, items) for v in value], value,
+                     schema.get("x-kubernetes-list-type"),
+                     schema.get("x-kubernetes-list-map-keys") or [])
+    if kind == "string" and isinstance(value, str):
+        return _string(value, schema.get("format"))
+    if kind == "integer" and isinstance(value, int) and not isinstance(value, bool):
+        return celtypes.IntType(value)
+    if kind == "number" and isinstance(value, int | float) and not isinstance(value, bool):
+        return celtypes.DoubleType(value)
+    if kind == "boolean" and isinstance(value, bool):
+        return celtypes.BoolType(value)
+    return _Preserved(value)
+
+
+def _string(value: str, form: Any) -> Any:
+    try:
+        if form in ("date", "date-time"):
+            return celtypes.TimestampType(value if form == "date-time" else f"{value}T00:00:00Z")
+        if form == "duration":
+            return celtypes.DurationType(value)
+        if form == "byte":
+            return celtypes.BytesType(base64.b64decode(value, validate=True))
+    except (ValueError, TypeError, binascii.Error):
+        return _Preserved(value)  # an error value: a rule reading it fails to evaluate
+    return celtypes.StringType(value)
+
+
+# --- CEL functions beyond celpy's standard ones -------------------------------------------------
+
+
+def _list_or_string_index(target: Any, item: Any, *, last: bool) -> Any:
+    if isinstance(target, str):
+        found = target.rfind(item) if last else target.find(item)
+        return celtypes.IntType(found)
+    positions = [i for i, v in enumerate(target) if v == item]
+    return celtypes.IntType((positions[-1] if last else positions[0]) if positions else -1)
+
+
+def _substring(text: str, start: int, end: int | None = None) -> Any:
+    if start < 0 or start > len(text) or (end is not None and (end < start or end > len(text))):
+        raise IndexError(f"index out of range: {end if end is not None else start}")
+    return celtypes.StringType(text[start:end])
+
+
+def _optional_value(optional: Any) -> Any:
+    if not isinstance(optional, _Optional) or not optional.present:
+        raise ValueError("optional.none() dereference")
+    return optional.value
+
+
+#: The k8s CEL libraries' functions the emulator evaluates (strings and lists extensions).
+CEL_FUNCTIONS: Final[dict[str, Callable[..., Any]]] = {
+    "charAt": lambda s, i: _substring(s, i, min(i + 1, len(s))),
+    "indexOf": lambda t, v: _list_or_string_index(t, v, last=False),
+    "lastIndexOf": lambda t, v: _list_or_string_index(t, v, last=True),
+    "lowerAscii": lambda s: celtypes.StringType("".join(
+        c.lower() if c.isascii() else c for c in s)),
+    "upperAscii": lambda s: celtypes.StringType("".join(
+        c.upper() if c.isascii() else c for c in s)),
+    "replace": lambda s, old, new, n=-1: celtypes.StringType(s.replace(old, new, n)),
+    "split": lambda s, sep, n=-1: celtypes.ListType(
+        [celtypes.StringType(p) for p in (s.split(sep, n - 1) if n > 0 else
+                                          [] if n == 0 else s.split(sep))]),
+    "substring": _substring,
+    "trim": lambda s: celtypes.StringType(s.strip()),
+    "join": lambda items, sep="": celtypes.StringType(sep.join(items)),
+    "isSorted": lambda items: celtypes.BoolType(all(a <= b for a, b in itertools.pairwise(items))),
+    "sum": lambda items: sum(items[1:], items[0]) if items else celtypes.IntType(0),
+    "min": lambda items: min(items),
+    "max": lambda items: max(items),
+    "hasValue": lambda o: celtypes.BoolType(isinstance(o, _Optional) and o.present),
+    "value": _optional_value,
+    "orValue": lambda o, default: o.value if isinstance(o, _Optional) and o.present else default,
+}
+_CEL_BUILTINS: Final = frozenset({"has", *MACROS})
+
+
+def _environment() -> celpy.Environment:
+    global _ENVIRONMENT  # built once: its parser takes ~0.1 s to build
+    if _ENVIRONMENT is None:
+        _ENVIRONMENT = celpy.Environment()
+    return _ENVIRONMENT
+
+
+_ENVIRONMENT: celpy.Environment | None = None
+
+
+def _functions_called(tree: Any) -> set[str]:
+    """The names of the functions and methods an expression calls."""
+    found: set[str] = set()
+    if not _is_tree(tree):
+        return found
+    if tree.data in ("member_dot_arg", "ident_arg"):
+        found.add(str(tree.children[1] if tree.data == "member_dot_arg" else tree.children[0]))
+    for kid in tree.children:
+        found |= _functions_called(kid)
+    return found
+
+
+# --- the rules of a schema, compiled, and their evaluation --------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    """One x-kubernetes-validations entry, compiled."""
+
+    text: str
+    program: celpy.Runner
+    message: str  # ruleMessageOrDefault
+    error_text: str  # ruleErrorString
+    message_program: celpy.Runner | None
+    uses_old_self: bool
+    optional_old_self: bool
+    field_path: str | None  # normalized, below the rule's node
+    reason: str | None
+
+
+@dataclasses.dataclass
+class _Node:
+    """The rules at one schema node and the nodes below it that hold rules (cel.Validator)."""
+
+    schema: Mapping[str, Any]  # the node's structural schema, for values
+    is_resource_root: bool
+    rules: list[_Rule] = dataclasses.field(default_factory=list)
+    properties: dict[str, _Node] = dataclasses.field(default_factory=dict)
+    items: _Node | None = None
+    additional: _Node | None = None
+    all_of: list[_Node] = dataclasses.field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.rules or self.properties or self.items or self.additional or
+                    self.all_of)
+
+
+def _compile(expression: str, where: str) -> celpy.Runner:
+    environment = _environment()
+    tree = environment.compile(expression)
+    unknown = sorted(_functions_called(tree) - set(base_functions) - set(CEL_FUNCTIONS) -
+                     _CEL_BUILTINS)
+    if unknown:
+        raise NotImplementedError(
+            f"{where}: the emulator cannot evaluate {expression!r}: it calls {', '.join(unknown)}, "
+            "which support.crd_rules does not implement (add it to CEL_FUNCTIONS, or run the "
+            "emulator with cel=False)")
+    return environment.program(tree, functions=CEL_FUNCTIONS)
+
+
+def _node(validation: Mapping[str, Any], schema: Mapping[str, Any], path: str, *,
+          is_resource_root: bool) -> _Node | None:
+    node = _Node(schema=_with_type_and_meta(schema) if is_resource_root else schema,
+                 is_resource_root=is_resource_root)
+    for i, rule in enumerate(validation.get("x-kubernetes-validations") or []):
+        where = f"{path}.x-kubernetes-validations[{i}]"
+        text = str(rule.get("rule") or "").strip()
+        if not text:
+            continue
+        message = str(rule.get("message") or "").strip()
+        expression = str(rule.get("messageExpression") or "").strip()
+        _, uses_old_self = _CelReferences(schema, is_root=is_resource_root).check(text)
+        field_path = str(rule.get("fieldPath") or "")
+        node.rules.append(_Rule(
+            text=text, program=_compile(text, f"{where}.rule"),
+            message=message or f"failed rule: {text}", error_text=message or text,
+            message_program=_compile(expression, f"{where}.messageExpression")
+            if expression else None,
+            uses_old_self=uses_old_self, optional_old_self=bool(rule.get("optionalOldSelf")),
+            field_path=normalized_field_path(schema, field_path) if field_path else None,
+            reason=rule.get("reason")))
+    properties = schema.get("properties") or {}
+    for name, sub in (validation.get("properties") or {}).items():
+        if _is_schema(sub) and _is_schema(properties.get(name)):
+            child = _node(sub, properties[name], _key(path, "properties", name),
+                          is_resource_root=bool(properties[name].get(
+                              "x-kubernetes-embedded-resource")))
+            if child:
+                node.properties[name] = child
+    for key in ("items", "additionalProperties"):
+        if _is_schema(validation.get(key)) and _is_schema(schema.get(key)):
+            child = _node(validation[key], schema[key], f"{path}.{key}",
+                          is_resource_root=bool(schema[key].get("x-kubernetes-embedded-resource")))
+            if key == "items":
+                node.items = child
+            else:
+                node.additional = child
+    for i, sub in enumerate(validation.get("allOf") or []):
+        if _is_schema(sub):
+            child = _node(sub, schema, f"{path}.allOf[{i}]", is_resource_root=is_resource_root)
+            if child:
+                node.all_of.append(child)
+    return node if node else None
+
+
+class _Correlated:
+    """``common.CorrelatedObject``: a value with the old value it corresponds to, for
+    ratcheting (a rule's error on a value equal to the old one is only a warning)."""
+
+    def __init__(self, new: Any, old: Any, schema: Mapping[str, Any]) -> None:
+        self.new, self.old, self.schema = new, old, schema
+        self._children: dict[Any, _Correlated | None] = {}
+        self._equal: bool | None = None
+
+    def key(self, name: str) -> _Correlated | None:
+        if name not in self._children:
+            self._children[name] = self._key(name)
+        return self._children[name]
+
+    def _key(self, name: str) -> _Correlated | None:
+        if not (isinstance(self.old, Mapping) and isinstance(self.new, Mapping)) or \
+                name not in self.old or name not in self.new:
+            return None
+        properties = self.schema.get("properties") or {}
+        if _is_schema(properties.get(name)):
+            return _Correlated(self.new[name], self.old[name], properties[name])
+        additional = self.schema.get("additionalProperties")
+        if _is_schema(additional):
+            return _Correlated(self.new[name], self.old[name], additional)
+        return None
+
+    def index(self, i: int) -> _Correlated | None:
+        if i not in self._children:
+            old = _map_list_match(self.schema, self.old, self.new[i]) \
+                if isinstance(self.new, list) and i < len(self.new) else None
+            items = self.schema.get("items")
+            self._children[i] = _Correlated(self.new[i], old, items) \
+                if old is not None and _is_schema(items) else None
+        return self._children[i]
+
+    def equal(self) -> bool:
+        if self._equal is None:
+            self._equal = self._deep_equal()
+        return self._equal
+
+    def _deep_equal(self) -> bool:
+        new, old = self.new, self.old
+        if new is None or old is None:
+            return new is None and old is None
+        if isinstance(new, list) and isinstance(old, list):
+            if len(new) != len(old):
+                return False
+            for i in range(len(new)):
+                child = self.index(i)
+                if child is None:
+                    return self.schema.get("x-kubernetes-list-type") != "map" and \
+                        _json_equal(new, old)
+                if not child.equal():
+                    return False
+            return True
+        if isinstance(new, Mapping) and isinstance(old, Mapping):
+            if len(new) != len(old):
+                return False
+            return all((child := self.key(k)) is not None and child.equal() for k in new)
+        return _json_equal(new, old)
+
+
+def _map_list_match(schema: Mapping[str, Any], old: Any, item: Any) -> Any:
+    """The old item of a list-type map list with the same keys as ``item`` (or None)."""
+    keys = schema.get("x-kubernetes-list-map-keys") or []
+    if schema.get("x-kubernetes-list-type") != "map" or not keys or not isinstance(old, list) \
+            or not isinstance(item, Mapping):
+        return None
+    wanted = _scalar_key(item, keys)
+    if wanted is None:
+        return None
+    return next((o for o in old if isinstance(o, Mapping) and _scalar_key(o, keys) == wanted),
+                None)
+
+
+def _scalar_key(item: Mapping[str, Any], keys: Sequence[str]) -> tuple[Any, ...] | None:
+    found = []
+    for key in keys:
+        value = item.get(key)
+        if key not in item or isinstance(value, Mapping | list) or value is None:
+            return None
+        found.append((type(value).__name__, value))
+    return tuple(found)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ratchet:
+    """``ratchetingOptions``: the node's correlation, or the nearest correlated ancestor."""
+
+    current: _Correlated | None = None
+    parent: _Correlated | None = None
+
+    def should_ratchet(self) -> bool:
+        if self.current is not None:
+            return self.current.equal()
+        return self.parent is not None and self.parent.equal()
+
+    def key(self, name: str) -> _Ratchet:
+        if self.current is None:
+            return self
+        if self.parent is None and name in ("apiVersion", "kind"):
+            return _Ratchet()
+        return _Ratchet(self.current.key(name), self.current)
+
+    def index(self, i: int) -> _Ratchet:
+        if self.current is None:
+            return self
+        return _Ratchet(self.current.index(i), self.current)
+
+
+class CelRules:
+    """The ``x-kubernetes-validations`` rules of one CRD version's ``openAPIV3Schema``, compiled
+    once, and evaluated on objects as a real API server evaluates them (see above).
+
+    ``violations(new)`` on create, ``violations(new, old)`` on an update (of the object or of
+    its status): the field errors the server's 422 lists after the schema's own, in its words.
+    A rule that calls a function the emulator lacks raises ``NotImplementedError`` here.
+    """
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self.schema = schema
+        self._root = _node(schema, schema, "openAPIV3Schema", is_resource_root=True)
+
+    def __bool__(self) -> bool:
+        return self._root is not None
+
+    def violations(self, new: Mapping[str, Any],
+                   old: Mapping[str, Any] | None = None) -> list[Violation]:
+        if self._root is None:
+            return []
+        ratchet = _Ratchet() if old is None else _Ratchet(_Correlated(new, old, self.schema))
+        return self._validate(self._root, "", new, old, ratchet)
+
+    def _validate(self, node: _Node, path: str, new: Any, old: Any,
+                  ratchet: _Ratchet) -> list[Violation]:
+        if new is None:
+            return []
+        found = self._rules(node, path, new, old, ratchet)
+        for part in node.all_of:  # allOf's errors are not ratcheted
+            found += self._validate(part, path, new, old, _Ratchet(None, ratchet.parent))
+        if isinstance(new, list) and node.items is not None:
+            for i, item in enumerate(new):
+                found += self._validate(node.items, f"{path}[{i}]", item,
+                                        _map_list_match(node.schema, old, item), ratchet.index(i))
+        elif isinstance(new, Mapping):
+            correlatable = node.schema.get("x-kubernetes-map-type") in (None, "granular", "atomic")
+            old_map = old if correlatable and isinstance(old, Mapping) else {}
+            for name, value in new.items():
+                sub = node.properties.get(name) if node.properties else node.additional
+                if sub is not None:
+                    where = _child(path, name) if node.properties else f"{path}[{name}]"
+                    found += self._validate(sub, where, value, old_map.get(name),
+                                            ratchet.key(name))
+        return found
+
+    def _rules(self, node: _Node, path: str, new: Any, old: Any,
+               ratchet: _Ratchet) -> list[Violation]:
+        if not node.rules:
+            return []
+        kind = str(node.schema.get("type") or "")
+        value = cel_value(new, node.schema)
+        old_value = cel_value(old, node.schema) if old is not None else None
+        where = path or "<nil>"
+        found: list[Violation] = []
+        for rule in node.rules:
+            if rule.uses_old_self and old is None and not rule.optional_old_self:
+                continue  # a transition rule: nothing to compare with
+            activation: dict[str, Any] = {"self": value}
+            if rule.uses_old_self:
+                activation["oldSelf"] = _Optional(old_value, present=old is not None) \
+                    if rule.optional_old_self else old_value
+            try:
+                result = _evaluate(rule.program, activation)
+            except CELEvalError as e:
+                found.append(field_error(None, where, kind,
+                                         f"{_cel_error(e, rule)} evaluating rule: "
+                                         f"{rule.error_text}"))
+                continue
+            except _NoSuchOverload as e:
+                found.append(field_error(None, where, kind,
+                                         f"'{e}': call arguments did not match a supported "
+                                         "operator, function or macro signature for rule: "
+                                         f"{rule.error_text}"))
+                continue
+            if result is True:
+                continue
+            field = f"{path}.{rule.field_path}" if path and rule.field_path else \
+                rule.field_path or where
+            detail = _message(rule, activation) or rule.message
+            error = field_error(rule.reason, field,
+                                OMITTED if kind in ("object", "array") else new, detail)
+            if not rule.uses_old_self and ratchet.should_ratchet():
+                continue  # an unchanged value: a warning on a real server
+            found.append(error)
+        return found
+
+
+class _NoSuchOverload(Exception):
+    """A rule applied an operator or function to values of the wrong types."""
+
+
+def _evaluate(program: celpy.Runner, activation: Mapping[str, Any]) -> bool:
+    """True when the rule holds; raises CELEvalError (or _NoSuchOverload) when it errs."""
+    try:
+        result = program.evaluate(dict(activation))
+    except CELEvalError as e:
+        if _is_overload_error(e):
+            raise _NoSuchOverload("no such overload") from e
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, ArithmeticError) as e:
+        raise CELEvalError(str(e), type(e), e.args) from e
+    if isinstance(result, CELEvalError):
+        if _is_overload_error(result):
+            raise _NoSuchOverload("no such overload") from result
+        raise result
+    if not isinstance(result, celtypes.BoolType):
+        raise _NoSuchOverload("no such overload")
+    return bool(result)
+
+
+def _is_overload_error(error: CELEvalError) -> bool:
+    text = str(error.args[0]) if error.args else ""
+    return "no matching overload" in text or "no such overload" in text or \
+        (len(error.args) > 1 and error.args[1] is TypeError)
+
+
+def _cel_error(error: CELEvalError, rule: _Rule) -> str:
+    """cel-go's words for an evaluation error, where celpy's differ."""
+    text = str(error.args[0]) if error.args else "evaluation error"
+    missing = re.fullmatch(r"no such member in mapping: '(.*)'", text)
+    if missing:
+        return f"no such key: {missing[1]}"
+    kind = error.args[1] if len(error.args) > 1 else None
+    if kind is ZeroDivisionError:
+        return "modulus by zero" if "%" in rule.text else "division by zero"
+    if kind is IndexError:
+        details = error.args[2] if len(error.args) > 2 and error.args[2] else ()
+        ours = next((str(d) for d in details if str(d).startswith("index out of ")), None)
+        return ours or "index out of bounds"
+    return text
+
+
+def _message(rule: _Rule, activation: Mapping[str, Any]) -> str | None:
+    """``evalMessageExpression``: its text, or None to fall back to the rule's message."""
+    if rule.message_program is None:
+        return None
+    try:
+        result = rule.message_program.evaluate(dict(activation))
+    except Exception:  # any failure: the server logs it and uses the message instead
+        return None
+    if not isinstance(result, str):
+        return None
+    text = result.strip()
+    if not text or "\n" in text or len(text.encode()) > MESSAGE_EXPRESSION_MAX_BYTES:
+        return None
+    return text

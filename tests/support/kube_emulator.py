@@ -15,7 +15,15 @@ replaces the state logic so that it behaves the way a real server does where ope
 * ``/status`` is isolated from the main resource when the resource declares it;
 * ``GET /api/v1/namespaces`` works (kmock's path parser reads it as a namespace prefix);
 * custom resources are pruned, defaulted and validated against the CRD's ``openAPIV3Schema``
-  (422 with a ``Status`` naming the field); Secret ``stringData`` becomes base64 ``data``;
+  (422 with a ``Status`` naming the field, in the server's words for the usual violations);
+  Secret ``stringData`` becomes base64 ``data``;
+* the CRD's ``x-kubernetes-validations`` CEL rules are evaluated on every create, update, patch
+  and ``/status`` write of its custom resources (``support.crd_rules.CelRules``: rules at any
+  node, transition rules on updates where the old value exists, messageExpression, fieldPath,
+  reason, ratcheting), each failure a cause of the 422 in the real server's words; no rule runs
+  after a schema error that blocks them, as there. ``KubeEmulator(cel=False)`` plays an API
+  server older than 1.25, or one with CEL off: objects breaking the rules are stored, so that a
+  test can reach a client's own checks behind them;
 * TokenReview and TokenRequest answer from a token registry or a pluggable callback;
 * an opt-in request recorder (``recorded_calls``): each request as an authorizer sees it (token,
   verb, group, resource, subresource, namespace), to check RBAC rules against real calls;
@@ -48,10 +56,11 @@ variable before ``kubernetes`` is first imported.
 
 Not emulated (a real cluster or the e2e suite covers them): controllers (Jobs never run, Pods
 never start: set their status through ``/status`` to play one), RBAC and authentication of
-callers (unless an ``authorizer`` is given), admission webhooks, CEL rules
-(``x-kubernetes-validations``: checked in a CRD, not enforced on its objects), schemas of
-built-in kinds, strategic-merge list semantics (treated as a JSON merge patch), server-side
-apply, ``dryRun``,
+callers (unless an ``authorizer`` is given), admission webhooks, CEL cost budgets, unique keys
+of ``x-kubernetes-list-type: map`` lists (a real server refuses a duplicate: ``Duplicate
+value``; duplicate set items are refused here, in other words), ratcheting of schema errors on
+updates, schemas of built-in kinds, strategic-merge list semantics (treated as a JSON merge
+patch), server-side apply, ``dryRun``,
 conversion between CRD versions (each served version is stored apart), removing a CRD's
 resources when the CRD is deleted, foreground deletion (treated as background), and a namespace's
 Terminating phase (its objects are deleted at once; those with finalizers stay marked).
@@ -92,7 +101,7 @@ import kmock
 import yaml
 from kmock import Response  # type: ignore[attr-defined]  # exported, but not in kmock.__all__
 
-from support.crd_rules import crd_violations
+from support.crd_rules import BLOCKING_REASONS, NOT_CHECKED, CelRules, crd_violations
 
 if TYPE_CHECKING:
     import kopf
@@ -398,15 +407,44 @@ def _schema_causes(error: jsonschema.exceptions.ValidationError) -> list[_Cause]
     shown = json.dumps(instance) if not isinstance(instance, dict | list) else repr(instance)
     if error.validator == "type":
         actual = _JSON_TYPE_NAMES.get(type(instance), "unknown")
-        return [_Cause("FieldValueInvalid", field,
+        return [_Cause("FieldValueTypeInvalid", field,
                        f'Invalid value: "{actual}": {field} in body must be of type '
-                       f"{error.validator_value}: {shown}")]
+                       f'{error.validator_value}: "{actual}"')]
+    if error.validator == "maxLength":
+        unit = "byte" if error.validator_value == 1 else "bytes"
+        return [_Cause("FieldValueTooLong", field,
+                       f"Too long: may not be more than {error.validator_value} {unit}")]
+    if error.validator in ("maxItems", "maxProperties"):
+        unit = "item" if error.validator_value == 1 else "items"
+        return [_Cause("FieldValueTooMany", field, f"Too many: {len(instance)}: must have at "
+                       f"most {error.validator_value} {unit}")]
     if error.validator == "enum":
         supported = ", ".join(json.dumps(v) for v in error.validator_value)
         return [_Cause("FieldValueNotSupported", field,
                        f"Unsupported value: {shown}: supported values: {supported}")]
+    detail, limit = _OPENAPI_DETAILS.get(str(error.validator)), error.validator_value
+    if error.validator in ("minimum", "maximum") and error.schema.get(
+            f"exclusive{str(error.validator).capitalize()}"):
+        detail = "should be greater than {}" if error.validator == "minimum" else \
+            "should be less than {}"
+    if error.validator in ("minItems", "minProperties"):
+        shown = str(len(instance))
+    if detail is not None:
+        return [_Cause("FieldValueInvalid", field,
+                       f"Invalid value: {shown}: {field} in body {detail.format(limit)}")]
     return [_Cause("FieldValueInvalid", field,
                    f"Invalid value: {shown}: {field} in body {error.message}")]
+
+
+#: kube-openapi's words for the value validations that are Invalid errors (errors/schema.go).
+_OPENAPI_DETAILS: Final = {
+    "pattern": "should match '{}'",
+    "minimum": "should be greater than or equal to {}",
+    "maximum": "should be less than or equal to {}",
+    "minLength": "should be at least {} chars long",
+    "minItems": "should have at least {} items",
+    "minProperties": "should have at least {} properties",
+    "multipleOf": "should be a multiple of {}"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,12 +455,24 @@ class _CustomResource:
     group: str
     schema: Mapping[str, Any] | None  # the structural schema, for pruning and defaults
     validator: jsonschema.protocols.Validator | None
+    rules: CelRules | None = None  # its x-kubernetes-validations; None: none, or CEL off
 
-    def causes(self, body: Mapping[str, Any]) -> list[_Cause]:
-        if self.validator is None:
-            return []
-        errors = sorted(self.validator.iter_errors(body), key=lambda e: list(map(str, e.path)))
-        return [cause for error in errors for cause in _schema_causes(error)]
+    def causes(self, body: Mapping[str, Any], old: Mapping[str, Any] | None = None,
+               found: Sequence[_Cause] = ()) -> list[_Cause]:
+        """The schema's errors, then its CEL rules' (``old``: on an update), as a server lists
+        them after ``found`` (the metadata's): no rule runs after an error that blocks them."""
+        causes: list[_Cause] = []
+        if self.validator is not None:
+            errors = sorted(self.validator.iter_errors(body),
+                            key=lambda e: list(map(str, e.path)))
+            causes = [cause for error in errors for cause in _schema_causes(error)]
+        if self.rules:
+            if any(c.reason in BLOCKING_REASONS for c in (*found, *causes)):
+                causes.append(_Cause(NOT_CHECKED.reason, NOT_CHECKED.field, NOT_CHECKED.message))
+            else:
+                causes += [_Cause(v.reason, v.field, v.message)
+                           for v in self.rules.violations(body, old)]
+        return causes
 
 
 # --- metadata checks -----------------------------------------------------------------------------
@@ -608,6 +658,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
     #: Opt-in RBAC: every request is asked of it (as an :class:`ApiCall`, after it is recorded);
     #: a False answers 403 Forbidden as a real server's authorizer does, and changes nothing.
     authorizer: Callable[[ApiCall], bool] | None = None
+    #: Evaluate CRDs' ``x-kubernetes-validations`` CEL rules on custom resources (create,
+    #: update, patch, /status), as every API server since 1.25 does. ``cel=False`` plays an API
+    #: server older than 1.25, or one with CEL off: the rules are still checked in the CRD, but
+    #: objects that break them are stored, so that tests reach a client's own checks behind them.
+    cel: bool = True
 
     _revision: int = attrs.field(default=0, init=False)
     _changes: dict[kmock.resource, collections.deque[_Change]] = attrs.field(factory=dict,
@@ -858,8 +913,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 singular=names.get("singular", kind.lower()), verbs=CUSTOM_VERBS,
                 shortnames=names.get("shortNames", []), categories=names.get("categories", []),
                 subresources=subresources)
+            rules = CelRules(schema) if self.cel and schema is not None else None
             self._custom[res] = _CustomResource(kind=kind, group=group, schema=schema,
-                                                validator=validator)
+                                                validator=validator, rules=rules or None)
             registered.append(res)
         return registered
 
@@ -989,8 +1045,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if self._current(self._key(res, namespace, prefix + suffix)) is None:
                 return prefix + suffix
 
-    def _admit(self, res: kmock.resource, body: JsonDict) -> JsonDict:
-        """What the server does to every written object: conversions, pruning, defaults, checks."""
+    def _admit(self, res: kmock.resource, body: JsonDict,
+               old: JsonDict | None = None) -> JsonDict:
+        """What the server does to every written object: conversions, pruning, defaults, checks
+        (``old``: the stored object, on an update, for CEL transition rules and ratcheting)."""
         if res == SECRETS:
             _convert_string_data(body)
         custom = self._custom.get(res)
@@ -999,7 +1057,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             _apply_defaults(body, custom.schema)
         causes = _metadata_causes(body, namespaces=res == NAMESPACES)
         if custom is not None:
-            causes += custom.causes(body)
+            causes += custom.causes(body, old, causes)
         if causes:
             raise _invalid(self._kind(res), res.group or "", body["metadata"].get("name"), causes)
         return body
@@ -1042,7 +1100,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     "FieldValueForbidden", "metadata.finalizers",
                     f"Forbidden: no new finalizers can be added if the object is being deleted, "
                     f"found new finalizers {sorted(added)}")])
-        new = self._admit(res, new)
+        new = self._admit(res, new, old)
         if res == CRDS:
             self._register_crd(new)
         return self._replace(key, new, old)
