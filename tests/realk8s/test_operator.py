@@ -299,3 +299,47 @@ def test_platform_scope_outside_the_platform_namespace_is_refused(real: RealClus
     (ready,) = [c for c in refused["status"]["conditions"] if c["type"] == "Ready"]
     assert ready["status"] == "False"
     assert SYSTEM in ready["message"]
+
+
+# --- one tenant must not stop the operator ------------------------------------------------------
+
+def _nested_json(levels: int) -> str:
+    """A JSON object ``levels`` deep, written as text: this process never decodes it."""
+    return '{"a":' * (levels - 1) + "{}" + "}" * (levels - 1)
+
+
+def _jsonpath(real: RealCluster, kind: str, namespace: str, name: str, path: str) -> str:
+    return real.kubectl("get", kind, name, "-n", namespace, "-o", f"jsonpath={path}").stdout
+
+
+@pytest.mark.parametrize("levels", [1_000, 9_990])
+def test_objects_nested_thousands_of_levels_deep_are_refused_and_the_rest_is_served(
+        real: RealCluster, levels: int) -> None:
+    """The API server stores JSON up to 10,000 levels deep; Python's decoder stopped at 1,000,
+    and with it the operator's watch of every namespace (the objects are written as text here,
+    and read back with kubectl's jsonpath, because this process could not decode them either)."""
+    namespace = f"deep-{levels}"
+    real.create_namespace(namespace)
+    deep = _nested_json(levels)
+    real.kubectl("create", "-f", "-", input=(
+        '{"apiVersion": "fx.dev/v1alpha1", "kind": "Package", "metadata": {"name": "deep-config",'
+        f' "namespace": "{namespace}"}}, "spec": {{"scripts": [{{"name": "main.py", "content":'
+        f' "print(1)"}}], "config": {deep}}}}}'))
+    real.apply(package(namespace, "plain", {"main.py": "print('served')\n"}))
+    real.ready("packages", namespace, "plain")
+    real.kubectl("create", "-f", "-", input=(
+        '{"apiVersion": "fx.dev/v1alpha1", "kind": "Execution", "metadata": {"name": "deep-params",'
+        f' "namespace": "{namespace}"}}, "spec": {{"package": "plain", "params": {deep}}}}}'))
+    expected = f"is nested {levels} levels deep; at most 32 are allowed"
+    refused = real.wait_for(lambda: (lambda m: m if expected in m else None)(_jsonpath(
+        real, "execution", namespace, "deep-params",
+        "{.status.phase}: {.status.conditions[?(@.type=='Ready')].message}")),
+        "the deep Execution's condition")
+    assert refused == f"Failed: spec.params {expected}"
+    not_ready = real.wait_for(lambda: (lambda m: m if expected in m else None)(_jsonpath(
+        real, "package", namespace, "deep-config",
+        "{.status.conditions[?(@.type=='Ready')].status}: "
+        "{.status.conditions[?(@.type=='Ready')].message}")), "the deep Package's condition")
+    assert not_ready.startswith("False: ") and f"spec.config: {expected}" in not_ready
+    assert real.operator is not None and real.operator.poll() is None
+    assert run(real, namespace, "after-deep", "plain")["status"]["phase"] == "Succeeded"

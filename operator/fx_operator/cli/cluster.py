@@ -143,6 +143,10 @@ def operator(namespaces: tuple[str, ...], liveness: str, peering: str | None,
     import kopf
 
     import fx_operator.handlers.all  # noqa: F401 (registers the handlers)
+    from fx_operator.domain.nesting import RECURSION_LIMIT
+
+    # Any object the API server holds must decode, however deep a tenant made it (see nesting).
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
 
     kopf.configure(debug=verbose, verbose=verbose, quiet=quiet,
                    log_format=kopf.LogFormat[log_format.upper()])

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from fx_operator.domain.nesting import too_deep
 from fx_operator.domain.scopes import OWNER_NAME_PATTERN
 from fx_operator.exceptions import Problem, ValidationError
 
@@ -137,6 +138,8 @@ def package_definition(name: str, spec: dict[str, Any]) -> PackageDefinition:
     for key in ("params", "config", "resources"):
         if not isinstance(spec.get(key, {}), dict):
             problems.append(Problem(f"spec.{key}", "must be an object"))
+        elif (nesting := too_deep(spec.get(key, {}))) is not None:
+            problems.append(Problem(f"spec.{key}", nesting))
     if problems:
         raise ValidationError(problems, source=source)
     return PackageDefinition(name, scripts, str(entrypoint), spec.get("image"),

@@ -33,6 +33,7 @@ from fx_operator.domain.conditions import (
     now_iso,
     with_condition,
 )
+from fx_operator.domain.nesting import too_deep
 from fx_operator.domain.package_spec import PackageDefinition
 from fx_operator.exceptions import FxError, StoreError, ValidationError
 from fx_operator.services.metrics import Metrics
@@ -111,6 +112,8 @@ class ExecutionService:
             return None
         run_id = run_id_of(body)
         job_name = job_spec.job_name(name)
+        if (nesting := too_deep(spec.get("params") or {})) is not None:
+            return self._failed(body, Reason.INVALID_SPEC, f"spec.params {nesting}")
         try:
             definition = await self._package(namespace, str(spec.get("package", "")), package)
         except PackageNotUsable as e:

@@ -1,0 +1,50 @@
+"""How deep a tenant's free-form JSON (params, config, resources) may nest.
+
+The API server stores objects nested up to 10,000 levels deep (apimachinery's JSON limit; kubectl
+refuses more). Python's json decoder, which kopf and the Kubernetes client use for every object
+they read, counts each level against the interpreter's recursion limit (1,000 by default): one
+Execution nested 1,000 levels deep stopped the operator's watch, and with it every namespace.
+So the operator runs with a recursion limit above the API server's (:data:`RECURSION_LIMIT`),
+reads such objects like any other, and refuses their free-form fields beyond :data:`MAX_DEPTH`
+with a condition naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+#: The deepest JSON the API server accepts and stores.
+API_SERVER_MAX_DEPTH: Final = 10_000
+#: The operator's recursion limit: every object the API server can hold decodes (one level each)
+#: and goes through kopf's deep copies and diffs (two Python frames a level), with room for the
+#: frames beneath. Python 3.11 keeps Python-to-Python calls off the C stack, and the C decoder's
+#: own depth is bounded by the API server's limit, so the raised limit costs no C stack.
+RECURSION_LIMIT: Final = 5 * API_SERVER_MAX_DEPTH
+#: The deepest params, config or resources a Package or Execution may have (a script's settings;
+#: 32 levels is far beyond any seen, and keeps every later copy and dump cheap).
+MAX_DEPTH: Final = 32
+
+
+def depth(value: Any) -> int:
+    """Levels of nested objects and arrays in ``value`` (a scalar is 0). Iterative: any depth."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level + 1)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def too_deep(value: Any) -> str | None:
+    """What is wrong with ``value``'s nesting, or None when it is within :data:`MAX_DEPTH`."""
+    levels = depth(value)
+    if levels > MAX_DEPTH:
+        return f"is nested {levels} levels deep; at most {MAX_DEPTH} are allowed"
+    return None
