@@ -469,12 +469,113 @@ spec:
                 phase: {type: string}
 """
 
+#: A CRD with list-type set and map lists of every shape, for the unique items of such lists.
+ROSTERS_CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: rosters.probe.fx.test
+spec:
+  group: probe.fx.test
+  scope: Namespaced
+  names: {plural: rosters, singular: roster, kind: Roster}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      subresources: {status: {}}
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec:
+              type: object
+              x-kubernetes-validations:
+                - rule: "!has(self.note) || self.note != 'bad'"
+                  message: no bad notes
+              properties:
+                note: {type: string, maxLength: 20}
+                legacy:
+                  type: array
+                  maxItems: 10
+                  items: {type: string, maxLength: 20}
+                words:
+                  type: array
+                  maxItems: 10
+                  x-kubernetes-list-type: set
+                  items: {type: string, maxLength: 20}
+                numbers:
+                  type: array
+                  maxItems: 20
+                  x-kubernetes-list-type: set
+                  items: {type: number}
+                flags:
+                  type: array
+                  maxItems: 10
+                  x-kubernetes-list-type: set
+                  items: {type: boolean}
+                points:
+                  type: array
+                  maxItems: 10
+                  x-kubernetes-list-type: set
+                  items:
+                    type: object
+                    x-kubernetes-map-type: atomic
+                    properties:
+                      x: {type: number}
+                      label: {type: string, maxLength: 20}
+                ports:
+                  type: array
+                  maxItems: 10
+                  x-kubernetes-list-type: map
+                  x-kubernetes-list-map-keys: [port, protocol]
+                  items:
+                    type: object
+                    required: [port]
+                    properties:
+                      port: {type: integer}
+                      protocol: {type: string, default: TCP, maxLength: 20}
+                      name: {type: string, maxLength: 20}
+                groups:
+                  type: object
+                  maxProperties: 10
+                  additionalProperties:
+                    type: array
+                    maxItems: 10
+                    x-kubernetes-list-type: set
+                    items: {type: string, maxLength: 20}
+                matrix:
+                  type: array
+                  maxItems: 10
+                  items:
+                    type: array
+                    maxItems: 10
+                    x-kubernetes-list-type: set
+                    items: {type: integer}
+            status:
+              type: object
+              properties:
+                conditions:
+                  type: array
+                  maxItems: 10
+                  x-kubernetes-list-type: map
+                  x-kubernetes-list-map-keys: [type]
+                  items:
+                    type: object
+                    required: [type]
+                    properties:
+                      type: {type: string, maxLength: 20}
+                      status: {type: string, maxLength: 20}
+"""
+
 
 def _fx_emulator(tmp_path: Path, *, cel: bool = True) -> KubeEmulator:
     emulator = KubeEmulator(cel=cel)
     emulator.load_crds(REPO / "crds")
     (tmp_path / "gadgets.yaml").write_text(GADGETS_CRD)
     emulator.load_crds(tmp_path / "gadgets.yaml")
+    (tmp_path / "rosters.yaml").write_text(ROSTERS_CRD)
+    emulator.load_crds(tmp_path / "rosters.yaml")
     return emulator
 
 
@@ -489,7 +590,7 @@ def _served(emulator: KubeEmulator, tmp_path: Path) -> Iterator[kubernetes.clien
 
 @pytest.fixture
 def fx(tmp_path: Path) -> Iterator[CustomObjectsApi]:
-    """The project's CRDs and the Gadget CRD, with CEL on (the default)."""
+    """The project's CRDs, the Gadget and the Roster CRDs, with CEL on (the default)."""
     with _served(_fx_emulator(tmp_path), tmp_path) as client:
         yield CustomObjectsApi(client)
 
@@ -877,6 +978,271 @@ def test_a_rule_calling_a_function_the_emulator_lacks_is_refused_at_load(
     with pytest.raises(NotImplementedError, match="calls format"):
         KubeEmulator().load_crds(tmp_path / "gadgets.yaml")
     assert KubeEmulator(cel=False).load_crds(tmp_path / "gadgets.yaml")
+
+
+# --- unique items of list-type set and map lists --------------------------------------------------
+#
+# As above, every expected answer is a literal from the real kube-apiserver v1.37 given the same
+# CRDs and requests.
+
+DUPLICATE_MAIN = 'Duplicate value: {"name":"main.py"}'
+NOT_CHECKED_TEXT = ("<nil>: Invalid value: null: some validation rules were not checked because "
+                    "the object was invalid; correct the existing errors to complete validation")
+
+
+def _scripts_package(name: str, *scripts: tuple[str, str], **spec: Any) -> dict[str, Any]:
+    """A Package whose scripts may repeat a name (``_package`` takes a dict)."""
+    body = _package(name, {}, **spec)
+    body["spec"]["scripts"] = [{"name": n, "content": c} for n, c in scripts]
+    return body
+
+
+def _roster(object_name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{PROBE_GROUP}/{PROBE_VERSION}", "kind": "Roster",
+            "metadata": {"name": object_name}, "spec": spec}
+
+
+#: Packages with a script name twice (spec.scripts is a map list keyed by name), alone and next
+#: to other errors: the real server's message and causes.
+PACKAGE_DUPLICATES: dict[str, tuple[dict[str, Any], str, list[dict[str, str]]]] = {
+    "duplicate-script-names": (
+        _scripts_package("dup", ("main.py", "1"), ("main.py", "2")),
+        'Package.fx.dev "dup" is invalid: spec.scripts[1]: Duplicate value: {"name":"main.py"}',
+        _causes(("FieldValueDuplicate", "spec.scripts[1]", DUPLICATE_MAIN))),
+    "the-second-of-each-name-only": (
+        _scripts_package("multi", ("main.py", "1"), ("main.py", "2"), ("a.py", "1"),
+                         ("main.py", "3"), ("a.py", "2")),
+        'Package.fx.dev "multi" is invalid: [spec.scripts[1]: Duplicate value: '
+        '{"name":"main.py"}, spec.scripts[4]: Duplicate value: {"name":"a.py"}]',
+        _causes(("FieldValueDuplicate", "spec.scripts[1]", DUPLICATE_MAIN),
+                ("FieldValueDuplicate", "spec.scripts[4]", 'Duplicate value: {"name":"a.py"}'))),
+    "before-the-rules": (
+        _scripts_package("cel2", ("secrets.json", "1"), ("secrets.json", "2")),
+        'Package.fx.dev "cel2" is invalid: [spec.scripts[1]: Duplicate value: '
+        '{"name":"secrets.json"}, spec: Invalid value: a Package carries no secrets.json; seal '
+        "it into a ScopedSecret]",
+        _causes(("FieldValueDuplicate", "spec.scripts[1]",
+                 'Duplicate value: {"name":"secrets.json"}'),
+                ("FieldValueInvalid", "spec", "Invalid value: a Package carries no secrets.json; "
+                 "seal it into a ScopedSecret"))),
+    "after-a-schema-error-that-blocks-the-rules": (
+        {**_package("blk", {}), "spec": {"scripts": [{"name": "main.py"},
+                                                     {"name": "main.py", "content": "x"}]}},
+        'Package.fx.dev "blk" is invalid: [spec.scripts[0].content: Required value, '
+        f'spec.scripts[1]: Duplicate value: {{"name":"main.py"}}, {NOT_CHECKED_TEXT}]',
+        [*_causes(("FieldValueRequired", "spec.scripts[0].content", "Required value"),
+                  ("FieldValueDuplicate", "spec.scripts[1]", DUPLICATE_MAIN)), BLOCKED]),
+    "between-a-pattern-error-and-the-rules": (
+        _scripts_package("pat", ("main.py", "1"), ("main.py", "2"), entrypoint="x.txt"),
+        'Package.fx.dev "pat" is invalid: [spec.entrypoint: Invalid value: "x.txt": '
+        "spec.entrypoint in body should match '^[A-Za-z0-9_][A-Za-z0-9_.-]*\\.py$', "
+        'spec.scripts[1]: Duplicate value: {"name":"main.py"}, spec: Invalid value: entrypoint '
+        "must name one of the scripts]",
+        _causes(("FieldValueInvalid", "spec.entrypoint", 'Invalid value: "x.txt": '
+                 "spec.entrypoint in body should match '^[A-Za-z0-9_][A-Za-z0-9_.-]*\\.py$'"),
+                ("FieldValueDuplicate", "spec.scripts[1]", DUPLICATE_MAIN),
+                ("FieldValueInvalid", "spec",
+                 "Invalid value: entrypoint must name one of the scripts"))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PACKAGE_DUPLICATES))
+def test_a_script_name_twice_is_refused_as_on_the_real_server(fx: CustomObjectsApi,
+                                                              case: str) -> None:
+    body, message, causes = PACKAGE_DUPLICATES[case]
+
+    refused = _refusal(_create(fx, body))
+
+    assert refused["message"] == message
+    assert refused["details"] == {"name": body["metadata"]["name"], "group": FX_GROUP,
+                                  "kind": "Package", "causes": causes}
+    with pytest.raises(ApiException) as missing:
+        fx.get_namespaced_custom_object(FX_GROUP, FX_VERSION, NS, "packages",
+                                        body["metadata"]["name"])
+    assert missing.value.status == 404
+
+
+def test_a_script_name_twice_is_refused_on_every_kind_of_update(fx: CustomObjectsApi) -> None:
+    where = (FX_GROUP, FX_VERSION, NS, "packages", "good")
+    fx.create_namespaced_custom_object(*where[:4], _package("good", {"main.py": "1"}))
+    twice = fx.get_namespaced_custom_object(*where)
+    twice["spec"]["scripts"].append({"name": "main.py", "content": "4"})
+    conditions = [{"type": "Ready", "status": status, "reason": "R", "message": "m",
+                   "lastTransitionTime": "2020-01-01T00:00:00Z"} for status in ("True", "False")]
+
+    refusals = [
+        _refusal(lambda: fx.patch_namespaced_custom_object(
+            *where, {"spec": {"scripts": [{"name": "main.py", "content": "1"},
+                                          {"name": "main.py", "content": "2"}]}},
+            _content_type="application/merge-patch+json")),
+        _refusal(lambda: fx.patch_namespaced_custom_object(
+            *where, [{"op": "add", "path": "/spec/scripts/-",
+                      "value": {"name": "main.py", "content": "3"}}],
+            _content_type="application/json-patch+json")),
+        _refusal(lambda: fx.replace_namespaced_custom_object(*where, twice))]
+    status = _refusal(lambda: fx.patch_namespaced_custom_object_status(
+        *where, {"status": {"conditions": conditions}},
+        _content_type="application/merge-patch+json"))
+
+    assert [r["message"] for r in refusals] == [
+        'Package.fx.dev "good" is invalid: spec.scripts[1]: Duplicate value: '
+        '{"name":"main.py"}'] * 3
+    assert status["message"] == ('Package.fx.dev "good" is invalid: status.conditions[1]: '
+                                 'Duplicate value: {"type":"Ready"}')
+    assert status["details"]["causes"] == _causes(
+        ("FieldValueDuplicate", "status.conditions[1]", 'Duplicate value: {"type":"Ready"}'))
+    stored = fx.get_namespaced_custom_object(*where)
+    assert stored["spec"] == {"scripts": [{"name": "main.py", "content": "1"}]}
+    assert "status" not in stored
+
+
+#: Rosters with duplicates in set and map lists of every shape: the real server's causes. Items
+#: compare as Go's decoded JSON does (4 and 4.0 differ, {"x": 2} and {"x": 2.0} do not); values
+#: show as Go prints them (%v, %q, json.Marshal).
+ROSTER_DUPLICATES: dict[str, tuple[dict[str, Any], list[dict[str, str]]]] = {
+    "set-of-strings": (_roster("r-words", words=["a", "b", "a", "a", "b"]), _causes(
+        ("FieldValueDuplicate", "spec.words[2]", 'Duplicate value: "a"'),
+        ("FieldValueDuplicate", "spec.words[4]", 'Duplicate value: "b"'))),
+    "set-of-numbers": (_roster("r-numbers", numbers=[
+        1.5, 1.5, 2.0, 2.0, 1e6, 1e6, 1234567.0, 1234567.0, 1e21, 1e21, 0.00001, 0.00001, 3, 3,
+        4, 4.0, 1e-7, 1e-7, 123456.0, 123456.0]), _causes(
+        ("FieldValueDuplicate", "spec.numbers[1]", "Duplicate value: 1.5"),
+        ("FieldValueDuplicate", "spec.numbers[3]", "Duplicate value: 2"),
+        ("FieldValueDuplicate", "spec.numbers[5]", "Duplicate value: 1e+06"),
+        ("FieldValueDuplicate", "spec.numbers[7]", "Duplicate value: 1.234567e+06"),
+        ("FieldValueDuplicate", "spec.numbers[9]", "Duplicate value: 1e+21"),
+        ("FieldValueDuplicate", "spec.numbers[11]", "Duplicate value: 1e-05"),
+        ("FieldValueDuplicate", "spec.numbers[13]", "Duplicate value: 3"),
+        ("FieldValueDuplicate", "spec.numbers[17]", "Duplicate value: 1e-07"),
+        ("FieldValueDuplicate", "spec.numbers[19]", "Duplicate value: 123456"))),
+    "set-of-booleans": (_roster("r-flags", flags=[True, False, True]), _causes(
+        ("FieldValueDuplicate", "spec.flags[2]", "Duplicate value: true"))),
+    "set-of-atomic-objects": (_roster("r-points", points=[
+        {"x": 1, "label": "<a&b>"}, {"x": 1, "label": "<a&b>"}, {"x": 2.0}, {"x": 2},
+        {"x": 1e21}, {"x": 1e21}, {"x": 1e-7}, {"x": 1e-7}, {"x": 1, "label": "<a&b>"}]), _causes(
+        ("FieldValueDuplicate", "spec.points[1]",
+         'Duplicate value: {"label":"\\u003ca\\u0026b\\u003e","x":1}'),
+        ("FieldValueDuplicate", "spec.points[3]", 'Duplicate value: {"x":2}'),
+        ("FieldValueDuplicate", "spec.points[5]", 'Duplicate value: {"x":1e+21}'),
+        ("FieldValueDuplicate", "spec.points[7]", 'Duplicate value: {"x":1e-7}'))),
+    "strings-quoted-as-go-does": (_roster("r-strings", words=[
+        'é\x01<\t"\\', 'é\x01<\t"\\', "\u00a0x", "\u00a0x", "\u2028", "\u2028"]), _causes(
+        ("FieldValueDuplicate", "spec.words[1]", 'Duplicate value: "é\\x01<\\t\\"\\\\"'),
+        ("FieldValueDuplicate", "spec.words[3]", 'Duplicate value: "\\u00a0x"'),
+        ("FieldValueDuplicate", "spec.words[5]", 'Duplicate value: "\\u2028"'))),
+    "map-with-two-keys-one-defaulted": (_roster("r-ports", ports=[
+        {"port": 80}, {"port": 80, "protocol": "TCP", "name": "b"}, {"port": 80, "protocol": "UDP"},
+        {"port": 443}]), _causes(
+        ("FieldValueDuplicate", "spec.ports[1]",
+         'Duplicate value: {"port":80,"protocol":"TCP"}'))),
+    "set-in-a-map": (_roster("r-groups", groups={"g": ["x", "x"]}), _causes(
+        ("FieldValueDuplicate", "spec.groups[g][1]", 'Duplicate value: "x"'))),
+    "sets-in-a-list": (_roster("r-matrix", matrix=[[1, 1], [2, 3], [4, 4]]), _causes(
+        ("FieldValueDuplicate", "spec.matrix[0][1]", "Duplicate value: 1"),
+        ("FieldValueDuplicate", "spec.matrix[2][1]", "Duplicate value: 4"))),
+    "map-list-item-not-an-object": (_roster("r-notobject2", ports=[
+        {"port": 1}, {"port": 1}, ["x"]]), [*_causes(
+            ("FieldValueTypeInvalid", "spec.ports[2]",
+             'Invalid value: "array": spec.ports[2] in body must be of type object: "array"'),
+            ("FieldValueInvalid", "spec.ports[2]",
+             'Invalid value: ["x"]: must be an object for an array of list-type map')), BLOCKED]),
+    "null-items-of-a-map-list": (_roster("r-null", ports=[None, None]), [*_causes(
+        ("FieldValueTypeInvalid", "spec.ports[0]",
+         'Invalid value: "null": spec.ports[0] in body must be of type object: "null"'),
+        ("FieldValueTypeInvalid", "spec.ports[1]",
+         'Invalid value: "null": spec.ports[1] in body must be of type object: "null"'),
+        ("FieldValueDuplicate", "spec.ports[1]", "Duplicate value: {}")), BLOCKED]),
+    "null-items-of-a-set": (_roster("r-nullword", words=[None, None]), [*_causes(
+        ("FieldValueTypeInvalid", "spec.words[0]",
+         'Invalid value: "null": spec.words[0] in body must be of type string: "null"'),
+        ("FieldValueTypeInvalid", "spec.words[1]",
+         'Invalid value: "null": spec.words[1] in body must be of type string: "null"'),
+        ("FieldValueDuplicate", "spec.words[1]", "Duplicate value: null")), BLOCKED]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROSTER_DUPLICATES))
+def test_duplicates_in_set_and_map_lists_answer_as_the_real_server(fx: CustomObjectsApi,
+                                                                   case: str) -> None:
+    body, causes = ROSTER_DUPLICATES[case]
+
+    refused = _refusal(_create(fx, body))
+
+    assert refused["details"]["causes"] == causes
+    text = ", ".join(f"{c['field']}: {c['message']}" for c in causes)
+    assert refused["message"] == (f'Roster.probe.fx.test "{body["metadata"]["name"]}" is '
+                                  f"invalid: {text if len(causes) == 1 else f'[{text}]'}")
+
+
+def test_lists_without_duplicates_are_stored(fx: CustomObjectsApi) -> None:
+    created = fx.create_namespaced_custom_object(
+        PROBE_GROUP, PROBE_VERSION, NS, "rosters", _roster(
+            "r-ok", words=["a", "b"], numbers=[4, 4.0], legacy=["a", "a"],
+            ports=[{"port": 80}, {"port": 80, "protocol": "UDP"}]))
+
+    assert created["spec"]["ports"] == [{"port": 80, "protocol": "TCP"},
+                                        {"port": 80, "protocol": "UDP"}]
+    assert created["spec"]["legacy"] == ["a", "a"]  # not a set: duplicates are fine
+
+
+def test_an_object_stored_with_duplicates_is_not_checked_for_them_on_updates(
+        fx: CustomObjectsApi) -> None:
+    """A list made a set after an object was stored with a duplicate in it: the server checks no
+    list of the object on updates (spec or status) until the stored object has no duplicate."""
+    where = (PROBE_GROUP, PROBE_VERSION, NS, "rosters", "rat")
+    fx.create_namespaced_custom_object(*where[:4], _roster("rat", legacy=["a", "a"],
+                                                           words=["w"]))
+    extensions = kubernetes.client.ApiextensionsV1Api(fx.api_client)
+    crd = fx.api_client.sanitize_for_serialization(
+        extensions.read_custom_resource_definition("rosters.probe.fx.test"))
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["properties"]["legacy"]["x-kubernetes-list-type"] = "set"
+    extensions.replace_custom_resource_definition("rosters.probe.fx.test", crd)
+
+    def merge(patch: Any, *, status: bool = False) -> Any:
+        write = fx.patch_namespaced_custom_object_status if status else \
+            fx.patch_namespaced_custom_object
+        return lambda: write(*where, patch, _content_type="application/merge-patch+json")
+
+    created = _refusal(_create(fx, _roster("rat2", legacy=["a", "a"])))
+    merge({"metadata": {"labels": {"x": "y"}}})()
+    merge({"spec": {"note": "n"}})()
+    merge({"spec": {"words": ["w", "w"]}})()
+    merge({"status": {"conditions": [{"type": "A"}, {"type": "A"}]}}, status=True)()
+    merge({"spec": {"legacy": ["a"]}})()  # words still hold a duplicate: nothing checked
+    merge({"spec": {"words": ["w"]}})()
+    merge({"status": {"conditions": [{"type": "B"}, {"type": "B"}]}}, status=True)()
+    merge({"status": {"conditions": [{"type": "A"}]}}, status=True)()
+    words = _refusal(merge({"spec": {"words": ["w", "w"]}}))
+    conditions = _refusal(merge({"status": {"conditions": [{"type": "C"}, {"type": "C"}]}},
+                                status=True))
+
+    assert created["message"] == ('Roster.probe.fx.test "rat2" is invalid: spec.legacy[1]: '
+                                  'Duplicate value: "a"')
+    assert words["message"] == ('Roster.probe.fx.test "rat" is invalid: spec.words[1]: '
+                                'Duplicate value: "w"')
+    assert conditions["message"] == ('Roster.probe.fx.test "rat" is invalid: '
+                                     'status.conditions[1]: Duplicate value: {"type":"C"}')
+    stored = fx.get_namespaced_custom_object(*where)
+    assert stored["spec"] == {"legacy": ["a"], "note": "n", "words": ["w"]}
+    assert stored["status"] == {"conditions": [{"type": "A"}]}
+
+
+def test_with_cel_off_duplicates_are_refused_all_the_same(tmp_path: Path) -> None:
+    """``KubeEmulator(cel=False)``: unique list items are older than CEL (Kubernetes 1.18), so
+    a server with CEL off refuses duplicates too; only the rules' causes are missing."""
+    with _served(_fx_emulator(tmp_path, cel=False), tmp_path) as client:
+        custom = CustomObjectsApi(client)
+        alone = _refusal(_create(custom, PACKAGE_DUPLICATES["duplicate-script-names"][0]))
+        with_a_rule = _refusal(_create(custom, PACKAGE_DUPLICATES["before-the-rules"][0]))
+        blocking = _refusal(_create(custom, PACKAGE_DUPLICATES[
+            "after-a-schema-error-that-blocks-the-rules"][0]))
+
+    assert alone["message"] == ('Package.fx.dev "dup" is invalid: spec.scripts[1]: Duplicate '
+                                'value: {"name":"main.py"}')
+    assert with_a_rule["details"]["causes"] == PACKAGE_DUPLICATES["before-the-rules"][2][:1]
+    assert blocking["details"]["causes"] == PACKAGE_DUPLICATES[
+        "after-a-schema-error-that-blocks-the-rules"][2][:2]
 
 
 # --- deletion: finalizers, garbage collection -----------------------------------------------------

@@ -29,7 +29,9 @@ estimates (bound lists and strings with maxItems and maxLength), ``format`` name
 columns' JSONPath, conversion. ``kubernetes-validate`` checks the CRD object's own fields.
 
 :class:`CelRules` then evaluates a CRD's rules on its objects, as the server does on each write
-of a custom resource (see "CEL rules evaluated on objects" below); the emulator uses it.
+of a custom resource (see "CEL rules evaluated on objects" below), and :func:`list_violations`
+finds the duplicates a server refuses in ``x-kubernetes-list-type`` set and map lists (see "unique
+items" at the end); the emulator uses both.
 
 The server reports the schema of a CRD whose versions all have the same schema (one version, say)
 as ``spec.validation.openAPIV3Schema`` (its internal form hoists it there), otherwise as
@@ -41,8 +43,10 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import decimal
 import itertools
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeGuard
@@ -55,7 +59,7 @@ from celpy.celparser import CELParseError, CELParser
 from celpy.evaluation import CELEvalError, base_functions
 
 __all__ = ["BLOCKING_REASONS", "NOT_CHECKED", "CelRules", "Violation", "crd_violations",
-           "schema_violations"]
+           "list_violations", "schema_violations"]
 
 JsonDict = dict[str, Any]
 
@@ -951,14 +955,95 @@ OMITTED: Final = _Omitted()
 
 
 def _go_value(value: Any) -> str:
-    """A bad value as ``field.Error`` prints it: scalars with %v, strings %q, the rest JSON."""
+    """A bad value as ``field.Error`` prints it: numbers and booleans with %v, strings %q, the
+    rest as Go's ``json.Marshal`` writes it (null for nil)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
+    value = _go_number(value)
+    if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        return _go_float(value, json_style=False)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return _go_quote(value)
+    return _go_json(value)
+
+
+def _go_number(value: Any) -> Any:
+    """A JSON number as the server decodes it: int64 when it fits, else float64."""
+    if isinstance(value, int) and not isinstance(value, bool) and \
+            not -(2 ** 63) <= value < 2 ** 63:
+        return float(value)
+    return value
+
+
+def _go_float(value: float, *, json_style: bool) -> str:
+    """A float64 as Go's %v prints it (``json_style``: as ``json.Marshal`` writes it): the
+    shortest digits that read back, %e below 1e-4 and from 1e6 (JSON: below 1e-6, from 1e21)."""
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return f"{sign}0"
+    exact = decimal.Decimal(repr(abs(value))).as_tuple()
+    digits = "".join(map(str, exact.digits)).rstrip("0")
+    point = len(exact.digits) + int(exact.exponent)  # the decimal point's place in the digits
+    exponent = point - 1
+    if json_style:
+        scientific = abs(value) < 1e-6 or abs(value) >= 1e21
+    else:
+        scientific = exponent < -4 or exponent >= 6
+    if scientific:
+        mantissa = digits[0] + (f".{digits[1:]}" if len(digits) > 1 else "")
+        shown = f"{abs(exponent)}" if json_style and exponent < 0 else f"{abs(exponent):02d}"
+        return f"{sign}{mantissa}e{'-' if exponent < 0 else '+'}{shown}"
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return f"{sign}{digits}{'0' * (point - len(digits))}"
+    return f"{sign}{digits[:point]}.{digits[point:]}"
+
+
+_GO_ESCAPES: Final = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+                      "\t": "\\t", "\v": "\\v", "\\": "\\\\", '"': '\\"'}
+
+
+def _go_quote(text: str) -> str:
+    """``strconv.Quote`` (%q): printable characters as they are, the others escaped."""
+    quoted = []
+    for char in text:
+        if char in _GO_ESCAPES:
+            quoted.append(_GO_ESCAPES[char])
+        elif char.isprintable():
+            quoted.append(char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            quoted.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            quoted.append(f"\\u{ord(char):04x}")
+        else:
+            quoted.append(f"\\U{ord(char):08x}")
+    return f'"{"".join(quoted)}"'
+
+
+def _go_json(value: Any) -> str:
+    """``json.Marshal`` of a decoded JSON value: keys sorted, no spaces, <, >, &, U+2028 and
+    U+2029 escaped, numbers as Go writes int64 and float64."""
+    value = _go_number(value)
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _go_float(value, json_style=True)
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        for char in "<>&\u2028\u2029":
+            text = text.replace(char, f"\\u{ord(char):04x}")
+        return text
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{_go_json(str(k))}:{_go_json(v)}"
+                              for k, v in sorted(value.items())) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_go_json(v) for v in value) + "]"
+    return json.dumps(value, default=str)
 
 
 def field_error(reason: str | None, field: str, value: Any, detail: str) -> Violation:
@@ -1586,3 +1671,108 @@ def _message(rule: _Rule, activation: Mapping[str, Any]) -> str | None:
     if not text or "\n" in text or len(text.encode()) > MESSAGE_EXPRESSION_MAX_BYTES:
         return None
     return text
+
+
+# --- unique items of list-type set and map lists (apiserver/schema/listtype/validation.go) -------
+#
+# On each create and update of a custom resource (its /status too), after the schema's checks and
+# before the CEL rules (customresource/strategy.go), a real server refuses a list with
+# ``x-kubernetes-list-type: set`` that holds an item twice, and one with ``map`` that holds two
+# items with the same ``x-kubernetes-list-map-keys``: ``Duplicate value`` at the later item's index
+# (the second of three equal items only), showing the item (set) or its keys (map). Items compare
+# as Go's decoded JSON does: 4 and 4.0 are not equal scalars, {"x": 4} and {"x": 4.0} are equal
+# objects. A map list item that is not an object is ``Invalid``. Older than CEL (Kubernetes 1.18),
+# and done with CEL off too. On an update, nothing is checked when the stored object already
+# breaks these rules anywhere (a ratchet over the whole object, for objects stored before the CRD
+# made a list a set or a map). The server walks an object's fields in Go's random map order, so
+# the order of errors at different fields varies there; here it is the object's own order.
+
+
+class _Unspecified:
+    """Go's ``unspecifiedKeyValue``: a map list item without its key, or a null item."""
+
+    def __repr__(self) -> str:
+        return "<unspecified>"
+
+
+_UNSPECIFIED: Final = _Unspecified()
+
+
+def list_violations(schema: Mapping[str, Any], obj: Any) -> list[Violation]:
+    """``ValidateListSetsAndMaps``: the duplicates in ``obj``'s set and map lists, as the server's
+    422 lists them (``schema``: the structural schema of the resource, at its root)."""
+    return _object_lists("", schema, obj) if isinstance(obj, Mapping) else []
+
+
+def _object_lists(path: str, schema: Mapping[str, Any], obj: Mapping[str, Any]) -> list[Violation]:
+    found: list[Violation] = []
+    additional = schema.get("additionalProperties")
+    if _is_schema(additional):
+        for key, value in obj.items():
+            found += _value_lists(f"{path}[{key}]", additional, value)
+    properties = schema.get("properties")
+    if _is_schema(properties):
+        for key, value in obj.items():
+            if _is_schema(properties.get(key)):
+                found += _value_lists(_child(path, key), properties[key], value)
+    return found
+
+
+def _value_lists(path: str, schema: Mapping[str, Any], value: Any) -> list[Violation]:
+    if isinstance(value, list):
+        return _array_lists(path, schema, value)
+    if isinstance(value, Mapping):
+        return _object_lists(path, schema, value)
+    return []
+
+
+def _array_lists(path: str, schema: Mapping[str, Any], items: list[Any]) -> list[Violation]:
+    found: list[Violation] = []
+    list_type = schema.get("x-kubernetes-list-type")
+    if list_type == "set":
+        found += [field_error("FieldValueDuplicate", f"{path}[{i}]", items[i], "")
+                  for i in _repeated(items)]
+    elif list_type == "map":
+        found += _map_list_duplicates(path, schema.get("x-kubernetes-list-map-keys") or [], items)
+    if _is_schema(schema.get("items")):
+        for i, item in enumerate(items):
+            found += _value_lists(f"{path}[{i}]", schema["items"], item)
+    return found
+
+
+def _map_list_duplicates(path: str, keys: Sequence[str], items: list[Any]) -> list[Violation]:
+    for i, item in enumerate(items):
+        if item is not None and not isinstance(item, Mapping):
+            return [field_error(None, f"{path}[{i}]", item,
+                                "must be an object for an array of list-type map")]
+    if len(keys) == 1:
+        single = [_UNSPECIFIED if item is None or keys[0] not in item else item[keys[0]]
+                  for item in items]
+        return [field_error("FieldValueDuplicate", f"{path}[{i}]",
+                            {} if single[i] is _UNSPECIFIED else {keys[0]: single[i]}, "")
+                for i in _repeated(single)]
+    several = [{key: item[key] for key in keys if key in item} if item is not None else {}
+               for item in items]
+    return [field_error("FieldValueDuplicate", f"{path}[{i}]", several[i], "")
+            for i in _repeated(several)]
+
+
+def _repeated(items: Sequence[Any]) -> list[int]:
+    """``validateListSet``: the index of each value's second appearance, in order."""
+    seen: dict[Any, int] = {}
+    repeated: list[int] = []
+    for i, item in enumerate(items):
+        identity = _go_identity(item)
+        seen[identity] = seen.get(identity, 0) + 1
+        if seen[identity] == 2:
+            repeated.append(i)
+    return repeated
+
+
+def _go_identity(value: Any) -> Any:
+    """Equal for equal items as Go compares them: objects and lists by their JSON, scalars by
+    their Go type and value (int64 4 and float64 4 differ)."""
+    if isinstance(value, Mapping | list):
+        return ("json", _go_json(value))
+    value = _go_number(value)
+    return (type(value).__name__, value)

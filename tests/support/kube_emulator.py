@@ -24,6 +24,11 @@ replaces the state logic so that it behaves the way a real server does where ope
   after a schema error that blocks them, as there. ``KubeEmulator(cel=False)`` plays an API
   server older than 1.25, or one with CEL off: objects breaking the rules are stored, so that a
   test can reach a client's own checks behind them;
+* ``x-kubernetes-list-type`` set and map lists hold no item twice and no two items with the same
+  map keys (``support.crd_rules.list_violations``): ``Duplicate value`` at the later index, in
+  the real server's words, after the schema's errors and before the CEL rules'; with CEL off too
+  (older than CEL, a server has checked them since 1.18); not on an update of an object stored
+  with a duplicate (the server skips the check when the old object fails it);
 * TokenReview and TokenRequest answer from a token registry or a pluggable callback;
 * an opt-in request recorder (``recorded_calls``): each request as an authorizer sees it (token,
   verb, group, resource, subresource, namespace), to check RBAC rules against real calls;
@@ -56,14 +61,12 @@ variable before ``kubernetes`` is first imported.
 
 Not emulated (a real cluster or the e2e suite covers them): controllers (Jobs never run, Pods
 never start: set their status through ``/status`` to play one), RBAC and authentication of
-callers (unless an ``authorizer`` is given), admission webhooks, CEL cost budgets, unique keys
-of ``x-kubernetes-list-type: map`` lists (a real server refuses a duplicate: ``Duplicate
-value``; duplicate set items are refused here, in other words), ratcheting of schema errors on
-updates, schemas of built-in kinds, strategic-merge list semantics (treated as a JSON merge
-patch), server-side apply, ``dryRun``,
-conversion between CRD versions (each served version is stored apart), removing a CRD's
-resources when the CRD is deleted, foreground deletion (treated as background), and a namespace's
-Terminating phase (its objects are deleted at once; those with finalizers stay marked).
+callers (unless an ``authorizer`` is given), admission webhooks, CEL cost budgets, ratcheting
+of schema errors on updates, schemas of built-in kinds, strategic-merge list semantics (treated
+as a JSON merge patch), server-side apply, ``dryRun``, conversion between CRD versions (each
+served version is stored apart), removing a CRD's resources when the CRD is deleted, foreground
+deletion (treated as background), and a namespace's Terminating phase (its objects are deleted
+at once; those with finalizers stay marked).
 """
 
 from __future__ import annotations
@@ -101,7 +104,13 @@ import kmock
 import yaml
 from kmock import Response  # type: ignore[attr-defined]  # exported, but not in kmock.__all__
 
-from support.crd_rules import BLOCKING_REASONS, NOT_CHECKED, CelRules, crd_violations
+from support.crd_rules import (
+    BLOCKING_REASONS,
+    NOT_CHECKED,
+    CelRules,
+    crd_violations,
+    list_violations,
+)
 
 if TYPE_CHECKING:
     import kopf
@@ -315,7 +324,9 @@ def to_json_schema(schema: Mapping[str, Any]) -> JsonDict:
     """Translate a CRD's OpenAPI v3 (structural) schema into a JSON schema (draft 4).
 
     ``x-kubernetes-*`` keys are dropped; ``x-kubernetes-int-or-string`` becomes integer-or-string;
-    ``nullable: true`` admits null. Pruning of unknown fields is done apart (:func:`_prune`).
+    ``nullable: true`` admits null. Pruning of unknown fields is done apart (:func:`_prune`), and
+    so are the unique items of list-type set and map lists (``support.crd_rules.list_violations``,
+    as a real server: its schema validator does not check them).
     """
     result: JsonDict = {}
     for key, value in schema.items():
@@ -336,8 +347,6 @@ def to_json_schema(schema: Mapping[str, Any]) -> JsonDict:
         result["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     if schema.get("nullable") and isinstance(result.get("type"), str):
         result["type"] = [result["type"], "null"]
-    if schema.get("x-kubernetes-list-type") == "set":
-        result["uniqueItems"] = True
     return result
 
 
@@ -459,13 +468,19 @@ class _CustomResource:
 
     def causes(self, body: Mapping[str, Any], old: Mapping[str, Any] | None = None,
                found: Sequence[_Cause] = ()) -> list[_Cause]:
-        """The schema's errors, then its CEL rules' (``old``: on an update), as a server lists
-        them after ``found`` (the metadata's): no rule runs after an error that blocks them."""
+        """The schema's errors, the duplicates in its set and map lists, then its CEL rules'
+        (``old``: on an update), as a server lists them after ``found`` (the metadata's): no
+        rule runs after an error that blocks them. The list duplicates are checked with CEL off
+        too (a server has done so since 1.18), and not at all on an update of an object stored
+        with some (the server's ratchet)."""
         causes: list[_Cause] = []
         if self.validator is not None:
             errors = sorted(self.validator.iter_errors(body),
                             key=lambda e: list(map(str, e.path)))
             causes = [cause for error in errors for cause in _schema_causes(error)]
+        if self.schema is not None and (old is None or not list_violations(self.schema, old)):
+            causes += [_Cause(v.reason, v.field, v.message)
+                       for v in list_violations(self.schema, body)]
         if self.rules:
             if any(c.reason in BLOCKING_REASONS for c in (*found, *causes)):
                 causes.append(_Cause(NOT_CHECKED.reason, NOT_CHECKED.field, NOT_CHECKED.message))
@@ -662,6 +677,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     #: update, patch, /status), as every API server since 1.25 does. ``cel=False`` plays an API
     #: server older than 1.25, or one with CEL off: the rules are still checked in the CRD, but
     #: objects that break them are stored, so that tests reach a client's own checks behind them.
+    #: Duplicates in list-type set and map lists are refused either way (checked since 1.18).
     cel: bool = True
 
     _revision: int = attrs.field(default=0, init=False)

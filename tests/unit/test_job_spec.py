@@ -11,7 +11,7 @@ import yaml
 from fx_operator.domain import job_spec
 from fx_operator.domain.conditions import Reason, with_condition
 from fx_operator.domain.package_spec import package_definition
-from fx_operator.exceptions import ValidationError
+from fx_operator.exceptions import Problem, ValidationError
 from fx_operator.services.executions import progress
 
 from fx_ef import contract
@@ -102,6 +102,17 @@ def test_package_definition_names_the_field(spec: dict[str, Any], where: str) ->
     with pytest.raises(ValidationError, match="Package p") as caught:
         package_definition("p", spec)
     assert where in str(caught.value)
+
+
+def test_package_definition_refuses_a_script_name_twice() -> None:
+    """An API server refuses it first (spec.scripts is a list-type map keyed by name: 422
+    Duplicate value, see test_operator_bad_manifests); the check stays for what gets through."""
+    with pytest.raises(ValidationError, match="Package p") as caught:
+        package_definition("p", {"scripts": [{"name": "main.py", "content": "1"},
+                                             {"name": "data.txt", "content": "x"},
+                                             {"name": "main.py", "content": "2"}]})
+
+    assert caught.value.problems == [Problem("spec.scripts[2].name", "'main.py' appears twice")]
 
 
 def test_package_definition_defaults_the_entrypoint() -> None:
