@@ -84,9 +84,21 @@ def seal(file: Path, namespace: str, scope: str, package: str | None, name: str 
     click.echo(yaml.safe_dump(manifest, sort_keys=False), nl=False)
 
 
+#: Exit code when ``fxctl run -n`` stops waiting (timeout(1)'s): the run goes on in the cluster.
+EXIT_WAIT_TIMEOUT = 124
+#: Waiting beyond the script's own timeout: scheduling, the image, the init step, the status.
+WAIT_MARGIN_SECONDS = 300
+#: The wait when neither the run nor its Package sets a timeout.
+DEFAULT_WAIT_SECONDS = 3600
+
+
 def run_in_cluster(package: str, namespace: str, params: dict[str, Any], follow: bool,
-                   timeout: float | None) -> int:
-    """Create an Execution, follow it to the end, print its masked output; its exit code."""
+                   timeout: float | None, wait_timeout: float | None = None) -> int:
+    """Create an Execution, follow it to the end, print its masked output; its exit code.
+
+    ``wait_timeout``: seconds to wait for the end; default, the run's timeout (``timeout``, else
+    the Package's ``timeoutSeconds``) plus a margin, so that a run whose status never ends (an
+    operator that is down, say) does not keep the terminal, or a pipeline, forever."""
     kube = _kube()
     body: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "Execution",
                             "metadata": {"generateName": f"{package}-", "namespace": namespace},
@@ -98,8 +110,19 @@ def run_in_cluster(package: str, namespace: str, params: dict[str, Any], follow:
     click.echo(f"fxctl: execution {namespace}/{name} created", err=True)
     if not follow:
         return 0
+    limit = wait_timeout or _default_wait(kube, namespace, package, timeout)
+    deadline = time.monotonic() + limit
     execution = created
     while (execution.get("status") or {}).get("phase") not in FINAL_PHASES:
+        if time.monotonic() > deadline:
+            status = execution.get("status") or {}
+            ready: dict[str, Any] = next(
+                (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+            click.echo(f"fxctl: execution {namespace}/{name} did not end within {limit:g} s "
+                       f"(phase {status.get('phase') or 'none yet'}"
+                       f"{': ' + str(ready.get('message')) if ready else ''}); it goes on in "
+                       f"the cluster: kubectl -n {namespace} get execution {name}", err=True)
+            return EXIT_WAIT_TIMEOUT
         time.sleep(0.5)
         execution = asyncio.run(kube.get_custom("executions", namespace, name))
     status = execution["status"]
@@ -108,6 +131,16 @@ def run_in_cluster(package: str, namespace: str, params: dict[str, Any], follow:
         if condition.get("type") == "Succeeded":
             click.echo(f"fxctl: {status['phase']}: {condition.get('message')}", err=True)
     return int(status.get("exitCode", 1))
+
+
+def _default_wait(kube: Any, namespace: str, package: str, timeout: float | None) -> float:
+    if not timeout:
+        try:
+            found = asyncio.run(kube.get_custom("packages", namespace, package))
+            timeout = (found.get("spec") or {}).get("timeoutSeconds")
+        except FxError:  # no such Package (the Execution will say so) or not readable
+            timeout = None
+    return float(timeout or DEFAULT_WAIT_SECONDS) + WAIT_MARGIN_SECONDS
 
 
 def _peering_priority(ctx: click.Context, param: click.Parameter, value: str) -> int:
@@ -154,4 +187,5 @@ def operator(namespaces: tuple[str, ...], liveness: str, peering: str | None,
              clusterwide=not namespaces, namespaces=list(namespaces), liveness_endpoint=liveness)
 
 
-__all__ = ["GROUP", "VERSION", "operator", "run_in_cluster", "seal", "sealed_manifest"]
+__all__ = ["EXIT_WAIT_TIMEOUT", "GROUP", "VERSION", "operator", "run_in_cluster", "seal",
+           "sealed_manifest"]

@@ -41,9 +41,12 @@ def _params(pairs: tuple[str, ...]) -> dict[str, Any]:
               help="Run the Package TARGET of this namespace in the cluster (an Execution).")
 @click.option("--follow/--no-follow", default=True, show_default=True,
               help="In a cluster: wait for the end and print the masked output.")
+@click.option("--wait-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="In a cluster: seconds to wait for the end, then exit 124 (the run goes on); "
+                   "default: the run's timeout (or the Package's, or an hour) plus 5 minutes.")
 def run(target: str, project: str | None, params: tuple[str, ...], no_mask: bool,
         allow_platform_write: bool, timeout: float | None, namespace: str | None,
-        follow: bool) -> None:
+        follow: bool, wait_timeout: float | None) -> None:
     """Run a package: TARGET is a folder (run here, on the embedded store by default, with its
     secrets.json as package scope) or, with -n, a Package in a cluster.
 
@@ -53,7 +56,7 @@ def run(target: str, project: str | None, params: tuple[str, ...], no_mask: bool
     if namespace is not None:
         from fx_operator.cli.cluster import run_in_cluster
 
-        code = run_in_cluster(target, namespace, _params(params), follow, timeout)
+        code = run_in_cluster(target, namespace, _params(params), follow, timeout, wait_timeout)
         click.get_current_context().exit(code)
     folder = Path(target)
     if not folder.is_dir():

@@ -106,7 +106,7 @@ class ExecutionService:
         the API when missing or not (yet) ready for its generation.
         """
         meta, spec = body["metadata"], body.get("spec") or {}
-        namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+        namespace, name = meta["namespace"], meta["name"]
         status = body.get("status") or {}
         if status.get("phase") in FINAL_PHASES:
             return None
@@ -134,7 +134,16 @@ class ExecutionService:
             # Admitted before (a restarted operator, a retry): never a second Job, and a pod
             # started from the earlier Secret must not meet a new key.
             if await self.kube.read_job(namespace, job_name) is not None:
-                return None
+                if status.get("runId") == run_id:
+                    return None
+                # The operator stopped between creating the Job and writing this status: without
+                # the run id in the status the pod's progress would never be followed. Rebuilt
+                # from what exists: the Job, and the resolution's audit record of this run.
+                manifest = await asyncio.to_thread(self._recorded_manifest, run_id)
+                rebuilt = self._admitted(body, run_id, job_name, manifest,
+                                         f"Job {job_name} of run {run_id} found after a "
+                                         f"restart of the operator; status rebuilt")
+                return await self._caught_up(body, rebuilt)
             sealed = await asyncio.to_thread(self._register_and_seal, plan, definition, params,
                                              replace=True)  # refused once delivered or ended
             assert sealed is not None
@@ -143,18 +152,47 @@ class ExecutionService:
         created = await self.kube.create_run_objects(
             job_spec.sealed_bundle_secret(plan, bundle_b64),
             job_spec.run_job(plan, self.pod_settings))
-        now = now_iso()
         message = (f"Job {job_name} created for run {run_id} with {len(manifest)} secret(s)"
                    if created else f"Job {job_name} already exists")
+        return self._admitted(body, run_id, job_name, manifest, message)
+
+    def _admitted(self, body: dict[str, Any], run_id: str, job_name: str,
+                  manifest: dict[str, Any], message: str) -> Outcome:
+        """The status of an Execution whose Job exists: its run followed from now on."""
+        generation = body["metadata"].get("generation")
+        now = now_iso()
         return Outcome({
             "observedGeneration": generation, "phase": PENDING, "runId": run_id,
             "jobName": job_name, "manifest": manifest,
             "steps": [_step(STEP_ADMITTED, SUCCEEDED_PHASE, message, started=now, finished=now),
                       _step(STEP_DELIVERY, PENDING), _step(STEP_SCRIPT, PENDING)],
-            "conditions": with_condition(status.get("conditions"), type_=READY, ok=True,
-                                         reason=Reason.JOB_CREATED, message=message,
-                                         generation=generation)},
+            "conditions": with_condition((body.get("status") or {}).get("conditions"),
+                                         type_=READY, ok=True, reason=Reason.JOB_CREATED,
+                                         message=message, generation=generation)},
             [EventNote("Normal", Reason.JOB_CREATED, message)])
+
+    async def _caught_up(self, body: dict[str, Any], rebuilt: Outcome) -> Outcome:
+        """A rebuilt status brought up to its pod's state: the pod's events may all have come
+        (and been ignored, the status had no run id yet) before the rebuilt status was written."""
+        meta, run_id = body["metadata"], rebuilt.status["runId"]
+        for pod in await self.kube.run_pods(meta["namespace"], run_id):
+            later = progress({**body, "status": rebuilt.status}, pod)
+            if later is not None:
+                if later.status.get("phase") in FINAL_PHASES:
+                    await asyncio.to_thread(self.run_keys.finish, run_id)
+                return Outcome(later.status, [*rebuilt.events, *later.events])
+        return rebuilt
+
+    def _recorded_manifest(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """In a worker thread: which scope and version of each name the run was sealed with,
+        from the audit record of its resolution (no data key ids: the record has none)."""
+        resolutions = [r for r in self.secrets.audit_records(run_id=run_id)
+                       if r.action == "resolve"]
+        if not resolutions:
+            return {}
+        latest = max(resolutions, key=lambda r: r.at)
+        return {str(e["name"]): {"scope": e["scope"], "version": e["version"]}
+                for e in sorted(latest.entries, key=lambda e: str(e["name"]))}
 
     def _register_and_seal(self, plan: job_spec.RunPlan, definition: PackageDefinition,
                            params: dict[str, Any], *,

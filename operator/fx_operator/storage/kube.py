@@ -244,6 +244,14 @@ class Kube:
             raise
         return True
 
+    async def run_pods(self, namespace: str, run_id: str) -> list[dict[str, Any]]:
+        """The pods of one run (by its label), as plain JSON."""
+        found = await self._read(
+            f"listing the pods of run {run_id} in {namespace}",
+            lambda **kw: self.core.list_namespaced_pod(
+                namespace, label_selector=f"{LABEL_RUN}={run_id}", **kw))
+        return list((found or {}).get("items") or [])
+
     async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._read(f"reading Pod {namespace}/{name}",
                                 lambda **kw: self.core.read_namespaced_pod(name, namespace, **kw))
