@@ -343,3 +343,37 @@ def test_objects_nested_thousands_of_levels_deep_are_refused_and_the_rest_is_ser
     assert not_ready.startswith("False: ") and f"spec.config: {expected}" in not_ready
     assert real.operator is not None and real.operator.poll() is None
     assert run(real, namespace, "after-deep", "plain")["status"]["phase"] == "Succeeded"
+
+
+def test_a_status_lost_between_the_job_and_its_write_is_rebuilt_after_a_restart(
+        real: RealCluster) -> None:
+    """The operator's status writes refused by its RBAC (as if it had stopped right after the
+    Job), then the operator killed, the rule given back and the operator started again."""
+    real.create_namespace("lost")
+    real.apply(package("lost", "lost", {"main.py": "print('ran once')\n"}))
+    real.ready("packages", "lost", "lost")
+    original = json.loads(real.kubectl("get", "clusterrole", "fx-operator", "-o", "json").stdout)
+    narrowed = json.loads(json.dumps(original))
+    for rule in narrowed["rules"]:
+        rule["resources"] = [r for r in rule["resources"] if r != "executions/status"]
+    real.kubectl("replace", "-f", "-", input=json.dumps(narrowed))
+    real.expected_refusals.add("patch fx.dev/executions/status lost/lost-1")
+    try:
+        real.apply(execution("lost", "lost-1", "lost"))
+        real.wait_for(lambda: real.batch.list_namespaced_job(
+            "lost", label_selector="fx.dev/execution=lost-1").items, "the run's Job")
+        real.wait_for(lambda: "patch fx.dev/executions/status lost/lost-1" in
+                      real.plane.refused(real.operator_user), "the refused status write")
+        real.stop_operator(kill=True)
+    finally:
+        for field in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+            original["metadata"].pop(field, None)
+        real.kubectl("replace", "-f", "-", input=json.dumps(original))
+    assert "runId" not in (real.get("executions", "lost", "lost-1").get("status") or {})
+    real.start_operator()
+    status = real.finished("lost", "lost-1")["status"]
+    assert status["phase"] == "Succeeded", status
+    assert "ran once" in status["result"]["outputTail"]
+    assert "found after a restart" in status["steps"][0]["message"]
+    jobs = real.batch.list_namespaced_job("lost", label_selector="fx.dev/execution=lost-1")
+    assert [j.metadata.name for j in jobs.items] == [job_name("lost-1")]

@@ -62,8 +62,14 @@ class RealCluster:
     operator_log: Path
     master_key: Path
     liveness_port: int = field(default_factory=free_port)
+    #: refusals of the operator's calls that a test caused on purpose (``verb resource where``)
+    expected_refusals: set[str] = field(default_factory=set)
     operator: subprocess.Popen[bytes] | None = None
     outputs: list[str] = field(default_factory=list)
+
+    @property
+    def operator_user(self) -> str:
+        return f"system:serviceaccount:{SYSTEM}:{OPERATOR_ACCOUNT}"
 
     @property
     def core(self) -> client.CoreV1Api:
