@@ -29,7 +29,7 @@ from kubernetes import client
 
 from support.kube_emulator import KubeEmulator, KubeEmulatorServer
 from support.pod_runner import PodRunner
-from support.scenarios import is_finished, is_settled
+from support.scenarios import FxObjectWaits
 from support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def _free_port() -> int:
 
 
 @dataclass
-class Cluster:
+class Cluster(FxObjectWaits):
     server: KubeEmulatorServer
     runner: PodRunner
     api: client.ApiClient
@@ -158,22 +158,6 @@ class Cluster:
 
     def wait_for(self, condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
         return wait_for(condition, what, timeout, every=0.1)
-
-    def ready(self, plural: str, namespace: str, name: str,
-              timeout: float = 60) -> dict[str, Any]:
-        def check() -> dict[str, Any] | None:
-            body = self.get(plural, namespace, name)
-            return body if is_settled(body) else None
-        result: dict[str, Any] = self.wait_for(check, f"{plural} {namespace}/{name} to settle",
-                                               timeout)
-        return result
-
-    def finished(self, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
-        def check() -> dict[str, Any] | None:
-            body = self.get("executions", namespace, name)
-            return body if is_finished(body) else None
-        result: dict[str, Any] = self.wait_for(check, f"execution {namespace}/{name}", timeout)
-        return result
 
     def events(self, namespace: str, name: str, *reasons: str) -> list[dict[str, Any]]:
         """An object's Events; with ``reasons``, once they all are there: the operator posts

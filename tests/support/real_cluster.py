@@ -34,7 +34,7 @@ from support.manifests import RELEASE, helm_template, run
 from support.node_agent import NodeAgent
 from support.podman import RUNTIME_IMAGE, Podman
 from support.processes import child_env
-from support.scenarios import is_finished, is_settled
+from support.scenarios import FxObjectWaits
 from support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ NOT_APPLIED = {"Deployment", "PersistentVolumeClaim", "NetworkPolicy"}
 
 
 @dataclass
-class RealCluster:
+class RealCluster(FxObjectWaits):
     plane: ControlPlane
     agent: NodeAgent
     api: client.ApiClient
@@ -62,6 +62,8 @@ class RealCluster:
     operator_log: Path
     master_key: Path
     liveness_port: int = field(default_factory=free_port)
+    settle_timeout = 120
+    run_timeout = 180
     #: refusals of the operator's calls that a test caused on purpose (``verb resource where``)
     expected_refusals: set[str] = field(default_factory=set)
     operator: subprocess.Popen[bytes] | None = None
@@ -194,22 +196,6 @@ class RealCluster:
             tail = log.read_text(errors="replace").splitlines()[-25:] if log.exists() else []
             lines += [f"--- {log.name}:", *tail]
         return "\n".join(lines)
-
-    def ready(self, plural: str, namespace: str, name: str,
-              timeout: float = 120) -> dict[str, Any]:
-        def check() -> dict[str, Any] | None:
-            body = self.get(plural, namespace, name)
-            return body if is_settled(body) else None
-        found: dict[str, Any] = self.wait_for(check, f"{plural} {namespace}/{name} to settle",
-                                              timeout)
-        return found
-
-    def finished(self, namespace: str, name: str, timeout: float = 180) -> dict[str, Any]:
-        def check() -> dict[str, Any] | None:
-            body = self.get("executions", namespace, name)
-            return body if is_finished(body) else None
-        found: dict[str, Any] = self.wait_for(check, f"execution {namespace}/{name}", timeout)
-        return found
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         items = self.core.list_namespaced_event(namespace).items

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 # A package reading names at every scope: which are set, which won, and the package-scope canary
@@ -44,3 +45,37 @@ def is_settled(body: dict[str, Any]) -> bool:
 
 def is_finished(body: dict[str, Any]) -> bool:
     return (body.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+class FxObjectWaits:
+    """``ready`` and ``finished`` for both cluster tiers, over their own ``get`` and ``wait_for``
+    (the real control plane's waits are longer: real controllers, containers)."""
+
+    settle_timeout: float = 60
+    run_timeout: float = 90
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def wait_for(self, condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+        raise NotImplementedError
+
+    def ready(self, plural: str, namespace: str, name: str,
+              timeout: float | None = None) -> dict[str, Any]:
+        """The object once the operator has judged its current generation."""
+        def check() -> dict[str, Any] | None:
+            body = self.get(plural, namespace, name)
+            return body if is_settled(body) else None
+        found: dict[str, Any] = self.wait_for(check, f"{plural} {namespace}/{name} to settle",
+                                              timeout or self.settle_timeout)
+        return found
+
+    def finished(self, namespace: str, name: str,
+                 timeout: float | None = None) -> dict[str, Any]:
+        """The Execution once it has ended."""
+        def check() -> dict[str, Any] | None:
+            body = self.get("executions", namespace, name)
+            return body if is_finished(body) else None
+        found: dict[str, Any] = self.wait_for(check, f"execution {namespace}/{name}",
+                                              timeout or self.run_timeout)
+        return found
