@@ -12,6 +12,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import ssl
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -357,3 +358,120 @@ async def test_health_unknown_paths_and_oversized_bodies(env: Env) -> None:
         _raw, env, "POST", contract.BROKER_KEY_PATH.format(run_id="run-1"), b"{}",
         {**headers, contract.RUN_HEADER: "run-2"})
     assert status == 400
+
+
+# --- bad requests: 400 naming the field, never a 500/503 or a traceback (issue 20, item 6) -----
+
+_SECRETS = contract.CHANNEL_SECRETS_PATH
+_STATE = contract.CHANNEL_STATE_PATH
+_VALUE_MAX_DEPTH = 32  # fx_operator.domain.nesting.MAX_DEPTH, spelled out: the contract's number
+
+
+def _doc(document: Any) -> bytes:
+    """A body as a client could send it: ``json`` escapes lone surrogates and NUL, writes NaN."""
+    return json.dumps(document).encode()
+
+
+def _nested(levels: int) -> Any:
+    value: Any = CANARY
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def _deep_text(levels: int) -> str:
+    """JSON nested ``levels`` deep, as text: ``json.dumps`` itself cannot write it."""
+    return "[" * levels + json.dumps(CANARY) + "]" * levels
+
+
+# id -> (path, raw body, the field the answer must name, status)
+BAD_REQUESTS: dict[str, tuple[str, bytes, str, int]] = {
+    "name-is-a-number": (_SECRETS, _doc({"name": 42, "value": CANARY}), "name", 400),
+    "name-is-a-list": (_SECRETS, _doc({"name": ["a"], "value": CANARY}), "name", 400),
+    "name-is-null": (_SECRETS, _doc({"name": None, "value": CANARY}), "name", 400),
+    "name-is-missing": (_SECRETS, _doc({"value": CANARY}), "name", 400),
+    "name-has-a-lone-surrogate": (_SECRETS, _doc({"name": "A\ud800", "value": CANARY}), "name",
+                                  400),
+    "scope-is-a-number": (_SECRETS, _doc({"name": "A", "value": CANARY, "scope": 3}), "scope",
+                          400),
+    "scope-is-null": (_SECRETS, _doc({"name": "A", "value": CANARY, "scope": None}), "scope",
+                      400),
+    "secret-value-33-levels": (_SECRETS, _doc({"name": "A",
+                                               "value": _nested(_VALUE_MAX_DEPTH + 1)}),
+                               "value", 400),
+    "secret-value-100000-levels": (
+        _SECRETS, f'{{"name": "A", "value": {_deep_text(100_000)}}}'.encode(), "value", 400),
+    "secret-value-nan": (_SECRETS, _doc({"name": "A", "value": [CANARY, float("nan")]}),
+                         "value", 400),
+    "secret-value-lone-surrogate": (_SECRETS, _doc({"name": "A", "value": CANARY + "\udfff"}),
+                                    "value", 400),
+    "state-key-has-a-nul": (_STATE, _doc({"key": "a\x00b", "value": CANARY}), "key", 400),
+    "state-key-is-a-number": (_STATE, _doc({"key": 7, "value": CANARY}), "key", 400),
+    "state-key-is-a-list": (_STATE, _doc({"key": ["k"], "value": CANARY}), "key", 400),
+    "state-key-has-a-lone-surrogate": (_STATE, _doc({"key": "k\udc00", "value": CANARY}), "key",
+                                       400),
+    "state-value-is-missing": (_STATE, _doc({"key": "k"}), "value", 400),
+    "state-value-33-levels": (_STATE, _doc({"key": "k", "value": _nested(_VALUE_MAX_DEPTH + 1)}),
+                              "value", 400),
+    "state-value-100000-levels": (
+        _STATE, f'{{"key": "k", "value": {_deep_text(100_000)}}}'.encode(), "value", 400),
+    "state-value-nan": (_STATE, _doc({"key": "k", "value": [CANARY, float("nan")]}), "value",
+                        400),
+    "state-value-infinity": (_STATE, _doc({"key": "k", "value": {"x": float("-inf")}}), "value",
+                             400),
+    "state-value-1e999": (_STATE, b'{"key": "k", "value": [1e999]}', "value", 400),
+    "state-value-5000-digits": (_STATE, b'{"key": "k", "value": ' + b"7" * 5000 + b"}", "value",
+                                400),
+    "state-value-lone-surrogate": (_STATE, _doc({"key": "k", "value": [CANARY, "\ud800"]}),
+                                   "value", 400),
+    "state-value-lone-surrogate-in-a-key": (_STATE, _doc({"key": "k",
+                                                          "value": {"\ud800": CANARY}}),
+                                            "value", 400),
+    "body-is-an-array": (_STATE, _doc([{"key": "k", "value": CANARY}]), "body", 400),
+    "body-is-a-string": (_STATE, _doc(CANARY), "body", 400),
+    "body-is-not-json": (_STATE, b"{key: k, value: " + CANARY.encode() + b"}", "body", 400),
+    "body-is-not-utf8": (_STATE, b'{"key": "k", "value": "\xff\xfe"}', "body", 400),
+    "body-is-empty": (_STATE, b"", "body", 400),
+    "body-is-oversized": (_STATE, _doc({"key": "k", "value": "x" * (2 * 1024 * 1024)}), "body",
+                          413),
+}
+
+
+def _post(env: Env, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    """Status and text of one raw request; a 500 of aiohttp's own is plain text, not JSON."""
+    context = ssl.create_default_context(cafile=str(env.ca_file))
+    conn = http.client.HTTPSConnection("127.0.0.1", env.server.port, context=context, timeout=60)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+async def test_a_bad_channel_request_is_refused_naming_the_field(
+        env: Env, caplog: pytest.LogCaptureFixture, case: str) -> None:
+    path, raw, field_name, expected = BAD_REQUESTS[case]
+    caplog.set_level(logging.DEBUG)
+    env.run("run-1")
+    token_file = env.pod("etl-1", "team-a", "run-1")
+    await env.key("run-1", token_file)
+    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}",
+               contract.RUN_HEADER: "run-1", "Content-Type": "application/json"}
+    status, text = await env.client(_post, env, path, raw, headers)
+    assert status == expected, f"{case}: {status} {text[:300]}"
+    error = json.loads(text)["error"]
+    assert re.search(rf"\b{field_name}\b", error), f"{case}: {error!r} names no {field_name!r}"
+    if expected == 400:
+        assert f"{field_name}: " in error, error
+    assert CANARY not in text and not re.search("[\ud800-\udfff]", error)  # no value echoed
+    # nothing stored, and the broker goes on serving the run
+    assert env.service.list(scope=None, project="team-a") == []
+    assert await env.channel("run-1", token_file, "GET", _STATE) == {"state": {}}
+    await env.channel("run-1", token_file, "POST", _STATE, {"key": "ok", "value": [1]})
+    assert await env.channel("run-1", token_file, "GET", _STATE) == {"state": {"ok": [1]}}
+    tracebacks = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert tracebacks == [], f"{case}: {[r.getMessage() for r in tracebacks]}"
+    assert CANARY not in caplog.text

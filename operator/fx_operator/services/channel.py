@@ -4,11 +4,11 @@ broker in a cluster both authenticate the caller into a ``RunGrant`` and then ca
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
+from typing import Any, Final
 
 from fx_ef import contract
+from fx_operator.domain import channel_requests
 from fx_operator.exceptions import (
     FxError,
     NotFoundError,
@@ -20,39 +20,30 @@ from fx_operator.services.runs import RunGrant, RunService
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024
+#: The largest body read; the transports answer 413 beyond it before reading.
+MAX_BODY_BYTES: Final = channel_requests.MAX_BODY_BYTES
 
 Answer = tuple[int, dict[str, Any]]
 
 
-def _body(raw: bytes) -> dict[str, Any]:
-    if len(raw) > MAX_BODY_BYTES:
-        raise ValueError(f"request body larger than {MAX_BODY_BYTES} bytes")
-    body = json.loads(raw or b"{}")
-    if not isinstance(body, dict):
-        raise ValueError("request body must be a JSON object")
-    return body
-
-
 def dispatch(service: RunService, grant: RunGrant, method: str, path: str, raw: bytes) -> Answer:
-    """Answer one channel request; errors become a status and a message without any value."""
+    """Answer one channel request; errors become a status and a message without any value.
+
+    Bodies are read strictly (``domain.channel_requests``): a malformed one is a 400 naming the
+    field, before the store is touched.
+    """
     try:
         if method == "POST" and path == contract.CHANNEL_SECRETS_PATH:
-            body = _body(raw)
-            if "name" not in body or "value" not in body:
-                return 400, {"error": "the request needs 'name' and 'value'"}
-            version = service.set_secret(grant, body["name"], body["value"],
-                                         str(body.get("scope", "project")))
+            secret = channel_requests.parse_secret_write(raw)
+            version = service.set_secret(grant, secret.name, secret.value, secret.scope)
             return 200, {"version": version}
         if method == "GET" and path == contract.CHANNEL_STATE_PATH:
             return 200, {"state": service.get_state(grant)}
         if method == "POST" and path == contract.CHANNEL_STATE_PATH:
-            body = _body(raw)
-            if "key" not in body or "value" not in body:
-                return 400, {"error": "the request needs 'key' and 'value'"}
-            return 200, {"state": service.put_state(grant, body["key"], body["value"])}
+            state = channel_requests.parse_state_write(raw)
+            return 200, {"state": service.put_state(grant, state.key, state.value)}
         return 404, {"error": f"no such channel request: {method} {path}"}
-    except ValueError as e:  # includes json.JSONDecodeError
+    except ValueError as e:
         return 400, {"error": f"bad request: {e}"}
     except ValidationError as e:
         return 400, {"error": str(e)}
