@@ -8,6 +8,14 @@ X25519 key agreement with a fresh ephemeral key per value, HKDF-SHA256, AES-256-
 The associated data binds the header and the target: namespace, scope, package and name. A value
 sealed for one object, scope, package or name fails to open anywhere else, so copying sealed
 values between manifests gets nothing. The plaintext is the value's JSON text. Pure: no I/O.
+
+Anyone may seal (the key is public), so an opened plaintext is parsed as a tenant's input: strict
+UTF-8, JSON nested at most :data:`~fx_operator.domain.nesting.MAX_DEPTH` levels (measured before
+the decoder runs, which would otherwise recurse once per level), integers of at most
+:data:`MAX_INT_DIGITS` digits. What cannot be opened for such a reason, or for a low-order
+ephemeral key or a target too long for the associated data, is a ``ValidationError`` naming the
+target's key and the problem, never the value; what was sealed for another target or key, or
+altered, stays an ``IntegrityError``.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +42,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
+from fx_operator.domain.nesting import MAX_DEPTH
 from fx_operator.exceptions import IntegrityError, Problem, ValidationError
 
 SEALED_VERSION = 1
@@ -45,6 +55,14 @@ PUBLIC_KEY_PREFIX = "fxseal1:"  # so a key pasted in the wrong place is recognis
 # Where the operator publishes its public key (in the platform namespace) for ``fxctl seal``.
 PUBLIC_KEY_CONFIGMAP = "fx-sealing-key"
 PUBLIC_KEY_FIELD = "publicKey"
+#: The longest namespace, scope, package or name the associated data can carry (a 16-bit length).
+MAX_TARGET_PART_BYTES = 0xFFFF
+#: The longest integer a sealed value may hold: Python's int/str conversion limit.
+MAX_INT_DIGITS = 4300
+_SHOWN_NAME_CHARS = 128  # the longest valid secret name is shown whole
+# A JSON token that can change the depth: a string (skipped whole, also when it runs to the end
+# of the text, so that the scan stays linear), or a bracket.
+_DEPTH_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)|[\[{]|[\]}]', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -56,9 +74,89 @@ class SealTarget:
     package: str
     name: str
 
+    @property
+    def where(self) -> str:
+        """The target as messages name it (a long name cut): never more than a line."""
+        name = self.name
+        if len(name) > _SHOWN_NAME_CHARS:
+            name = f"{name[:_SHOWN_NAME_CHARS]}... ({len(name.encode(errors='replace'))} bytes)"
+        return f"{self.namespace}/{self.scope}/{self.package or '-'}/{name}"
+
     def associated_data(self, header: bytes) -> bytes:
-        parts = (self.namespace, self.scope, self.package, self.name)
-        return header + b"".join(struct.pack(">H", len(p.encode())) + p.encode() for p in parts)
+        """The header and the target, each part length-prefixed; a part that cannot be carried
+        (over 65,535 bytes, or not encodable as UTF-8) is a ValidationError naming it."""
+        encoded = []
+        for field, part in (("namespace", self.namespace), ("scope", self.scope),
+                            ("package", self.package), ("name", self.name)):
+            try:
+                raw = part.encode()
+            except UnicodeEncodeError:
+                raise _invalid(self, f"the {field} is not encodable as UTF-8") from None
+            if len(raw) > MAX_TARGET_PART_BYTES:
+                raise _invalid(self, f"the {field} is {len(raw)} bytes long; a sealed value's "
+                                     f"{field} may have at most {MAX_TARGET_PART_BYTES} bytes")
+            encoded.append(struct.pack(">H", len(raw)) + raw)
+        return header + b"".join(encoded)
+
+
+def _invalid(target: SealTarget, what: str) -> ValidationError:
+    """A sealed value that cannot be opened or used, named by its target, never by its value."""
+    return ValidationError(Problem(target.where, what), source="sealed value")
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise _TooManyDigits(digits)
+    return int(text)
+
+
+class _TooManyDigits(Exception):
+    def __init__(self, digits: int) -> None:
+        super().__init__(digits)
+        self.digits = digits
+
+
+def _too_deep(text: str) -> bool:
+    """Whether ``text`` opens more than MAX_DEPTH arrays or objects inside each other (strings
+    skipped); linear, no recursion, stops at the first level too many."""
+    level = 0
+    for token in _DEPTH_TOKENS.finditer(text):
+        char = token.group()[0]
+        if char in "[{":
+            level += 1
+            if level > MAX_DEPTH:
+                return True
+        elif char in "]}":
+            level = max(level - 1, 0)
+    return False
+
+
+def parse_plaintext(target: SealTarget, plaintext: bytes) -> Any:
+    """An opened sealed value's JSON, parsed defensively; a ValidationError naming the target
+    (never the value) when it is not UTF-8, not JSON, nested too deep or holds too long an
+    integer."""
+    try:
+        text = plaintext.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _invalid(target, f"is not UTF-8 text (invalid byte at offset {e.start}); seal a "
+                               "JSON value") from None
+    if _too_deep(text):
+        raise _invalid(target, f"is nested more than {MAX_DEPTH} levels deep; at most "
+                               f"{MAX_DEPTH} are allowed")
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except json.JSONDecodeError as e:  # its message never quotes the text
+        raise _invalid(target, f"is not JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                               "seal a JSON value") from None
+    except _TooManyDigits as e:
+        raise _invalid(target, f"holds an integer of {e.digits} digits; at most "
+                               f"{MAX_INT_DIGITS} are allowed") from None
+    except RecursionError:  # not reached past the depth check; kept as the last word
+        raise _invalid(target, f"is nested more than {MAX_DEPTH} levels deep; at most "
+                               f"{MAX_DEPTH} are allowed") from None
+    except ValueError:  # e.g. an integer past a lowered sys.set_int_max_str_digits()
+        raise _invalid(target, "holds a number that cannot be converted") from None
 
 
 def _key_id(public_raw: bytes) -> bytes:
@@ -128,8 +226,10 @@ class SealingKeyPair:
         return self._private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
     def open(self, target: SealTarget, sealed_text: str) -> Any:
-        """The JSON value sealed for ``target``; IntegrityError names the target, never a value."""
-        where = f"{target.namespace}/{target.scope}/{target.package or '-'}/{target.name}"
+        """The JSON value sealed for ``target``. IntegrityError when it was sealed for another
+        target or key, or altered; ValidationError when it cannot be opened or parsed for what
+        it holds (see the module). Both name the target, never a value."""
+        where = target.where
         try:
             sealed = base64.b64decode(sealed_text, validate=True)
         except (binascii.Error, ValueError):
@@ -144,13 +244,19 @@ class SealingKeyPair:
                                  f"({key_id.hex()}, this operator's is {self.public.key_id})")
         header = sealed[:_HEADER.size]
         nonce = sealed[_HEADER.size:_HEADER.size + NONCE_BYTES]
-        key = _derive(self._private.exchange(X25519PublicKey.from_public_bytes(ephemeral_raw)),
-                      ephemeral_raw, self.public.raw)
+        aad = target.associated_data(header)
         try:
-            plaintext = AESGCM(key).decrypt(nonce, sealed[_HEADER.size + NONCE_BYTES:],
-                                            target.associated_data(header))
+            # A low-order point (all zeros, say) gives no shared secret: cryptography refuses it.
+            shared = self._private.exchange(X25519PublicKey.from_public_bytes(ephemeral_raw))
+        except ValueError:
+            raise _invalid(target, "has an invalid ephemeral X25519 public key (a low-order "
+                                   "point such as all zeros); seal it again with fxctl seal"
+                           ) from None
+        key = _derive(shared, ephemeral_raw, self.public.raw)
+        try:
+            plaintext = AESGCM(key).decrypt(nonce, sealed[_HEADER.size + NONCE_BYTES:], aad)
         except InvalidTag:
             raise IntegrityError(
                 f"sealed value of {where} does not open: it was sealed for another namespace, "
                 "scope, package or name, or altered") from None
-        return json.loads(plaintext)
+        return parse_plaintext(target, plaintext)

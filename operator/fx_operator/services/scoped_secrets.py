@@ -4,6 +4,11 @@ and versions (never values); on deletion, take its names out of resolution.
 Tenancy (P5): a ScopedSecret writes only its own namespace's project or package scope, and
 platform scope only in the operator's platform namespace. A value sealed for another namespace,
 scope, package or name does not open, so it cannot be replayed into this object.
+
+Bad input (P8): a sealed value that cannot be opened or parsed (anyone may seal: the key is
+public) and a name that could never be stored are ``ValidationError``s naming the key, never the
+value, so the object gets ``Ready=False`` (InvalidSecret) and a Warning Event, and nothing is
+written: every value is opened and checked before the first write.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from fx_operator.config import Settings
 from fx_operator.domain.conditions import READY, EventNote, Outcome, Reason, with_condition
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.domain.sealing import SealingKeyPair, SealTarget
+from fx_operator.domain.secrets_file import validate_name
 from fx_operator.exceptions import IntegrityError, Problem, ValidationError
 from fx_operator.services.secrets import SecretService
 
@@ -93,6 +99,9 @@ class ScopedSecretService:
                 raise ValidationError(Problem(f"spec.encryptedData.{name}",
                                               "must be a sealed value (a string)"),
                                       source="ScopedSecret")
+            # Before opening: a name too long for a sealed value's associated data (65,535
+            # bytes) is refused by the rule every stored name follows (128 characters).
+            validate_name(name, source="ScopedSecret")
             target = SealTarget(namespace, owner.scope.value, owner.package, name)
             values[name] = self.sealing.open(target, text)
         return values
