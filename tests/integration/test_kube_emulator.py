@@ -1561,3 +1561,19 @@ def test_kopf_status_events_finalizer_adoption_and_cascade(operator: WidgetOpera
     assert event.message == "created w1-job"
     assert event.involved_object.uid == owner["metadata"]["uid"]
     assert batch.list_namespaced_job(NS).items == []  # cascade-deleted with the Widget
+
+
+def test_annotations_over_256_kib_in_all_are_refused_as_a_real_server_does(
+        core: CoreV1Api) -> None:
+    """Seen on kube-apiserver v1.37: ``metadata.annotations: Too long: may not be more than
+    262144 bytes`` (kubectl's client-side apply of a 300 KB object, kopf's copy of a large spec)."""
+    body: dict[str, Any] = {"metadata": {"name": "big", "annotations": {"a": "x" * (256 * 1024)}},
+                            "data": {}}
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_config_map(NS, body)
+    assert refused.value.status == 422
+    assert json.loads(refused.value.body)["message"] == (
+        'ConfigMap "big" is invalid: metadata.annotations: Too long: may not be more than '
+        "262144 bytes")
+    body["metadata"]["annotations"] = {"a": "x" * (256 * 1024 - 1)}
+    core.create_namespaced_config_map(NS, body)

@@ -264,3 +264,16 @@ def test_an_execution_right_after_its_package_is_fixed_runs_the_fixed_package(
     status = _run(k8s, "team-a", "fixed-1", "fixed")["status"]
     assert status["phase"] == "Succeeded", status
     assert "fixed" in status["result"]["outputTail"]
+
+
+def test_a_package_larger_than_the_annotations_limit_is_published(k8s: Cluster) -> None:
+    """kopf records the last handled spec in an annotation, and the API server caps annotations
+    at 256 KiB: the record keeps long strings as digests, or this Package never got a status."""
+    padding = "# padding\n" * 15_000  # 150 KB a script
+    k8s.package("team-a", "large", {"main.py": padding + "print('large')\n", "more.py": padding},
+                entrypoint="main.py")
+    published = k8s.ready("packages", "team-a", "large")
+    assert [c["status"] for c in published["status"]["conditions"] if c["type"] == "Ready"] == \
+        ["True"]
+    annotations = published["metadata"].get("annotations") or {}
+    assert sum(len(k) + len(v) for k, v in annotations.items()) < 4096

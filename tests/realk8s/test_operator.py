@@ -377,3 +377,23 @@ def test_a_status_lost_between_the_job_and_its_write_is_rebuilt_after_a_restart(
     assert "found after a restart" in status["steps"][0]["message"]
     jobs = real.batch.list_namespaced_job("lost", label_selector="fx.dev/execution=lost-1")
     assert [j.metadata.name for j in jobs.items] == [job_name("lost-1")]
+
+
+def test_objects_larger_than_the_annotations_limit_are_handled(real: RealCluster) -> None:
+    """A real API server caps an object's annotations at 256 KiB in all: kopf's record of the
+    last handled spec must not copy a large spec there, or the status patch that carries it is
+    refused and the object never gets its condition. (Applied server-side: kubectl's client-side
+    apply keeps a copy of the whole object in an annotation of its own, refused the same way.)"""
+    real.create_namespace("large")
+    padding = "# padding\n" * 15_000  # 150 KB a script (a script may have 256 KiB)
+    real.apply(package("large", "large", {"main.py": padding + "print('large package ran')\n",
+                                          "more.py": padding}, entrypoint="main.py"),
+               server_side=True)
+    assert real.ready("packages", "large", "large")["status"]["conditions"][0]["status"] == "True"
+    values = {f"BIG_{i}": "v" * 60_000 for i in range(6)}  # 64 KiB a value: 480 KB sealed
+    real.seal("large", "large-secrets", values, "package", package="large", server_side=True)
+    stored = real.ready("scopedsecrets", "large", "large-secrets")
+    assert {s["name"] for s in stored["status"]["secrets"]} == set(values)
+    ran = run(real, "large", "large-1", "large")["status"]
+    assert ran["phase"] == "Succeeded", ran
+    assert "large package ran" in ran["result"]["outputTail"]

@@ -527,7 +527,17 @@ def _metadata_causes(body: Mapping[str, Any], *, namespaces: bool) -> list[_Caus
     if sum(1 for reference in references if reference.get("controller")) > 1:
         causes.append(_Cause("FieldValueInvalid", "metadata.ownerReferences",
                              "Only one reference can have Controller set to true"))
+    annotations = meta.get("annotations") or {}
+    if isinstance(annotations, Mapping) and sum(
+            len(str(k).encode()) + len(str(v).encode())
+            for k, v in annotations.items()) > ANNOTATIONS_MAX_BYTES:
+        causes.append(_Cause("FieldValueTooLong", "metadata.annotations",
+                             f"Too long: may not be more than {ANNOTATIONS_MAX_BYTES} bytes"))
     return causes
+
+
+#: The API server's limit on all of an object's annotations together (keys and values).
+ANNOTATIONS_MAX_BYTES: Final = 256 * 1024
 
 
 def _is_qualified_name(key: Any) -> bool:

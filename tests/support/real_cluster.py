@@ -151,12 +151,15 @@ class RealCluster(FxObjectWaits):
             GROUP, VERSION, namespace, plural, name)
         return found
 
-    def apply(self, manifest: dict[str, Any] | str) -> str:
+    def apply(self, manifest: dict[str, Any] | str, *, server_side: bool = False) -> str:
+        """``kubectl apply``; ``server_side`` for objects over 256 KiB, whose copy in the
+        client-side apply's annotation the API server refuses."""
         text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
-        return self.kubectl("apply", "-f", "-", input=text).stdout
+        extra = ["--server-side"] if server_side else []
+        return self.kubectl("apply", *extra, "-f", "-", input=text).stdout
 
     def seal(self, namespace: str, name: str, values: dict[str, Any], scope: str,
-             package: str | None = None) -> dict[str, Any]:
+             package: str | None = None, *, server_side: bool = False) -> dict[str, Any]:
         """``fxctl seal`` of these values (a secrets.json on disk), applied with kubectl."""
         source = self.folder / f"secrets-{namespace}-{name}.json"
         source.write_text(json.dumps(values))
@@ -166,7 +169,7 @@ class RealCluster(FxObjectWaits):
         sealed = self.fxctl(*args)
         source.unlink()
         assert sealed.returncode == 0, sealed.stderr
-        self.apply(sealed.stdout)
+        self.apply(sealed.stdout, server_side=server_side)
         manifest: dict[str, Any] = yaml.safe_load(sealed.stdout)
         return manifest
 

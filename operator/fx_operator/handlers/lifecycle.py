@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -27,7 +28,39 @@ class StatusFreeDiffBase(kopf.AnnotationsDiffBaseStorage):
         return super().build(body=body, extra_fields=extra_fields)
 
 
-class ExecutionDiffBase(StatusFreeDiffBase):
+#: Strings longer than this are kept in the last-handled configuration as their digest.
+DIGESTED_LENGTH = 256
+
+
+def digested(value: Any) -> Any:
+    """``value`` with every string longer than :data:`DIGESTED_LENGTH` replaced by its sha256.
+
+    The essence only has to tell whether a spec changed; a digest does that as well as the text.
+    A real API server caps an object's annotations at 256 KiB in all, and kopf stores the
+    essence in one: a Package's scripts or a ScopedSecret's sealed values copied there in full
+    made the patch carrying the object's status too large, and the object never got a condition.
+    """
+    if isinstance(value, str):
+        if len(value) <= DIGESTED_LENGTH:
+            return value
+        return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    if isinstance(value, dict):
+        return {key: digested(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [digested(item) for item in value]
+    return value
+
+
+class DigestedDiffBase(StatusFreeDiffBase):
+    """The last-handled configuration with long strings as digests (see :func:`digested`)."""
+
+    def build(self, *, body: kopf.Body,
+              extra_fields: Iterable[kopf.FieldSpec] | None = None) -> kopf.BodyEssence:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        return cast(kopf.BodyEssence, digested(essence))
+
+
+class ExecutionDiffBase(DigestedDiffBase):
     """For an Execution, the status its admission writes is the record that it was handled.
 
     An Execution has no update handler: kopf needs its last-handled configuration only to tell
