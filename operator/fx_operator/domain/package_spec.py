@@ -28,7 +28,9 @@ ENTRYPOINT_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.py$"
 
 
 class PackageSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Rust regex (pydantic's default, pinned): there ``$`` is the end of the text, whereas
+    # Python's ``$`` would also match before a trailing "\n" and accept "team-a\n".
+    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="rust-regex")
 
     name: str | None = Field(default=None, pattern=OWNER_NAME_PATTERN.pattern,
                              description="The package's name, a DNS-1123 label.")

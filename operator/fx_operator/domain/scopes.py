@@ -11,6 +11,8 @@ from fx_operator.exceptions import Problem, ValidationError
 DEFAULT_PROJECT = "default"
 
 # A project is a Kubernetes namespace, a package a DNS-1123 label: both follow that rule.
+# Check with ``fullmatch``: Python's ``$`` also matches before a trailing "\n", so ``.match``
+# would accept "team-a\n". The anchors stay for pydantic (package_spec), which searches.
 OWNER_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -26,7 +28,7 @@ PRECEDENCE: tuple[Scope, ...] = (Scope.PACKAGE, Scope.PROJECT, Scope.PLATFORM)
 
 
 def _check_owner_name(field: str, value: str) -> None:
-    if not OWNER_NAME_PATTERN.match(value):
+    if not OWNER_NAME_PATTERN.fullmatch(value):
         raise ValidationError(
             Problem(field, f"{value!r} is not a valid name (lowercase letters, digits and '-', "
                     "1-63 characters, starting and ending with a letter or digit)"),

@@ -70,12 +70,12 @@ def load_package_folder(path: Path, *, project: str | None = None) -> PackageFol
     spec = (parse_package_spec(spec_path.read_text(), source=str(spec_path))
             if spec_path.is_file() else PackageSpec())
     name = spec.name or path.name
-    if not OWNER_NAME_PATTERN.match(name):
+    if not OWNER_NAME_PATTERN.fullmatch(name):
         raise ValidationError(Problem("name", f"the folder's name {name!r} is not a valid package "
                                       "name (lowercase letters, digits and '-'): set name in "
                                       f"{SPEC_FILE}"), source=str(spec_path))
     chosen_project = project or spec.project or DEFAULT_PROJECT
-    if not OWNER_NAME_PATTERN.match(chosen_project):
+    if not OWNER_NAME_PATTERN.fullmatch(chosen_project):
         raise ValidationError(Problem("project", f"{chosen_project!r} is not a valid project "
                                       "name (lowercase letters, digits and '-')"),
                               source="--project")
