@@ -34,7 +34,7 @@ from types import FrameType, TracebackType
 from typing import Any, BinaryIO, NamedTuple, TypedDict
 
 from fx_ef import contract
-from fx_ef._process import exit_without_teardown
+from fx_ef._process import exit_without_teardown, set_dumpable
 from fx_ef.masking import Masker, MaskingStream
 
 EXIT_USAGE, EXIT_NO_ENTRYPOINT = 2, 3
@@ -123,6 +123,7 @@ def _identity_params(bundle: dict[str, Any]) -> dict[str, Any]:
 
 def _run_script(plan: _Plan, out_w: int, err_w: int, mask_w: int) -> int:
     """In the forked child: become the script, run it, and return its exit code."""
+    set_dumpable(True)  # the script is an ordinary process; only the executor is closed
     os.setpgid(0, 0)  # our own group: a terminal's Ctrl-C reaches the script once, through us
     for sig in _FORWARDED_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
@@ -394,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     started_at, t0 = time.time(), time.monotonic()
     sys.stdout.flush()
     sys.stderr.flush()
+    set_dumpable(False)  # before the fork: the script never sees an executor it could open
     pid = os.fork()
     if pid == 0:  # the child: never returns into the executor's logic below
         code = EXIT_SCRIPT_FAILED

@@ -267,3 +267,49 @@ def test_nothing_is_writable_by_the_run_user_outside_its_mounts(
     denied = podman.run(PodContainer(runtime_image, [
         "sh", "-c", "touch /opt/fx/x 2>&1; touch /tmp/x 2>&1; touch /x 2>&1"]))
     assert denied.stdout.decode().count("Read-only file system") == 3
+
+
+def test_the_script_cannot_write_past_the_masker_through_the_executors_descriptors(
+        podman: Podman, runtime_image: str, workdir: Path) -> None:
+    """The script runs as the executor's uid: without more, it could open
+    ``/proc/<executor>/fd/1`` (the container's log) and write a secret there unmasked. The
+    executor is not dumpable, so the kernel refuses that open to any other process of its uid."""
+    pod = _plan_and_job(runtime_image)
+    (script,) = pod["containers"]
+    bundle = {"format": contract.BUNDLE_FORMAT, "run_id": RUN_ID,
+              "package": {"name": "p", "id": "team-a/p", "project": "team-a"},
+              "entrypoint": "test_secrets.py", "compat": None, "params": {}, "config": {},
+              "secrets": {"CANARY": CANARY}, "scopes": {"CANARY": "package"}, "channel": None,
+              "allow_platform_write": False}
+    package_dir = _readable_dir(workdir / "package")
+    (package_dir / "test_secrets.py").write_text(
+        "import os\n"
+        "from fx_ef import context\n"
+        "for fd in (1, 2):\n"
+        "    try:\n"
+        "        with open(f'/proc/{os.getppid()}/fd/{fd}', 'w') as out:\n"
+        "            out.write(context.secrets.get('CANARY') + '\\n')\n"
+        "        print('written past the masker')\n"
+        "    except OSError as e:\n"
+        "        print('refused:', e.strerror)\n"
+        "print('masked:', context.secrets.get('CANARY'))\n")
+    (package_dir / "test_secrets.py").chmod(0o444)
+    termination = workdir / "termination-log"
+    termination.write_bytes(b"")
+    os.chown(termination, RUN_USER, RUN_USER)
+    with podman.memory_dir() as secrets_volume:
+        bundle_file = Path(secrets_volume) / contract.BUNDLE_FILE_NAME
+        bundle_file.write_text(json.dumps(bundle))
+        os.chown(bundle_file, RUN_USER, RUN_USER)
+        bundle_file.chmod(0o400)
+        ran = podman.run(PodContainer(
+            runtime_image, script["command"], tmpfs=["/tmp"],
+            mounts=[Mount(str(package_dir), contract.POD_PACKAGE_DIR),
+                    Mount(secrets_volume, contract.POD_SECRETS_DIR),
+                    Mount(str(termination), contract.POD_RESULT_FILE, read_only=False)]))
+    output = ran.stdout + ran.stderr
+    assert ran.returncode == 0, output.decode()
+    assert output.decode().count("refused: Permission denied") == 2, output.decode()
+    assert b"written past the masker" not in output
+    assert b"masked: ***" in output
+    assert CANARY.encode() not in output
