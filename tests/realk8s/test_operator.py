@@ -397,3 +397,18 @@ def test_objects_larger_than_the_annotations_limit_are_handled(real: RealCluster
     ran = run(real, "large", "large-1", "large")["status"]
     assert ran["phase"] == "Succeeded", ran
     assert "large package ran" in ran["result"]["outputTail"]
+
+
+def test_deleting_a_finished_execution_removes_its_job_and_pod(real: RealCluster) -> None:
+    real.create_namespace("finished")
+    real.apply(package("finished", "quick", {"main.py": "print('done')\n"}))
+    real.ready("packages", "finished", "quick")
+    assert run(real, "finished", "quick-1", "quick")["status"]["phase"] == "Succeeded"
+    real.kubectl("delete", "execution", "quick-1", "-n", "finished", "--wait=false")
+
+    def gone() -> bool:
+        selector = "fx.dev/execution=quick-1"
+        return not real.batch.list_namespaced_job("finished", label_selector=selector).items \
+            and not real.core.list_namespaced_pod("finished", label_selector=selector).items
+    real.wait_for(gone, "the garbage collector to delete the finished Job and its pod",
+                  timeout=90)

@@ -161,7 +161,9 @@ class NodeAgent:
         with self._lock:
             run = self.runs.get(uid)
         if meta.get("deletionTimestamp"):
-            if run is not None:
+            if run is not None and run.thread is not None and not run.thread.is_alive():
+                self._remove(meta["namespace"], meta["name"], uid)  # ended: nothing to stop
+            elif run is not None:
                 # In a thread of its own: podman stop waits up to the grace period.
                 threading.Thread(target=self._kill, args=(run,), kwargs={
                     "grace": float(meta.get("deletionGracePeriodSeconds") or 0)},
