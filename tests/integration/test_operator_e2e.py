@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -26,6 +25,7 @@ from support.scenarios import (
     package_secrets,
     platform_secrets,
     project_secrets,
+    run_closed,
 )
 
 from fx_ef.init import InitError, key_from_broker
@@ -239,12 +239,8 @@ def test_deleting_an_execution_closes_its_run(k8s: Cluster) -> None:
         k8s.custom.delete_namespaced_custom_object("fx.dev", "v1alpha1", "team-a", "executions",
                                                    "held-1")
 
-        def closed() -> bool:
-            with psycopg.connect(k8s.env["FX_DATABASE_URL"]) as conn:
-                row = conn.execute("SELECT finished_at, wrapped_key FROM run_keys "
-                                   "WHERE run_id = %s", (run_id,)).fetchone()
-            return row is not None and row[0] is not None and row[1] is None
-        k8s.wait_for(closed, "the run to close and its key to be erased")
+        k8s.wait_for(lambda: run_closed(k8s.env["FX_DATABASE_URL"], run_id),
+                     "the run to close and its key to be erased")
     finally:
         k8s.runner.paused.clear()
 

@@ -9,13 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import yaml
 from fx_operator.domain.job_spec import job_name
 from kubernetes import client
 from support.real_cluster import CANARIES, SYSTEM, RealCluster
-from support.scenarios import SCOPES_SCRIPT, SCOPES_SEEN, package_secrets
+from support.scenarios import SCOPES_SCRIPT, SCOPES_SEEN, package_secrets, run_closed
 
 from fx_ef.init import InitError, key_from_broker
 
@@ -158,12 +157,8 @@ def test_deleting_an_execution_mid_run_stops_its_pod_and_closes_its_run(
     real.wait_for(gone, "the garbage collector to delete the Job and its pod", timeout=90)
     assert time.monotonic() - started < 60, "the script was not stopped: it ran its 120 s"
 
-    def closed() -> bool:
-        with psycopg.connect(real.operator_env["FX_DATABASE_URL"]) as conn:
-            row = conn.execute("SELECT finished_at, wrapped_key FROM run_keys "
-                               "WHERE run_id = %s", (run_id,)).fetchone()
-        return row is not None and row[0] is not None and row[1] is None
-    real.wait_for(closed, "the run to close and its key to be erased")
+    real.wait_for(lambda: run_closed(real.operator_env["FX_DATABASE_URL"], run_id),
+                  "the run to close and its key to be erased")
 
 
 # --- the broker ----------------------------------------------------------------------------------

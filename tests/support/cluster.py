@@ -29,7 +29,7 @@ from kubernetes import client
 
 from support.kube_emulator import KubeEmulator, KubeEmulatorServer
 from support.pod_runner import PodRunner
-from support.scenarios import FxObjectWaits
+from support.scenarios import ClusterView
 from support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def _free_port() -> int:
 
 
 @dataclass
-class Cluster(FxObjectWaits):
+class Cluster(ClusterView):
     server: KubeEmulatorServer
     runner: PodRunner
     api: client.ApiClient
@@ -86,18 +86,6 @@ class Cluster(FxObjectWaits):
     watched: tuple[str, ...] = ()
     #: kopf peering (``--peering NAME``, priority 100) instead of ``--standalone``.
     peering: str | None = None
-
-    @property
-    def custom(self) -> client.CustomObjectsApi:
-        return client.CustomObjectsApi(self.api)
-
-    @property
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api)
-
-    @property
-    def batch(self) -> client.BatchV1Api:
-        return client.BatchV1Api(self.api)
 
     # --- the operator ------------------------------------------------------------------------
 
@@ -155,6 +143,15 @@ class Cluster(FxObjectWaits):
         return self.apply("executions", namespace, {
             "kind": "Execution", "metadata": {"name": name},
             "spec": {"package": package, **spec}})
+
+    def assert_still_serving(self, namespace: str) -> None:
+        """After whatever a test threw at the operator: a new Package runs to success."""
+        self.package(namespace, "after", {"main.py": "print('still here')\n"})
+        self.ready("packages", namespace, "after")
+        self.execution(namespace, "after-1", "after")
+        status = self.finished(namespace, "after-1")["status"]
+        assert status["phase"] == "Succeeded", status
+        assert "still here" in status["result"]["outputTail"]
 
     def wait_for(self, condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
         return wait_for(condition, what, timeout, every=0.1)

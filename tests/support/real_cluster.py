@@ -34,7 +34,7 @@ from support.manifests import RELEASE, helm_template, run
 from support.node_agent import NodeAgent
 from support.podman import RUNTIME_IMAGE, Podman
 from support.processes import child_env
-from support.scenarios import FxObjectWaits
+from support.scenarios import ClusterView
 from support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ NOT_APPLIED = {"Deployment", "PersistentVolumeClaim", "NetworkPolicy"}
 
 
 @dataclass
-class RealCluster(FxObjectWaits):
+class RealCluster(ClusterView):
     plane: ControlPlane
     agent: NodeAgent
     api: client.ApiClient
@@ -72,18 +72,6 @@ class RealCluster(FxObjectWaits):
     @property
     def operator_user(self) -> str:
         return f"system:serviceaccount:{SYSTEM}:{OPERATOR_ACCOUNT}"
-
-    @property
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api)
-
-    @property
-    def batch(self) -> client.BatchV1Api:
-        return client.BatchV1Api(self.api)
-
-    @property
-    def custom(self) -> client.CustomObjectsApi:
-        return client.CustomObjectsApi(self.api)
 
     # --- tools as a user runs them ----------------------------------------------------------
 

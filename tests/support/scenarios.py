@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from kubernetes import client
+
 # A package reading names at every scope: which are set, which won, and the package-scope canary
 # (masked in its output).
 SCOPES_SCRIPT = """
@@ -36,6 +38,16 @@ def package_secrets(canary: str) -> dict[str, Any]:
     return {"CANARY_PACKAGE": canary, "SHARED": "shared-package-value"}
 
 
+def run_closed(dsn: str, run_id: str) -> bool:
+    """The run is finished in the store and its key erased (never to be handed out again)."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT finished_at, wrapped_key FROM run_keys WHERE run_id = %s",
+                           (run_id,)).fetchone()
+    return row is not None and row[0] is not None and row[1] is None
+
+
 def is_settled(body: dict[str, Any]) -> bool:
     """The operator has judged this generation of the object (its Ready condition is about it)."""
     return any(c["type"] == "Ready" and c.get("observedGeneration") ==
@@ -47,12 +59,26 @@ def is_finished(body: dict[str, Any]) -> bool:
     return (body.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
-class FxObjectWaits:
-    """``ready`` and ``finished`` for both cluster tiers, over their own ``get`` and ``wait_for``
-    (the real control plane's waits are longer: real controllers, containers)."""
+class ClusterView:
+    """What both cluster tiers offer alike, over their own ``api``, ``get`` and ``wait_for``:
+    the API groups, and waiting for an object to settle or an Execution to end (the real control
+    plane's waits are longer: real controllers, containers)."""
 
+    api: client.ApiClient
     settle_timeout: float = 60
     run_timeout: float = 90
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def batch(self) -> client.BatchV1Api:
+        return client.BatchV1Api(self.api)
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
 
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         raise NotImplementedError

@@ -13,25 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
-import os
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fx_operator.config import Settings
 from fx_operator.domain.conditions import Reason
 from fx_operator.domain.nesting import MAX_DEPTH
-from fx_operator.domain.sealing import SealingKeyPair, SealingPublicKey, SealTarget
+from fx_operator.domain.sealing import SealingKeyPair, SealTarget
 from fx_operator.exceptions import IntegrityError, ValidationError
 from fx_operator.services.scoped_secrets import ScopedSecretService
 from fx_operator.services.secrets import SecretService
@@ -43,25 +35,6 @@ CANARY = "canary-s3cret-value"
 LONG_NAME = "K" * 65_536  # one byte more than the associated data's 16-bit length allows
 
 
-def _associated_data(target: SealTarget, header: bytes) -> bytes:
-    parts = (target.namespace, target.scope, target.package, target.name)
-    return header + b"".join(struct.pack(">H", len(p.encode())) + p.encode() for p in parts)
-
-
-def seal_plaintext(public: SealingPublicKey, target: SealTarget, plaintext: bytes) -> str:
-    """``plaintext`` sealed for ``target`` as ``fxctl seal`` would seal a value's JSON text."""
-    ephemeral = X25519PrivateKey.generate()
-    ephemeral_raw = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(public.raw))
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=ephemeral_raw + public.raw,
-               info=b"fx.dev sealed value v1").derive(shared)
-    key_id = hashlib.sha256(b"fx.dev sealing key\x00" + public.raw).digest()[:8]
-    header = b"\x01" + key_id + ephemeral_raw
-    nonce = os.urandom(12)
-    ciphertext = AESGCM(key).encrypt(nonce, plaintext, _associated_data(target, header))
-    return base64.b64encode(header + nonce + ciphertext).decode()
-
-
 def with_zero_ephemeral_key(sealed: str) -> str:
     """A sealed value whose ephemeral X25519 public key is all zeros (a low-order point)."""
     raw = base64.b64decode(sealed)
@@ -69,26 +42,26 @@ def with_zero_ephemeral_key(sealed: str) -> str:
 
 
 def test_the_hand_sealed_format_is_the_operators() -> None:
-    sealed = seal_plaintext(PAIR.public, TARGET, json.dumps({"a": [1, "x"]}).encode())
+    sealed = PAIR.public.seal_plaintext(TARGET, json.dumps({"a": [1, "x"]}).encode())
     assert PAIR.open(TARGET, sealed) == {"a": [1, "x"]}
 
 
 #: case -> (sealed value of NAME at TARGET, words the error must hold).
 CASES: dict[str, tuple[Callable[[], str], str]] = {
     "integer-of-5000-digits": (
-        lambda: seal_plaintext(PAIR.public, TARGET, b"7" * 5000),
+        lambda: PAIR.public.seal_plaintext(TARGET, b"7" * 5000),
         "integer of 5000 digits"),
     "nested-100000-levels": (
-        lambda: seal_plaintext(PAIR.public, TARGET, b"[" * 100_000 + b"]" * 100_000),
+        lambda: PAIR.public.seal_plaintext(TARGET, b"[" * 100_000 + b"]" * 100_000),
         f"nested more than {MAX_DEPTH} levels deep"),
     "nested-100000-levels-unclosed": (
-        lambda: seal_plaintext(PAIR.public, TARGET, b'{"a":' * 100_000),
+        lambda: PAIR.public.seal_plaintext(TARGET, b'{"a":' * 100_000),
         f"nested more than {MAX_DEPTH} levels deep"),
     "invalid-utf-8": (
-        lambda: seal_plaintext(PAIR.public, TARGET, f'"{CANARY}\xff"'.encode("latin-1")),
+        lambda: PAIR.public.seal_plaintext(TARGET, f'"{CANARY}\xff"'.encode("latin-1")),
         "not UTF-8"),
     "not-json": (
-        lambda: seal_plaintext(PAIR.public, TARGET, f"{CANARY} is not JSON".encode()),
+        lambda: PAIR.public.seal_plaintext(TARGET, f"{CANARY} is not JSON".encode()),
         "not JSON"),
     "zero-x25519-key": (
         lambda: with_zero_ephemeral_key(PAIR.public.seal(TARGET, CANARY)),
@@ -138,12 +111,12 @@ def test_depth_up_to_the_limit_opens_and_brackets_in_strings_do_not_count() -> N
 
 
 def test_an_integer_of_4300_digits_opens() -> None:
-    assert PAIR.open(TARGET, seal_plaintext(PAIR.public, TARGET, b"9" * 4300)) == int("9" * 4300)
+    assert PAIR.open(TARGET, PAIR.public.seal_plaintext(TARGET, b"9" * 4300)) == int("9" * 4300)
 
 
 def test_the_depth_scan_is_linear_on_unclosed_strings() -> None:
     """A quadratic scan would take hours on this 1 MB plaintext (every quote opens a string)."""
-    sealed = seal_plaintext(PAIR.public, TARGET, b'"' + b'\\"' * 500_000)
+    sealed = PAIR.public.seal_plaintext(TARGET, b'"' + b'\\"' * 500_000)
     started = time.monotonic()
     with pytest.raises(ValidationError, match="not JSON"):
         PAIR.open(TARGET, sealed)

@@ -28,13 +28,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from fx_operator.domain.nesting import MAX_DEPTH, too_deep
+from fx_operator.domain.nesting import MAX_DEPTH, MAX_INT_DIGITS, too_deep
 from fx_operator.exceptions import Problem, ValidationError
 
 #: The largest body the channel reads (the broker and the local channel answer 413 beyond it).
 MAX_BODY_BYTES: Final = 1024 * 1024
-#: Python's own limit for converting a decimal integer (``sys.get_int_max_str_digits()``).
-MAX_INT_DIGITS: Final = 4300
 
 DEFAULT_SCOPE: Final = "project"
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -1,4 +1,5 @@
-"""How deep a tenant's free-form JSON (params, config, resources) may nest.
+"""How deep a tenant's JSON may nest, and how long its integers may be: params, config and
+resources of the objects, sealed values, the run channel's bodies, secrets.json.
 
 The API server stores objects nested up to 10,000 levels deep (apimachinery's JSON limit; kubectl
 refuses more). Python's json decoder, which kopf and the Kubernetes client use for every object
@@ -11,6 +12,7 @@ with a condition naming the field.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 #: The deepest JSON the API server accepts and stores.
@@ -23,6 +25,12 @@ RECURSION_LIMIT: Final = 5 * API_SERVER_MAX_DEPTH
 #: The deepest params, config or resources a Package or Execution may have (a script's settings;
 #: 32 levels is far beyond any seen, and keeps every later copy and dump cheap).
 MAX_DEPTH: Final = 32
+#: The longest integer a tenant's JSON may hold: Python's int/str conversion limit
+#: (``sys.get_int_max_str_digits()``), past which ``int()`` raises.
+MAX_INT_DIGITS: Final = 4300
+# A JSON token that can change the depth: a string (skipped whole, also when it runs to the end
+# of the text, so that the scan stays linear), or a bracket.
+_DEPTH_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)|[\[{]|[\]}]', re.DOTALL)
 
 
 def depth(value: Any) -> int:
@@ -48,3 +56,19 @@ def too_deep(value: Any) -> str | None:
     if levels > MAX_DEPTH:
         return f"is nested {levels} levels deep; at most {MAX_DEPTH} are allowed"
     return None
+
+
+def text_too_deep(text: str) -> bool:
+    """Whether JSON ``text`` opens more than :data:`MAX_DEPTH` arrays or objects inside each
+    other (strings skipped), read before any decoder recurses once per level: linear, no
+    recursion, stops at the first level too many."""
+    level = 0
+    for token in _DEPTH_TOKENS.finditer(text):
+        char = token.group()[0]
+        if char in "[{":
+            level += 1
+            if level > MAX_DEPTH:
+                return True
+        elif char in "]}":
+            level = max(level - 1, 0)
+    return False

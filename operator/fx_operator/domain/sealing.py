@@ -10,9 +10,9 @@ sealed for one object, scope, package or name fails to open anywhere else, so co
 values between manifests gets nothing. The plaintext is the value's JSON text. Pure: no I/O.
 
 Anyone may seal (the key is public), so an opened plaintext is parsed as a tenant's input: strict
-UTF-8, JSON nested at most :data:`~fx_operator.domain.nesting.MAX_DEPTH` levels (measured before
-the decoder runs, which would otherwise recurse once per level), integers of at most
-:data:`MAX_INT_DIGITS` digits. What cannot be opened for such a reason, or for a low-order
+UTF-8, JSON nested at most ``MAX_DEPTH`` levels (measured before the decoder runs, which would
+otherwise recurse once per level), integers of at most ``MAX_INT_DIGITS`` digits (both from
+:mod:`~fx_operator.domain.nesting`). What cannot be opened for such a reason, or for a low-order
 ephemeral key or a target too long for the associated data, is a ``ValidationError`` naming the
 target's key and the problem, never the value; what was sealed for another target or key, or
 altered, stays an ``IntegrityError``.
@@ -25,7 +25,6 @@ import binascii
 import hashlib
 import json
 import os
-import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +41,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from fx_operator.domain.nesting import MAX_DEPTH
+from fx_operator.domain.nesting import MAX_DEPTH, MAX_INT_DIGITS, text_too_deep
 from fx_operator.exceptions import IntegrityError, Problem, ValidationError
 
 SEALED_VERSION = 1
@@ -57,12 +56,7 @@ PUBLIC_KEY_CONFIGMAP = "fx-sealing-key"
 PUBLIC_KEY_FIELD = "publicKey"
 #: The longest namespace, scope, package or name the associated data can carry (a 16-bit length).
 MAX_TARGET_PART_BYTES = 0xFFFF
-#: The longest integer a sealed value may hold: Python's int/str conversion limit.
-MAX_INT_DIGITS = 4300
 _SHOWN_NAME_CHARS = 128  # the longest valid secret name is shown whole
-# A JSON token that can change the depth: a string (skipped whole, also when it runs to the end
-# of the text, so that the scan stays linear), or a bracket.
-_DEPTH_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)|[\[{]|[\]}]', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -117,21 +111,6 @@ class _TooManyDigits(Exception):
         self.digits = digits
 
 
-def _too_deep(text: str) -> bool:
-    """Whether ``text`` opens more than MAX_DEPTH arrays or objects inside each other (strings
-    skipped); linear, no recursion, stops at the first level too many."""
-    level = 0
-    for token in _DEPTH_TOKENS.finditer(text):
-        char = token.group()[0]
-        if char in "[{":
-            level += 1
-            if level > MAX_DEPTH:
-                return True
-        elif char in "]}":
-            level = max(level - 1, 0)
-    return False
-
-
 def parse_plaintext(target: SealTarget, plaintext: bytes) -> Any:
     """An opened sealed value's JSON, parsed defensively; a ValidationError naming the target
     (never the value) when it is not UTF-8, not JSON, nested too deep or holds too long an
@@ -141,7 +120,7 @@ def parse_plaintext(target: SealTarget, plaintext: bytes) -> Any:
     except UnicodeDecodeError as e:
         raise _invalid(target, f"is not UTF-8 text (invalid byte at offset {e.start}); seal a "
                                "JSON value") from None
-    if _too_deep(text):
+    if text_too_deep(text):
         raise _invalid(target, f"is nested more than {MAX_DEPTH} levels deep; at most "
                                f"{MAX_DEPTH} are allowed")
     try:
@@ -197,13 +176,18 @@ class SealingPublicKey:
 
     def seal(self, target: SealTarget, value: Any) -> str:
         """Seal a JSON value for exactly this target."""
+        return self.seal_plaintext(
+            target, json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+    def seal_plaintext(self, target: SealTarget, plaintext: bytes) -> str:
+        """Seal bytes for exactly this target: the envelope of :meth:`seal`, which the opener
+        must refuse to read as a value whenever they are not one (tests craft such bytes)."""
         ephemeral = X25519PrivateKey.generate()
         ephemeral_raw = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         key = _derive(ephemeral.exchange(X25519PublicKey.from_public_bytes(self.raw)),
                       ephemeral_raw, self.raw)
         header = _HEADER.pack(SEALED_VERSION, _key_id(self.raw), ephemeral_raw)
         nonce = os.urandom(NONCE_BYTES)
-        plaintext = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
         sealed = header + nonce + AESGCM(key).encrypt(nonce, plaintext,
                                                       target.associated_data(header))
         return base64.b64encode(sealed).decode()

@@ -39,6 +39,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from fx_operator.domain.nesting import MAX_INT_DIGITS
 from fx_operator.exceptions import Problem, ValidationError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
@@ -48,8 +49,7 @@ MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_SECRETS = 10_000
 MAX_DEPTH = 32
 
-_MAX_INT_DIGITS = 4300
-_INT_LIMIT = 10**_MAX_INT_DIGITS
+_INT_LIMIT = 10**MAX_INT_DIGITS
 _SHOWN_NAME_CHARS = 200
 _SHOWN_KEY_CHARS = 40
 _MAX_LISTED_CHARS = 5
@@ -231,7 +231,7 @@ def _surrogate_message(subject: str) -> str:
 
 
 def _big_int_message(path: _Path) -> str:
-    return f"{_subject(path)} is an integer with more than {_MAX_INT_DIGITS} digits"
+    return f"{_subject(path)} is an integer with more than {MAX_INT_DIGITS} digits"
 
 
 def _value_problems(value: object, duplicates: _Duplicates | None) -> list[str]:
@@ -281,7 +281,7 @@ class _Parser:
     @staticmethod
     def integer(text: str) -> int | _TooManyDigits:
         # int() would raise a bare ValueError past 4300 digits and lose the key.
-        if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        if len(text.lstrip("-")) > MAX_INT_DIGITS:
             return _TOO_MANY_DIGITS
         return int(text)
 
