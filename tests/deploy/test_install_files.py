@@ -89,6 +89,11 @@ def dev(kubectl: str) -> list[JsonDict]:
     return kustomize(kubectl, DEV)
 
 
+def test_the_deploy_folder_renders_the_base(kubectl: str, base: list[JsonDict]) -> None:
+    """`kubectl kustomize deploy/` (as the README shows) is the base install, object for object."""
+    assert kustomize(kubectl, REPO / "deploy") == base
+
+
 def test_the_base_and_the_overlay_are_valid(base: list[JsonDict], dev: list[JsonDict]) -> None:
     assert validation_errors(base) == []
     assert validation_errors(dev) == []

@@ -136,6 +136,7 @@ def test_seed_fx_ef_script_shows_real_values_with_no_mask(local: Local) -> None:
     done = local.run(EXAMPLES / "secrets-fx-ef", "--no-mask")
     assert done.returncode == 0, done.stderr
     assert "DB PASS: supersecretpas$" in done.stdout
+    assert "warning: --no-mask shows real secret values" in done.stderr
     stored = local.fxctl("results", run_id_of(done))
     assert "DB PASS: ***" in stored.stdout  # what is stored stays masked
     assert "supersecretpas$" not in stored.stdout

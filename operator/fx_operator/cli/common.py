@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import click
+
 from fx_operator.config import Settings
 from fx_operator.services.opening import open_secret_service
 from fx_operator.services.secrets import SecretService
@@ -20,6 +22,20 @@ def secret_service() -> Iterator[SecretService]:
         yield service
     finally:
         service.close()
+
+
+@contextmanager
+def existing_secret_service() -> Iterator[SecretService | None]:
+    """As ``secret_service``, but None (and one line on stderr) where the embedded store does
+    not exist yet: looking must not create a store and a master key."""
+    settings = Settings()
+    if settings.embedded and not settings.embedded_path.exists():
+        click.echo(f"no store yet at {settings.embedded_path} (fxctl run or fxctl secrets set "
+                   "makes one)", err=True)
+        yield None
+        return
+    with secret_service() as service:
+        yield service
 
 
 def parse_value(text: str) -> Any:

@@ -2,21 +2,52 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
 import click
 
-from fx_operator.cli.cluster import operator, seal
-from fx_operator.cli.db import db
-from fx_operator.cli.run import results, run
-from fx_operator.cli.secrets import secrets
 from fx_operator.exceptions import FxError, ValidationError
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
+# Modules of the ``operator`` extra: a plain ``pip install`` lacks them.
+OPERATOR_EXTRA = frozenset({"kopf", "kubernetes", "aiohttp", "prometheus_client"})
+EXTRA_HINT = "pip install 'fx-executor[operator]'"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand runs.
+
+    ``fxctl run`` should not pay for the cluster client, nor ``fxctl --version`` for anything
+    (click's documented pattern for lazy subcommands).
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = self.lazy[cmd_name].partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             lazy={"secrets": "fx_operator.cli.secrets:secrets",
+                   "db": "fx_operator.cli.db:db",
+                   "run": "fx_operator.cli.run:run",
+                   "results": "fx_operator.cli.run:results",
+                   "seal": "fx_operator.cli.cluster:seal",
+                   "operator": "fx_operator.cli.cluster:operator",
+                   "completion": "fx_operator.cli.completion:completion"})
 @click.version_option(package_name="fx-executor", prog_name="fxctl")
 def cli() -> None:
     """Run packages of Python scripts and hand them secrets safely.
@@ -26,12 +57,11 @@ def cli() -> None:
     """
 
 
-cli.add_command(secrets)
-cli.add_command(db)
-cli.add_command(run)
-cli.add_command(results)
-cli.add_command(seal)
-cli.add_command(operator)
+def _missing_extra(error: ModuleNotFoundError) -> str | None:
+    top = (error.name or "").partition(".")[0]
+    if top not in OPERATOR_EXTRA:
+        return None
+    return f"this command needs the operator extra ({top} is not installed): {EXTRA_HINT}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,6 +79,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_BAD_INPUT)
     except FxError as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_FAILURE)
+    except ModuleNotFoundError as e:
+        hint = _missing_extra(e)
+        if hint is None:
+            raise
+        click.echo(f"error: {hint}", err=True)
         sys.exit(EXIT_FAILURE)
     except OSError as e:  # a file named on the command line cannot be read or written
         where = f": {e.filename}" if e.filename else ""

@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from fx_operator.cli.common import parse_value, secret_service
-from fx_operator.cli.output import emit
+from fx_operator.cli.common import existing_secret_service, parse_value, secret_service
+from fx_operator.cli.output import chosen_format, emit, output_option
+from fx_operator.exceptions import NotFoundError
 from fx_operator.services.local_run import LocalRunner, RunOptions, load_package_folder
 from fx_operator.services.runs import RunService
 from fx_operator.storage.run_records import RunRecord
@@ -63,6 +64,9 @@ def run(target: str, project: str | None, params: tuple[str, ...], no_mask: bool
         raise click.BadParameter(f"{target!r} is not a package folder (to run a Package in a "
                                  "cluster, pass -n NAMESPACE)", param_hint="TARGET")
     package = load_package_folder(folder, project=project)
+    if no_mask:
+        click.echo("fxctl: warning: --no-mask shows real secret values on this terminal "
+                   "(the stored result stays masked)", err=True)
     options = RunOptions(params=_params(params), mask=not no_mask,
                          allow_platform_write=allow_platform_write, timeout=timeout)
     with secret_service() as service:
@@ -88,23 +92,31 @@ def _outcome(record: RunRecord) -> str:
 @click.option("--project", "-p", default=None)
 @click.option("--package", default=None)
 @click.option("--limit", default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@output_option
 def results(run_id: str | None, project: str | None, package: str | None, limit: int,
-            as_json: bool) -> None:
+            output: str, as_json: bool) -> None:
     """Show the stored result of RUN_ID (masked output, secret manifest), or list recent runs."""
-    with secret_service() as service:
+    output = chosen_format(output, as_json)
+    with existing_secret_service() as service:
+        if service is None:
+            if run_id is not None:
+                raise NotFoundError(f"no run {run_id!r}: there is no store yet")
+            emit([], [], output=output)
+            return
         runs = RunService(service)
         if run_id is None:
             emit([_summary(r) for r in runs.recent(project=project, package=package,
                                                    limit=limit)],
-                 ["run", "project", "package", "exit", "started", "duration"], as_json=as_json)
+                 ["run", "project", "package", "exit", "started", "duration"], output=output,
+                 name_column="run")
             return
         record = runs.result(run_id)
-    if as_json:
+    if output != "table":
         emit([{**_summary(record), "signal": record.signal, "timed_out": record.timed_out,
-               "finished": record.finished_at.isoformat(), "manifest": record.manifest,
+               "finished": record.finished_at, "manifest": record.manifest,
                "output_tail": record.output_tail,
-               "output_truncated": record.output_truncated}], [], as_json=True)
+               "output_truncated": record.output_truncated}], [], output=output,
+             name_column="run")
         return
     click.echo(f"run:      {record.run_id}\npackage:  {record.project}/{record.package}\n"
                f"outcome:  {_outcome(record)}\nstarted:  {record.started_at.isoformat()}\n"
@@ -118,5 +130,5 @@ def results(run_id: str | None, project: str | None, package: str | None, limit:
 
 def _summary(record: RunRecord) -> dict[str, Any]:
     return {"run": record.run_id, "project": record.project, "package": record.package,
-            "exit": record.exit_code, "started": record.started_at.isoformat(timespec="seconds"),
+            "exit": record.exit_code, "started": record.started_at,
             "duration": f"{record.duration_s:.2f}s"}

@@ -6,6 +6,7 @@ to other processes (argv): prefer ``-`` and stdin for real secrets.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,38 +14,82 @@ from typing import Any, TypeVar
 
 import click
 
-from fx_operator.cli.common import parse_value, secret_service
-from fx_operator.cli.output import emit
+from fx_operator.cli.common import existing_secret_service, parse_value, secret_service
+from fx_operator.cli.completion import complete_packages, complete_secret_names
+from fx_operator.cli.output import chosen_format, emit, output_option
 from fx_operator.config import Settings
 from fx_operator.domain.scopes import DEFAULT_PROJECT, Owner, Scope
+from fx_operator.exceptions import NotFoundError
 from fx_operator.services.opening import key_provider
 from fx_operator.services.rotation import rotate_master_key as rotate_master_key_file
+from fx_operator.services.secrets import SecretService
 from fx_operator.storage.secret_store import VersionRecord
 
 SCOPES = click.Choice([s.value for s in Scope])
-
-
-
 F = TypeVar("F", bound=Callable[..., Any])
+EXIT_BAD_INPUT = 2
 
 
-def _owner_options(default_scope: str | None = "package") -> Callable[[F], F]:
-    def decorate(command: F) -> F:
-        command = click.option("--package", "package", metavar="N",
-                               help="The package (package scope).")(command)
-        command = click.option("--project", "project", metavar="P", default=None,
-                               help=f"The project (a namespace); default {DEFAULT_PROJECT!r}.")(
-            command)
-        return click.option("--scope", type=SCOPES, default=default_scope, show_default=True,
-                            help="package, project or platform.")(command)
-    return decorate
+def _owner_options(command: F) -> F:
+    command = click.option("--package", "package", metavar="N",
+                           shell_complete=complete_packages,
+                           help="The package (implies package scope).")(command)
+    command = click.option("-p", "--project", "project", metavar="P", default=None,
+                           help=f"The project (a namespace); default {DEFAULT_PROJECT!r}.")(command)
+    return click.option("--scope", type=SCOPES, default=None,
+                        help="package, project or platform; default: --package's scope, else "
+                             "where NAME already is.")(command)
+
+
+def _explicit_owner(scope: str | None, project: str | None, package: str | None) -> Owner | None:
+    """The owner the options name, or None when they leave it to the store to say."""
+    if scope == Scope.PLATFORM.value and (project or package):
+        raise click.UsageError("--scope platform takes neither --project nor --package")
+    if scope == Scope.PROJECT.value and package:
+        raise click.UsageError("--scope project takes no --package (package scope does)")
+    if scope is None and package is None:
+        return None
+    return Owner.of(scope or Scope.PACKAGE.value, project, package)
+
+
+def resolve_owner(service: SecretService, name: str, scope: str | None, project: str | None,
+                  package: str | None, *, new_ok: bool = False) -> Owner:
+    """The options' owner; without --scope or --package, the one owner that holds NAME.
+
+    Typing ``history NAME`` after ``set NAME`` should just work, as with ``gh secret``; when
+    NAME is at several scopes, guessing would act on the wrong one, so we ask.
+    """
+    owner = _explicit_owner(scope, project, package)
+    if owner is not None:
+        return owner
+    owners = sorted({r.owner for r in service.list(project=project, include_deleted=True)
+                     if r.name == name}, key=str)
+    if len(owners) == 1:
+        return owners[0]
+    if owners:
+        raise click.UsageError(f"{name!r} is in {', '.join(map(str, owners))}: choose one with "
+                               "--scope (and --project/--package)")
+    if new_ok:
+        raise click.UsageError(f"secret {name!r} is new: say where it goes (package scope needs a "
+                               "package name: --package N; or --scope project|platform)")
+    raise NotFoundError(f"no secret {name!r}{f' in project {project!r}' if project else ''} "
+                        "(fxctl secrets list shows the names)")
 
 
 def _row(record: VersionRecord) -> dict[str, Any]:
     return {"name": record.name, "scope": record.owner.scope.value,
             "project": record.owner.project, "package": record.owner.package,
             "version": record.version, "deleted": record.deleted,
-            "created": record.created_at.isoformat(timespec="seconds"), "by": record.actor}
+            "created": record.created_at, "by": record.actor}
+
+
+def _read_value(value: str) -> str:
+    """``-`` reads stdin: with a hidden prompt on a terminal (as gh and vault do)."""
+    if value != "-":
+        return value
+    if sys.stdin.isatty():
+        return str(click.prompt("value", hide_input=True, err=True))
+    return sys.stdin.read().removesuffix("\n")
 
 
 @click.group()
@@ -53,23 +98,40 @@ def secrets() -> None:
 
 
 @secrets.command("set")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret_names)
 @click.argument("value")
-@_owner_options()
-def set_(name: str, value: str, scope: str, project: str | None, package: str | None) -> None:
+@_owner_options
+@click.option("--string", "as_string", is_flag=True,
+              help="Store VALUE as text even when it parses as JSON (e.g. 1e3, null, true).")
+def set_(name: str, value: str, scope: str | None, project: str | None, package: str | None,
+         as_string: bool) -> None:
     """Store VALUE under NAME as a new version. VALUE is JSON if it parses, else a string;
-    `-` reads it from stdin (preferred: argv is visible to other processes)."""
-    text = sys.stdin.read().removesuffix("\n") if value == "-" else value
-    owner = Owner.of(scope, project, package)
+    `-` reads it from stdin, with a hidden prompt on a terminal (argv is visible to other
+    processes)."""
+    text = _read_value(value)
+    parsed = text if as_string else parse_value(text)
+    if parsed is None:
+        click.echo(f"warning: {name} is stored as JSON null (it reads as None); --string stores "
+                   "the text 'null'", err=True)
+    elif _reads_differently(text, parsed):
+        click.echo(f"note: {name} is stored as a JSON {type(parsed).__name__}, which prints "
+                   "differently from the text given (1e3 reads as 1000.0); --string keeps the "
+                   "text", err=True)
     with secret_service() as service:
-        version = service.set(owner, name, parse_value(text))
+        owner = resolve_owner(service, name, scope, project, package, new_ok=True)
+        version = service.set(owner, name, parsed)
     click.echo(f"{name}: version {version} in {owner}")
+
+
+def _reads_differently(text: str, parsed: Any) -> bool:
+    """A number or boolean whose JSON spelling is not the text typed (never shows the value)."""
+    return isinstance(parsed, bool | int | float) and json.dumps(parsed) != text.strip()
 
 
 @secrets.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True))
-@click.option("--project", default=DEFAULT_PROJECT, show_default=True, metavar="P")
-@click.option("--package", required=True, metavar="N")
+@click.option("-p", "--project", default=DEFAULT_PROJECT, show_default=True, metavar="P")
+@click.option("--package", required=True, metavar="N", shell_complete=complete_packages)
 def import_(file: Path, project: str, package: str) -> None:
     """Import a secrets.json as package-scope secrets: all of it or nothing."""
     raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
@@ -83,52 +145,60 @@ def import_(file: Path, project: str, package: str) -> None:
 
 @secrets.command("list")
 @click.option("--scope", type=SCOPES, default=None)
-@click.option("--project", default=None, metavar="P")
-@click.option("--package", default=None, metavar="N")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def list_(scope: str | None, project: str | None, package: str | None, as_json: bool) -> None:
-    """Names, scopes, versions and times of the current secrets; never values."""
-    with secret_service() as service:
-        records = service.list(scope=Scope(scope) if scope else None, project=project,
-                               package=package)
+@click.option("-p", "--project", default=None, metavar="P")
+@click.option("--package", default=None, metavar="N", shell_complete=complete_packages)
+@output_option
+def list_(scope: str | None, project: str | None, package: str | None, output: str,
+          as_json: bool) -> None:
+    """Names, scopes, versions and ages of the current secrets; never values."""
+    if scope == Scope.PLATFORM.value and (project or package):
+        raise click.UsageError("--scope platform takes neither --project nor --package")
+    with existing_secret_service() as service:
+        records = [] if service is None else service.list(
+            scope=Scope(scope) if scope else None, project=project, package=package)
     emit([_row(r) for r in records],
-         ["name", "scope", "project", "package", "version", "created", "by"], as_json=as_json)
+         ["name", "scope", "project", "package", "version", "created", "by"],
+         output=chosen_format(output, as_json))
 
 
 @secrets.command()
-@click.argument("name")
-@_owner_options()
-def delete(name: str, scope: str, project: str | None, package: str | None) -> None:
+@click.argument("name", shell_complete=complete_secret_names)
+@_owner_options
+def delete(name: str, scope: str | None, project: str | None, package: str | None) -> None:
     """Delete NAME at one scope (a tombstone version; history is kept)."""
-    owner = Owner.of(scope, project, package)
     with secret_service() as service:
+        owner = resolve_owner(service, name, scope, project, package)
         version = service.delete(owner, name)
     click.echo(f"{name}: deleted in {owner} (tombstone version {version})")
 
 
 @secrets.command()
-@click.argument("name")
-@_owner_options()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def history(name: str, scope: str, project: str | None, package: str | None,
-            as_json: bool) -> None:
+@click.argument("name", shell_complete=complete_secret_names)
+@_owner_options
+@output_option
+def history(name: str, scope: str | None, project: str | None, package: str | None,
+            output: str, as_json: bool) -> None:
     """Every version of NAME at one scope, with who wrote it and when."""
-    owner = Owner.of(scope, project, package)
-    with secret_service() as service:
+    _explicit_owner(scope, project, package)  # the options' own mistakes first
+    with existing_secret_service() as service:
+        if service is None:
+            raise NotFoundError(f"secret {name!r} has no history: there is no store yet")
+        owner = resolve_owner(service, name, scope, project, package)
         records = service.history(owner, name)
     rows = [{**_row(r), "current": r.is_current} for r in records]
-    emit(rows, ["version", "current", "deleted", "created", "by"], as_json=as_json)
+    emit(rows, ["version", "current", "deleted", "created", "by"],
+         output=chosen_format(output, as_json), name_column="version")
 
 
 @secrets.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret_names)
 @click.option("--to-version", "to_version", type=click.IntRange(min=1), required=True)
-@_owner_options()
-def rollback(name: str, to_version: int, scope: str, project: str | None,
+@_owner_options
+def rollback(name: str, to_version: int, scope: str | None, project: str | None,
              package: str | None) -> None:
     """Make version V of NAME current again (written as a new version)."""
-    owner = Owner.of(scope, project, package)
     with secret_service() as service:
+        owner = resolve_owner(service, name, scope, project, package)
         version = service.rollback(owner, name, to_version)
     click.echo(f"{name}: version {to_version} restored as version {version} in {owner}")
 
@@ -152,10 +222,12 @@ def rotate_master_key(new_key_file: Path | None) -> None:
 
 
 @secrets.command("rotate-data-key")
-@_owner_options()
-def rotate_data_key(scope: str, project: str | None, package: str | None) -> None:
+@_owner_options
+def rotate_data_key(scope: str | None, project: str | None, package: str | None) -> None:
     """Re-encrypt every version of one owner under a fresh data key."""
-    owner = Owner.of(scope, project, package)
+    owner = _explicit_owner(scope, project, package)
+    if owner is None:
+        raise click.UsageError("say whose data key: --package N, or --scope project|platform")
     with secret_service() as service:
         count = service.rotate_data_key(owner)
     click.echo(f"re-encrypted {count} version(s) of {owner} under a new data key")

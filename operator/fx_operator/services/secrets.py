@@ -285,9 +285,10 @@ class SecretService:
         return records
 
     def list(self, *, scope: Scope | None = None, project: str | None = None,
-             package: str | None = None) -> list[VersionRecord]:
+             package: str | None = None, include_deleted: bool = False) -> list[VersionRecord]:
         with self.store.transaction() as tx:
-            return self.store.current(tx, scope=scope, project=project, package=package)
+            return self.store.current(tx, scope=scope, project=project, package=package,
+                                      include_deleted=include_deleted)
 
     def get(self, owner: Owner, name: str) -> Any:
         """One value at one scope (no fall-through), audited as a read."""
