@@ -1,0 +1,99 @@
+"""The everyday loop's costs, as ratios to a floor measured in the same run (issue 19).
+
+* ``fxctl --version`` against ``python -c pass``. Target: ≤ 2x.
+* ``fxctl run`` of a trivial package (embedded store, its first run's store already made)
+  against ``python main.py`` of the same script. Target: ≤ 3x.
+* The executor (``python -m fx_ef.executor``) running that script against ``python main.py``.
+  Target: ≤ 1.5x.
+
+Measured from a non-editable install, as in the runtime image: a virtualenv made by
+``pip install .`` of this checkout (in ``BENCH_VENV`` when set and present, else a temporary one,
+about a minute). Every figure is process wall time, interleaved, with the load average.
+
+Run: ``python -m bench.bench_cli`` from the project root (``BENCH_SUBPROCESS_RUNS`` sets the
+number of runs of each command).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import venv
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.bench_fx_ef import _bundle
+from bench.common import report, sample_interleaved
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = int(os.environ.get("BENCH_SUBPROCESS_RUNS", "30"))
+SCRIPT = 'print("hello")\n'
+
+
+def installed_venv(where: Path) -> Path:
+    """A virtualenv with this checkout installed as a wheel would be (no editable finder)."""
+    if not (where / "bin" / "fxctl").exists():
+        venv.create(where, with_pip=True)
+        subprocess.run([str(where / "bin" / "pip"), "install", "--quiet",
+                        "--disable-pip-version-check", str(ROOT)], check=True)
+    return where
+
+
+def _runner(args: list[str], cwd: Path, env: dict[str, str],
+            bundle: Path | None = None) -> Callable[[], None]:
+    """One run of a command; the executor's bundle is written first (it is read once, then
+    removed, as in a pod: about 50 µs of the ~100 ms measured)."""
+    text = json.dumps({**_bundle(), "entrypoint": "main.py"})
+
+    def run() -> None:
+        if bundle is not None:
+            bundle.write_text(text)
+        subprocess.run(args, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    return run
+
+
+def main() -> None:
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        env_dir = Path(os.environ.get("BENCH_VENV") or folder / "venv")
+        bin_dir = installed_venv(env_dir) / "bin"
+        package = folder / "trivial"
+        package.mkdir()
+        (package / "main.py").write_text(SCRIPT)
+        (package / "package.yaml").write_text("name: trivial\n")
+        bundle = folder / "bundle.json"
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FX_HOME": str(folder / "home"),
+               "HOME": str(folder)}
+        python, fxctl = str(bin_dir / "python"), str(bin_dir / "fxctl")
+        subprocess.run([fxctl, "run", str(package)], env=env, check=True,
+                       capture_output=True)  # the store and the local key exist from here on
+        commands = {
+            "pass": [python, "-c", "pass"],
+            "version": [fxctl, "--version"],
+            "script": [python, "main.py"],
+            "run": [fxctl, "run", str(package)],
+            "executor": [python, "-m", "fx_ef.executor", "--bundle", str(bundle),
+                         "--package-dir", str(package)],
+        }
+        samples = sample_interleaved(
+            {label: _runner(args, package, env, bundle if label == "executor" else None)
+             for label, args in commands.items()},
+            runs=RUNS, warmup=3)
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; after: "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
+    print(f"{RUNS} interleaved runs of each command, process wall time, from {env_dir}")
+    report("floor: python -c pass", samples["pass"])
+    report("fxctl --version", samples["version"], samples["pass"], target=2)
+    report("floor: python main.py (a print)", samples["script"])
+    report("fxctl run (trivial package, embedded store)", samples["run"], samples["script"],
+           target=3)
+    report("python -m fx_ef.executor (same script)", samples["executor"], samples["script"],
+           target=1.5)
+
+
+if __name__ == "__main__":
+    main()
