@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from fx_operator.domain import internal_keys
 from fx_operator.domain.crypto import MasterKey
-from fx_operator.exceptions import IntegrityError, RunError
+from fx_operator.exceptions import IntegrityError, MasterKeyError, RunError
 from fx_operator.services.broker import PodIdentity
 from fx_operator.services.run_keys import ACTION_REGISTER, Refusal, RunKeyService, RunRefused
 from fx_operator.services.secrets import SecretService
@@ -188,10 +188,13 @@ def test_rewrap_under_a_new_master_key(keys: RunKeyService, service: SecretServi
     _register(keys, "run-done")
     keys.finish("run-done")
     new = MasterKey.generate()
-    assert keys.rotate_master_key(new) == 1
+    with pytest.raises(MasterKeyError, match="rotate the store first"):
+        keys.rotate_master_key(new)  # the store would not open the run key with its own key
+    assert _raw_row(keys, RUN)[1] == service.master_key.key_id
+    service.rotate_master_key(new)  # rewraps the run keys too
     assert _raw_row(keys, RUN)[1] == new.key_id
+    assert keys.rotate_master_key(new) == 0  # nothing left to rewrap; the service follows
     assert keys.claim(RUN, POD, RUN) == key
-    assert keys.rotate_master_key(MasterKey.generate()) == 0  # nothing left to rewrap
 
 
 def test_channel_grant_is_for_the_pod_that_got_the_key(keys: RunKeyService) -> None:

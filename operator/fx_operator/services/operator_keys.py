@@ -16,7 +16,12 @@ from dataclasses import dataclass
 
 from fx_operator.domain import internal_keys, pki
 from fx_operator.domain.sealing import SealingKeyPair
-from fx_operator.services.secrets import OPERATOR_KEYS_ID, OPERATOR_WRAPPED_META, SecretService
+from fx_operator.services.secrets import (
+    OPERATOR_KEYS_ID,
+    OPERATOR_WRAPPED_META,
+    SecretService,
+    hold_master_key,
+)
 from fx_operator.storage.backends import Transaction
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,7 @@ def _load(service: SecretService, tx: Transaction, meta: str, purpose: str) -> b
 
 def _save(service: SecretService, tx: Transaction, meta: str, purpose: str,
           secret: bytes) -> None:
+    hold_master_key(service.store, tx, service.master_key)
     wrapped = internal_keys.wrap(service.master_key, purpose, _ID, secret)
     service.store.set_meta(tx, meta, base64.b64encode(wrapped).decode())
 

@@ -13,8 +13,9 @@ from typing import Protocol
 
 from fx_operator.domain import internal_keys
 from fx_operator.domain.crypto import MasterKey
-from fx_operator.exceptions import PermissionDeniedError, RunError
+from fx_operator.exceptions import MasterKeyError, PermissionDeniedError, RunError
 from fx_operator.services.runs import RunGrant
+from fx_operator.services.secrets import MASTER_KEY_META, hold_master_key
 from fx_operator.storage import run_keys
 from fx_operator.storage.backends import Transaction, utcnow
 from fx_operator.storage.run_keys import RunKeyRecord
@@ -129,6 +130,7 @@ class RunKeyService:
             internal_keys.wrap(self.master_key, internal_keys.RUN_KEY, run_id, key),
             self.master_key.key_id, allow_platform_write, utcnow())
         with self.store.transaction() as tx:
+            hold_master_key(self.store, tx, self.master_key)
             if not run_keys.create(tx, record, replace=replace):
                 if not replace:
                     return False
@@ -211,8 +213,16 @@ class RunKeyService:
             return run_keys.get(tx, run_id)
 
     def rotate_master_key(self, new_key: MasterKey) -> int:
-        """Rewrap the unclaimed keys under a new master key; call with the store's rotation."""
+        """Follow the store's master-key rotation (``SecretService.rotate_master_key``, which
+        rewraps the run keys too): use ``new_key`` from now on, rewrapping any unclaimed key
+        still under the old one. Refused unless the store records ``new_key``: a run key wrapped
+        under any other would not open after a restart."""
         with self.store.transaction() as tx:
+            recorded = self.store.hold_master_key_id(tx, MASTER_KEY_META, self.master_key.key_id)
+            if recorded != new_key.key_id:
+                raise MasterKeyError(
+                    f"the store records master key {recorded}, not {new_key.key_id}: rotate the "
+                    "store first; no run key was rewrapped")
             count = run_keys.rewrap_all(tx, self.master_key, new_key)
         self.master_key = new_key
         log.info("rewrapped %d run key(s) under master key %s", count, new_key.key_id)

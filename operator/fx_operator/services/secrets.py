@@ -14,7 +14,7 @@ from fx_operator.domain import crypto, internal_keys
 from fx_operator.domain.crypto import DataKey, MasterKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.domain.secrets_file import parse_secrets_file, validate_name, validate_value
-from fx_operator.exceptions import ConflictError, IntegrityError, NotFoundError
+from fx_operator.exceptions import ConflictError, IntegrityError, MasterKeyError, NotFoundError
 from fx_operator.storage import run_keys
 from fx_operator.storage.backends import Transaction, utcnow
 from fx_operator.storage.secret_store import (
@@ -68,6 +68,18 @@ class Resolution:
 def _canonical(value: Any) -> str:
     """JSON text that tells 1, 1.0 and true apart and ignores key order."""
     return json.dumps(value, sort_keys=True)
+
+
+def hold_master_key(store: SecretStore, tx: Transaction, master_key: MasterKey) -> None:
+    """Call in every transaction that wraps something under ``master_key``, before it commits:
+    no rotation commits until ``tx`` ends, and if one committed since this process loaded its
+    key, nothing is written (it would not open with the key the store records)."""
+    recorded = store.hold_master_key_id(tx, MASTER_KEY_META, master_key.key_id)
+    if recorded != master_key.key_id:
+        raise MasterKeyError(
+            f"the store's master key was rotated to master key {recorded}, but this process "
+            f"holds master key {master_key.key_id}: nothing was written; restart it with the "
+            "new key")
 
 
 def _entries(records: Sequence[VersionRecord]) -> list[dict[str, Any]]:
@@ -127,6 +139,7 @@ class SecretService:
         record = self.store.active_data_key(tx, owner, lock=True)
         if record is not None:
             return self._unwrap(record.key_id, owner, record.wrapped)
+        hold_master_key(self.store, tx, self.master_key)
         key = DataKey.generate(owner)
         self.store.insert_data_key(tx, DataKeyRecord(
             key.key_id, owner, crypto.wrap_data_key(self.master_key, key), self.master_key.key_id))
@@ -342,8 +355,19 @@ class SecretService:
     # --- rotation ---------------------------------------------------------------------------
 
     def rotate_master_key(self, new_key: MasterKey) -> int:
-        """Rewrap every data key under a new master key in one transaction; values untouched."""
+        """Rewrap every data key under a new master key in one transaction; values untouched.
+
+        Exclusive: writers that wrap under the master key wait for it (and then refuse, holding
+        the old key), and of two rotations the second waits and then refuses, since its old key
+        is no longer the store's."""
         with self.store.transaction() as tx:
+            recorded = self.store.hold_master_key_id(tx, MASTER_KEY_META, self.master_key.key_id,
+                                                     exclusive=True)
+            if recorded != self.master_key.key_id:
+                raise MasterKeyError(
+                    f"the store's master key is now {recorded}, not {self.master_key.key_id} "
+                    "that this rotation started from: another rotation committed first; nothing "
+                    f"was rotated (to rotate again, start from master key {recorded})")
             records = self.store.data_keys(tx)
             rewrapped = [(r.key_id, crypto.rewrap_data_key(self.master_key, new_key, r.key_id,
                                                            r.owner, r.wrapped))
@@ -369,6 +393,7 @@ class SecretService:
     def rotate_data_key(self, owner: Owner) -> int:
         """Re-encrypt every version of one owner under a fresh data key; the old key is dropped."""
         with self.store.transaction() as tx:
+            hold_master_key(self.store, tx, self.master_key)  # the new key is wrapped under it
             old = self.store.active_data_key(tx, owner)
             if old is None:
                 raise NotFoundError(f"{owner} has no data key")

@@ -228,6 +228,27 @@ class SecretStore:
                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                    {"key": key, "value": value})
 
+    def hold_master_key_id(self, tx: Transaction, key: str, candidate: str, *,
+                           exclusive: bool = False) -> str:
+        """The master-key id recorded under ``key``, held until ``tx`` ends: shared by every
+        transaction that wraps under the master key, exclusively by a rotation, so none of them
+        commits across a rotation. Recorded as ``candidate`` on a store that has none yet.
+
+        PostgreSQL: a lock on the meta row; one granted after waiting for a rotation returns
+        the id the rotation committed. SQLite: every transaction already holds the write lock
+        (BEGIN IMMEDIATE), so reading the row is enough.
+        """
+        locking = ""
+        if self.backend.dialect == "postgresql":
+            locking = " FOR UPDATE" if exclusive else " FOR SHARE"
+        select = f"SELECT value FROM store_meta WHERE key = :key{locking}"
+        rows = tx.execute(select, {"key": key})
+        if not rows:
+            tx.execute("INSERT INTO store_meta (key, value) VALUES (:key, :value) "
+                       "ON CONFLICT (key) DO NOTHING", {"key": key, "value": candidate})
+            rows = tx.execute(select, {"key": key})
+        return str(rows[0][0])
+
     # --- data keys ----------------------------------------------------------------------
 
     def active_data_key(self, tx: Transaction, owner: Owner, *,
