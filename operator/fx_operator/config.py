@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     broker_dns_names: list[str] = Field(default_factory=list,
                                         description="Names in the broker's certificate.")
     job_ttl_seconds: int = Field(default=3600, ge=0)
+    schedule_recheck_seconds: float = Field(
+        default=30, gt=0, description="Longest a Schedule waits before looking again at its "
+        "Executions and spec (its next time wakes it sooner).")
     metrics_port: int = Field(default=9090, ge=0, le=65535)
 
     def may_write_platform(self, namespace: str, package: str) -> bool:

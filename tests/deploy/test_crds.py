@@ -93,7 +93,7 @@ def test_every_crd_of_the_repository_is_in_a_checked_copy() -> None:
         if "CustomResourceDefinition" in path.read_text(encoding="utf-8", errors="replace"):
             found.add(path)
     assert found <= set(CRD_FILES), sorted(str(p.relative_to(REPO)) for p in found - set(CRD_FILES))
-    assert len(DOCUMENTS) == 3 + 3 + 2 + 3  # crds/, chart (+ kopf's two), deploy/base
+    assert len(DOCUMENTS) == 4 + 4 + 2 + 4  # crds/, chart (+ kopf's two), deploy/base
 
 
 @pytest.mark.parametrize(("where", "crd"), DOCUMENTS, ids=[d[0] for d in DOCUMENTS])
@@ -118,7 +118,7 @@ def test_the_rendered_installs_carry_the_same_crds(helm: str, kubectl: str) -> N
                          if o["kind"] == "CustomResourceDefinition"],
                 "kustomize": [o for o in kustomize(kubectl, REPO / "deploy" / "base")
                               if o["kind"] == "CustomResourceDefinition"]}
-    assert len(rendered["helm"]) == 5 and len(rendered["kustomize"]) == 3
+    assert len(rendered["helm"]) == 6 and len(rendered["kustomize"]) == 4
     for tool, crds in rendered.items():
         for crd in crds:
             name = crd["metadata"]["name"]

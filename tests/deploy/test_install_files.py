@@ -122,8 +122,8 @@ def test_the_base_commits_no_key_and_expects_the_documented_secret(
 
 def test_the_base_is_the_charts_default_install(base: list[JsonDict]) -> None:
     kinds = sorted(o["kind"] for o in base)
-    assert kinds == sorted(["Namespace", "CustomResourceDefinition", "CustomResourceDefinition",
-                            "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
+    assert kinds == sorted(["Namespace", *["CustomResourceDefinition"] * 4, "ServiceAccount",
+                            "ClusterRole",
                             "ClusterRoleBinding", "Service", "Service", "Deployment",
                             "PersistentVolumeClaim", "NetworkPolicy"])
     for obj in base:

@@ -37,6 +37,7 @@ from fx_operator.handlers.executions import FORBIDDEN_TRIES
 from fx_operator.services.packages import PackageService
 from kubernetes import client
 from kubernetes import config as kubernetes_config
+from support.clock import schedule_clock
 from support.cluster import PLATFORM_NAMESPACE, Cluster, cluster
 from support.kube_emulator import ApiCall, KubeEmulator, KubeEmulatorServer
 from support.manifests import (
@@ -113,6 +114,22 @@ def _scenario(k8s: Cluster, namespace: str, release: threading.Event) -> None:
     k8s.wait_for(lambda: _gone(k8s, "scopedsecrets", namespace, "rbac-secrets"),
                  "the ScopedSecret's finalizer")
     _packages_read_from_the_api(k8s, namespace, release)
+    _schedule(k8s, namespace)
+
+
+def _schedule(k8s: Cluster, namespace: str) -> None:
+    """A Schedule makes its Execution (create), and prunes it once finished (delete)."""
+    with schedule_clock() as clock:
+        k8s.apply("schedules", namespace, {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Schedule",
+            "metadata": {"name": "rbac-every-minute", "namespace": namespace},
+            "spec": {"package": "rbac", "schedule": "* * * * *",
+                     "successfulExecutionsHistoryLimit": 0}})
+        minute = clock.just_after_next_minute()
+        made = f"rbac-every-minute-{int(minute.timestamp()) // 60}"
+        k8s.events(namespace, "rbac-every-minute", "ExecutionCreated")
+        k8s.wait_for(lambda: _gone(k8s, "executions", namespace, made),
+                     "the history limit (0) to prune it once finished")
 
 
 def _packages_read_from_the_api(k8s: Cluster, namespace: str, release: threading.Event) -> None:
@@ -335,7 +352,8 @@ def test_the_peering_rules_grant_exactly_the_calls_made(
 
 def test_the_operator_never_reads_secrets_and_grants_itself_nothing(helm: str) -> None:
     """What the chart must never grant, in any mode: reading Secrets (the sealed bundles are
-    written, never read back), deleting anything, and RBAC or impersonation verbs."""
+    written, never read back), deleting anything but a Schedule's own Executions, and RBAC or
+    impersonation verbs."""
     modes: list[dict[str, Any]] = [
         {}, {"operator": {"watchNamespaces": ["team-a"]}},
         {"operator": {"replicas": 2}, "database": {"mode": "external",
@@ -346,8 +364,9 @@ def test_the_operator_never_reads_secrets_and_grants_itself_nothing(helm: str) -
         for role in [*find(objects, "ClusterRole"), *find(objects, "Role")]:
             granted |= permissions(role["rules"])
         assert not {p for p in granted if p[1] == "secrets" and p[2] in ("get", "list", "watch")}
-        assert not {p for p in granted if p[2] in ("delete", "deletecollection", "escalate",
-                                                   "bind", "impersonate", "*")}
+        assert {p for p in granted if p[2] in ("delete", "deletecollection", "escalate",
+                                               "bind", "impersonate", "*")} == {
+            (GROUP, "executions", "delete")}  # a Schedule's: Replace, and its history limits
         assert granted - PEERING - NAMESPACED_MODE_ONLY <= \
             permissions(one(helm_template(helm), "ClusterRole")["rules"])
 

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 SEEDS = ("secrets-fx-ef", "secrets-ferris")
 SEED_SECRET_NAMES = ("DB_NAME", "DB_PASS")
 OBJECT_KINDS = ("all,events,configmaps,secrets,serviceaccounts,roles,rolebindings,"
-                "executions.fx.dev,packages.fx.dev,scopedsecrets.fx.dev")
+                "executions.fx.dev,packages.fx.dev,schedules.fx.dev,scopedsecrets.fx.dev")
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,12 @@ class Cluster(ClusterView):
             "kind": "Execution", "metadata": {"name": name},
             "spec": {"package": package, **spec}})
 
+    def schedule(self, namespace: str, name: str, package: str, schedule: str,
+                 **spec: Any) -> dict[str, Any]:
+        return self.apply("schedules", namespace, {
+            "kind": "Schedule", "metadata": {"name": name},
+            "spec": {"package": package, "schedule": schedule, **spec}})
+
     def assert_still_serving(self, namespace: str) -> None:
         """After whatever a test threw at the operator: a new Package runs to success."""
         self.package(namespace, "after", {"main.py": "print('still here')\n"})
@@ -215,7 +221,7 @@ def cluster(tmp_path: Path, dsn: str, *, emulator: KubeEmulator | None = None,
                "FX_BROKER_URL": f"https://127.0.0.1:{port}",
                "FX_BROKER_DNS_NAMES": json.dumps(["localhost", "127.0.0.1"]),
                "FX_PLATFORM_NAMESPACE": PLATFORM_NAMESPACE, "FX_METRICS_PORT": str(_free_port()),
-               "FX_ACTOR": "operator", **settings}
+               "FX_ACTOR": "operator", "FX_SCHEDULE_RECHECK_SECONDS": "0.5", **settings}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         runner = PodRunner(server, workdir=tmp_path / "pods")

@@ -44,6 +44,12 @@ class Reason(StrEnum):
     SCRIPT_FAILED = "ScriptFailed"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     POD_FAILED = "PodFailed"
+    # Schedule
+    SCHEDULED = "Scheduled"
+    SUSPENDED = "Suspended"
+    EXECUTION_CREATED = "ExecutionCreated"
+    EXECUTION_REPLACED = "ExecutionReplaced"
+    RUN_SKIPPED = "RunSkipped"
     # any kind
     STORE_UNAVAILABLE = "StoreUnavailable"
     API_ERROR = "ApiError"

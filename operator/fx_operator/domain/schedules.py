@@ -24,10 +24,14 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 
+from fx_operator.domain.nesting import too_deep
 from fx_operator.exceptions import Problem, ValidationError
 
 MACROS = {
@@ -193,3 +197,50 @@ def retry_delay(failed_tries: int) -> timedelta:
     if failed_tries < 1:
         return timedelta(0)
     return min(RETRY_CAP, RETRY_BASE * (1 << min(failed_tries - 1, 16)))
+
+
+# --- a Schedule resource's spec ------------------------------------------------------------------
+
+
+class ScheduleSpec(BaseModel):
+    """``Schedule.spec`` as the CRD describes it; parsed once, its problems named by field."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    package: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    schedule: str = Field(min_length=1, max_length=128)
+    time_zone: str | None = Field(default=None, alias="timeZone", max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: int | None = Field(default=None, alias="timeoutSeconds", ge=1, le=604800)
+    concurrency_policy: ConcurrencyPolicy = Field(default=ConcurrencyPolicy.ALLOW,
+                                                  alias="concurrencyPolicy")
+    starting_deadline_seconds: int | None = Field(default=None, alias="startingDeadlineSeconds",
+                                                  ge=0)
+    suspend: bool = False
+    successful_history: int = Field(default=3, alias="successfulExecutionsHistoryLimit", ge=0,
+                                    le=100)
+    failed_history: int = Field(default=1, alias="failedExecutionsHistoryLimit", ge=0, le=100)
+
+    @property
+    def cron(self) -> CronSchedule:
+        return CronSchedule.parse(self.schedule, self.time_zone)
+
+
+def parse_schedule_spec(spec: Any) -> ScheduleSpec:
+    """A Schedule's spec, checked as the API server cannot: cron, time zone, params' depth."""
+    if not isinstance(spec, dict):
+        raise ValidationError(Problem("spec", "must be an object"), source="Schedule")
+    deep = too_deep(spec.get("params"))
+    if deep:
+        raise ValidationError(Problem("spec.params", deep), source="Schedule")
+    try:
+        parsed = ScheduleSpec.model_validate(spec)
+    except PydanticValidationError as e:
+        problems = [Problem("spec." + ".".join(str(p) for p in error["loc"]), str(error["msg"]))
+                    for error in e.errors()]
+        raise ValidationError(problems, source="Schedule") from None
+    try:
+        parsed.cron  # noqa: B018 - parsed for its errors (spec.schedule, spec.timeZone)
+    except ValidationError as e:
+        raise ValidationError(e.problems, source="Schedule") from None
+    return parsed

@@ -34,7 +34,7 @@ async def apply(app: OperatorApp, body: Any, patch: kopf.Patch | None,
     else:
         meta = involved["metadata"]
         plural = {"Execution": "executions", "Package": "packages",
-                  "ScopedSecret": "scopedsecrets"}[involved["kind"]]
+                  "ScopedSecret": "scopedsecrets", "Schedule": "schedules"}[involved["kind"]]
         await app.kube.patch_custom_status(plural, meta["namespace"], meta["name"],
                                            outcome.status)
     for event in outcome.events:

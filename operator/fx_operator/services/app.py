@@ -19,6 +19,7 @@ from fx_operator.services.operator_keys import OperatorKeys, load_or_create_oper
 from fx_operator.services.packages import PackageService
 from fx_operator.services.run_keys import RunKeyService
 from fx_operator.services.runs import RunService
+from fx_operator.services.schedules import ScheduleService
 from fx_operator.services.scoped_secrets import ScopedSecretService
 from fx_operator.services.secrets import SecretService
 from fx_operator.storage.kube import CONNECTIONS, Kube, PodIdentity, load_api_client
@@ -54,6 +55,7 @@ class OperatorApp:
     executions: ExecutionService
     broker: BrokerServer
     metrics: Metrics
+    schedules: ScheduleService
 
     @classmethod
     async def start(cls, settings: Settings, kube: Kube | None = None) -> OperatorApp:
@@ -84,7 +86,7 @@ class OperatorApp:
                   ScopedSecretService(secrets, keys.sealing, settings),
                   ExecutionService(secrets, run_keys, kube, packages, settings, pod_settings,
                                    ca_pem=keys.ca_certificate_pem, metrics=metrics),
-                  broker, metrics)
+                  broker, metrics, ScheduleService(kube))
         await app.publish_sealing_key()
         if settings.metrics_port:
             metrics.serve(settings.metrics_port)

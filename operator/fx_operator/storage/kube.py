@@ -183,6 +183,32 @@ class Kube:
                          f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
                          {"status": status}, content_type="application/merge-patch+json")
 
+    async def list_custom(self, plural: str, namespace: str,
+                          label_selector: str) -> list[dict[str, Any]]:
+        """The objects of ``plural`` in ``namespace`` with these labels, as plain JSON."""
+        found = await self._read(f"listing {plural} in {namespace}", lambda **kw: (
+            self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural,
+                                                      label_selector=label_selector, **kw)))
+        return list((found or {}).get("items") or [])
+
+    async def delete_custom(self, plural: str, namespace: str, name: str) -> bool:
+        """Delete one object (its dependents in the background); False when already gone."""
+        try:
+            await self._call(f"deleting {plural} {namespace}/{name}", lambda: (
+                self.custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, name,
+                    propagation_policy="Background")))
+        except KubeNotFound:
+            return False
+        return True
+
+    async def patch_custom(self, plural: str, namespace: str, name: str,
+                           patch: dict[str, Any]) -> None:
+        """A JSON merge patch of the object itself (e.g. a Schedule's ``spec.suspend``)."""
+        await self._send(f"updating {plural} {namespace}/{name}", "PATCH",
+                         f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}",
+                         patch, content_type="application/merge-patch+json")
+
     # --- ConfigMaps and Secrets ------------------------------------------------------------
 
     async def apply_config_map(self, body: dict[str, Any]) -> None:
