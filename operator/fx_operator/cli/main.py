@@ -8,6 +8,7 @@ import click
 
 from fx_operator.cli.cluster import operator, seal
 from fx_operator.cli.db import db
+from fx_operator.cli.gc import gc
 from fx_operator.cli.run import results, run
 from fx_operator.cli.secrets import secrets
 from fx_operator.exceptions import FxError, ValidationError
@@ -32,6 +33,7 @@ cli.add_command(run)
 cli.add_command(results)
 cli.add_command(seal)
 cli.add_command(operator)
+cli.add_command(gc)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from fx_operator.cli.common import parse_value, secret_service
+from fx_operator.cli.gc import sweep_leftovers
 from fx_operator.cli.output import emit
 from fx_operator.services.local_run import LocalRunner, RunOptions, load_package_folder
 from fx_operator.services.runs import RunService
@@ -62,6 +63,7 @@ def run(target: str, project: str | None, params: tuple[str, ...], no_mask: bool
     if not folder.is_dir():
         raise click.BadParameter(f"{target!r} is not a package folder (to run a Package in a "
                                  "cluster, pass -n NAMESPACE)", param_hint="TARGET")
+    sweep_leftovers()
     package = load_package_folder(folder, project=project)
     options = RunOptions(params=_params(params), mask=not no_mask,
                          allow_platform_write=allow_platform_write, timeout=timeout)
