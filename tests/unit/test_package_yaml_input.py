@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fx_operator.cli.main import EXIT_BAD_INPUT, main
+from fx_operator.cli.run import _params
 from fx_operator.domain.nesting import MAX_DEPTH
 from fx_operator.domain.package_spec import parse_package_spec
 from fx_operator.exceptions import ValidationError
@@ -96,3 +97,29 @@ def test_fxctl_run_says_so_in_one_line_with_the_usage_exit_code(
         err = capsys.readouterr().err
         assert err.startswith(f"error: invalid {folder / 'package.yaml'}: params")
         assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_package_yaml_that_is_not_utf8_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FX_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    (folder / "main.py").write_text("print('never run')\n")
+    (folder / "package.yaml").write_bytes(b'params: {a: "\xff"}\n')
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(folder)])
+    assert exited.value.code == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == (f"error: invalid {folder / 'package.yaml'}: not UTF-8 "
+                                       "text (byte 13)\n")
+
+
+def test_run_params_on_the_command_line_are_strict_json_and_bounded(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _params(("a=NaN", "b=[1,-Infinity]", "c=2", 'd={"e": [true]}', "f=text")) == {
+        "a": "NaN", "b": "[1,-Infinity]", "c": 2, "d": {"e": [True]}, "f": "text"}
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(tmp_path), "--param", "x=" + "[" * 5000 + "]" * 5000])
+    assert exited.value.code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "--param: x: nested more than 32 levels deep" in err and "Traceback" not in err

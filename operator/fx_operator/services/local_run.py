@@ -69,7 +69,7 @@ def load_package_folder(path: Path, *, project: str | None = None) -> PackageFol
         raise RunError(f"{path} is not a folder")
     path = path.resolve()
     spec_path = path / SPEC_FILE
-    spec = (parse_package_spec(spec_path.read_text(), source=str(spec_path))
+    spec = (parse_package_spec(_utf8_text(spec_path), source=str(spec_path))
             if spec_path.is_file() else PackageSpec())
     name = spec.name or path.name
     if not OWNER_NAME_PATTERN.fullmatch(name):
@@ -87,6 +87,14 @@ def load_package_folder(path: Path, *, project: str | None = None) -> PackageFol
     secrets_file = path / SECRETS_FILE
     return PackageFolder(path, name, chosen_project, entrypoint, spec,
                          secrets_file if secrets_file.is_file() else None)
+
+
+def _utf8_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValidationError(Problem("", f"not UTF-8 text (byte {e.start})"),
+                              source=str(path)) from None
 
 
 def _only_script(path: Path) -> str:
