@@ -114,6 +114,16 @@ def test_a_key_in_a_folder_every_user_may_write_is_refused_unless_sticky(tmp_pat
 
 
 @as_root
+def test_a_key_of_another_user_in_a_folder_every_user_may_write_is_refused(
+        tmp_path: Path) -> None:
+    key = _key_file(tmp_path / "shared")
+    key.parent.chmod(0o1777)
+    os.chown(key, 4242, 4242)  # as if planted there by that user before we looked
+    _refused(fxctl(_env(tmp_path, key), "secrets", "list"), "belongs to another user (uid 4242)",
+             "they could have put it there")
+
+
+@as_root
 def test_a_key_in_a_folder_of_another_user_is_refused(tmp_path: Path) -> None:
     key = _key_file(tmp_path / "theirs")
     os.chown(key.parent, 4242, 4242)

@@ -8,8 +8,9 @@ The key that opens the store is read only when nobody else could have read or re
 ssh treats a private key (:func:`read_key_file`): a regular file (not ``/dev/zero``, a FIFO, a
 folder); its owner's alone when it is ours (mode 0600 or 0400: ssh refuses "unprotected private
 key files"); writable by no other user; in a folder owned by us or root that other users cannot
-write to (a sticky folder, such as a Kubernetes Secret volume's root, is fine). A key file of
-another owner that every user may read (a Secret mounted with mode 0644) is read with a warning.
+write to (a sticky folder, such as a Kubernetes Secret volume's root, is fine for a file of
+ours or root's). A key file of another owner that every user may read (a Secret mounted with mode
+0644) is read with a warning.
 """
 
 from __future__ import annotations
@@ -115,9 +116,14 @@ def read_key_file(path: Path, description: str, *, guarded: bool = True) -> str:
         raise MasterKeyError(f"{description} cannot be read: {e.strerror or e}") from None
     try:
         if guarded:
-            _check_key_file(path, os.fstat(fd), description)
-            for folder in {path.absolute().parent, path.resolve().parent}:
-                check_private_folder(folder, f"the folder of {description}")
+            info = os.fstat(fd)
+            _check_key_file(path, info, description)
+            shared = [check_private_folder(folder, f"the folder of {description}")
+                      for folder in {path.absolute().parent, path.resolve().parent}]
+            if any(shared) and info.st_uid not in (os.geteuid(), 0):
+                raise MasterKeyError(f"{description} belongs to another user (uid {info.st_uid}) "
+                                     "and lies in a folder where every user may create files: "
+                                     "they could have put it there")
         data = _read_at_most(fd, MAX_KEY_FILE_BYTES + 1)
     except OSError as e:
         raise MasterKeyError(f"{description} cannot be read: {e.strerror or e}") from None
@@ -162,15 +168,15 @@ def _check_key_file(path: Path, info: os.stat_result, description: str) -> None:
 
 
 def check_private_folder(folder: Path, description: str, error: type[Exception] = MasterKeyError,
-                         *, sticky_ok: bool = True) -> None:
+                         *, sticky_ok: bool = True) -> bool:
     """Refuse a folder where another user could replace what we keep: not owned by us or root,
-    or writable by every user (with the sticky bit, others cannot replace our files, but could
-    have put theirs first: allowed for an existing key's folder only). A missing folder passes
-    (it is made 0700)."""
+    or writable by every user. With the sticky bit (and ``sticky_ok``), others cannot replace
+    our files but may create theirs: returns True then, so that the caller trusts only files of
+    ours or root's in it. A missing folder passes (it is made 0700)."""
     try:
         info = folder.stat()
     except FileNotFoundError:
-        return
+        return False
     mode = stat.S_IMODE(info.st_mode)
     if info.st_uid not in (os.geteuid(), 0):
         raise error(f"{description} ({folder}) belongs to another user (uid {info.st_uid}): "
@@ -178,3 +184,4 @@ def check_private_folder(folder: Path, description: str, error: type[Exception] 
     if mode & 0o002 and not (sticky_ok and mode & stat.S_ISVTX):
         raise error(f"{description} ({folder}) may be written by every user (mode "
                     f"{mode:04o}): chmod o-w {folder}")
+    return bool(mode & 0o002)
