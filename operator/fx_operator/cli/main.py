@@ -47,7 +47,8 @@ class LazyGroup(click.Group):
                    "results": "fx_operator.cli.run:results",
                    "seal": "fx_operator.cli.cluster:seal",
                    "operator": "fx_operator.cli.cluster:operator",
-                   "completion": "fx_operator.cli.completion:completion"})
+                   "completion": "fx_operator.cli.completion:completion",
+                   "gc": "fx_operator.cli.gc:gc"})
 @click.version_option(package_name="fx-executor", prog_name="fxctl")
 def cli() -> None:
     """Run packages of Python scripts and hand them secrets safely.

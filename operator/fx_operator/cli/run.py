@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from fx_operator.cli.common import existing_secret_service, parse_value, secret_service
+from fx_operator.cli.common import existing_secret_service, secret_service
+from fx_operator.cli.gc import sweep_leftovers
 from fx_operator.cli.output import chosen_format, emit, output_option
+from fx_operator.domain.nesting import MAX_DEPTH, text_too_deep
 from fx_operator.exceptions import NotFoundError
 from fx_operator.services.local_run import LocalRunner, RunOptions, load_package_folder
 from fx_operator.services.runs import RunService
@@ -21,8 +24,23 @@ def _params(pairs: tuple[str, ...]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--param")
-        params[key] = parse_value(value)
+        if text_too_deep(value):
+            raise click.BadParameter(f"{key}: nested more than {MAX_DEPTH} levels deep; at most "
+                                     f"{MAX_DEPTH} are allowed", param_hint="--param")
+        params[key] = _param_value(value)
     return params
+
+
+def _param_value(text: str) -> Any:
+    """Strict JSON (no NaN or Infinity, which JSON cannot carry) when it parses, else the text."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except ValueError:  # also an integer past Python's conversion limit
+        return text
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 @click.command("run")
@@ -54,20 +72,22 @@ def run(target: str, project: str | None, params: tuple[str, ...], no_mask: bool
     The script's output is masked: every secret value it could print shows as ***. The exit
     code is the script's.
     """
+    run_params = _params(params)
     if namespace is not None:
         from fx_operator.cli.cluster import run_in_cluster
 
-        code = run_in_cluster(target, namespace, _params(params), follow, timeout, wait_timeout)
+        code = run_in_cluster(target, namespace, run_params, follow, timeout, wait_timeout)
         click.get_current_context().exit(code)
     folder = Path(target)
     if not folder.is_dir():
         raise click.BadParameter(f"{target!r} is not a package folder (to run a Package in a "
                                  "cluster, pass -n NAMESPACE)", param_hint="TARGET")
+    sweep_leftovers()
     package = load_package_folder(folder, project=project)
     if no_mask:
         click.echo("fxctl: warning: --no-mask shows real secret values on this terminal "
                    "(the stored result stays masked)", err=True)
-    options = RunOptions(params=_params(params), mask=not no_mask,
+    options = RunOptions(params=run_params, mask=not no_mask,
                          allow_platform_write=allow_platform_write, timeout=timeout)
     with secret_service() as service:
         record = LocalRunner(service).run(package, options)

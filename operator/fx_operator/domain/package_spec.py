@@ -9,6 +9,10 @@ Every field is optional::
     config: {...}           # read with context.config.get
     compat: ferris          # opt in to ferris_ef's sys.argv[1] JSON (holds the secrets!)
     timeout: 600            # seconds before the script is stopped
+
+It is read as JSON values (:mod:`fx_operator.domain.yaml_values`): unquoted dates stay text,
+and NaN, infinities, binary data, sets or nesting deeper than the operator allows are refused,
+each with its field.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from fx_operator.domain.nesting import too_deep
 from fx_operator.domain.scopes import OWNER_NAME_PATTERN
+from fx_operator.domain.yaml_values import TooDeepError, json_problems, load_json_values
 from fx_operator.exceptions import Problem, ValidationError
 
 ENTRYPOINT_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.py$"
@@ -49,12 +54,20 @@ class PackageSpec(BaseModel):
 def parse_package_spec(text: str, *, source: str = "package.yaml") -> PackageSpec:
     """Parse and check a package.yaml; every problem names its field."""
     try:
-        document = yaml.safe_load(text) if text.strip() else {}
+        document = load_json_values(text) if text.strip() else {}
+    except TooDeepError as e:
+        raise ValidationError(Problem(e.field, str(e)), source=source) from None
     except yaml.YAMLError as e:
         raise ValidationError(Problem("", f"not valid YAML: {e}"), source=source) from None
     if not isinstance(document, dict):
         raise ValidationError(Problem("", f"must be a mapping, got {type(document).__name__}"),
                               source=source)
+    problems = json_problems(document, "")
+    for key in ("params", "config"):
+        if not problems and (nesting := too_deep(document.get(key))) is not None:
+            problems.append(Problem(key, nesting))
+    if problems:
+        raise ValidationError(problems, source=source)
     try:
         return PackageSpec.model_validate(document)
     except PydanticValidationError as e:

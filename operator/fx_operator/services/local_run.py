@@ -5,6 +5,10 @@ goes to the init step on a pipe; the init step writes the bundle to a tmpfs (``/
 of mode 0700; the executor runs the script and masks its output; the channel is a Unix socket in
 the work folder. When the run ends the tmpfs folder, the socket and the sealed bundle are removed
 and the result (masked) is recorded in the store.
+
+A run killed outright ends all the same: the executor and the script die with this process
+(``fx_ef.local_executor``), and the folders it leaves are named after it, for
+:func:`fx_operator.services.run_dirs.sweep` to remove once it is gone.
 """
 
 from __future__ import annotations
@@ -14,11 +18,9 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from fx_operator.domain.package_spec import PackageSpec, parse_package_spec
 from fx_operator.domain.scopes import DEFAULT_PROJECT, OWNER_NAME_PATTERN
 from fx_operator.exceptions import Problem, RunError, ValidationError
 from fx_operator.services.local_channel import LocalChannel
+from fx_operator.services.run_dirs import SECRETS_DIR_KIND, TMPFS, WORK_DIR_KIND, private_dir
 from fx_operator.services.runs import RunGrant, RunService
 from fx_operator.services.secrets import Resolution, SecretService
 from fx_operator.storage.run_records import RunRecord
@@ -41,7 +44,6 @@ log = logging.getLogger(__name__)
 
 SECRETS_FILE = "secrets.json"
 SPEC_FILE = "package.yaml"
-TMPFS = Path("/dev/shm")  # noqa: S108 (a private 0700 folder is made inside)
 # Settings of the store are the operator's, never the script's: a script that could read
 # FX_DATABASE_URL or FX_MASTER_KEY_FILE could bypass scopes altogether.
 _WITHHELD_ENV_PREFIXES = ("FX_", "EF_ENV")
@@ -67,7 +69,7 @@ def load_package_folder(path: Path, *, project: str | None = None) -> PackageFol
         raise RunError(f"{path} is not a folder")
     path = path.resolve()
     spec_path = path / SPEC_FILE
-    spec = (parse_package_spec(spec_path.read_text(), source=str(spec_path))
+    spec = (parse_package_spec(_utf8_text(spec_path), source=str(spec_path))
             if spec_path.is_file() else PackageSpec())
     name = spec.name or path.name
     if not OWNER_NAME_PATTERN.fullmatch(name):
@@ -85,6 +87,14 @@ def load_package_folder(path: Path, *, project: str | None = None) -> PackageFol
     secrets_file = path / SECRETS_FILE
     return PackageFolder(path, name, chosen_project, entrypoint, spec,
                          secrets_file if secrets_file.is_file() else None)
+
+
+def _utf8_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValidationError(Problem("", f"not UTF-8 text (byte {e.start})"),
+                              source=str(path)) from None
 
 
 def _only_script(path: Path) -> str:
@@ -129,7 +139,8 @@ class LocalRunner:
         resolution = self.secrets.resolve(folder.project, folder.name, run_id=run_id,
                                           actor=f"run:{run_id}")
         grant = RunGrant(run_id, folder.project, folder.name, options.allow_platform_write)
-        with _private_dir("fx-run-", None) as work, _private_dir("fx-secrets-", _tmpfs()) as tmp:
+        with private_dir(WORK_DIR_KIND, None) as work, \
+                private_dir(SECRETS_DIR_KIND, _tmpfs()) as tmp:
             channel = LocalChannel(self.runs, grant, work / "channel")
             try:
                 bundle = _bundle(folder, run_id, resolution, options, channel.descriptor)
@@ -157,8 +168,10 @@ class LocalRunner:
 
     def _execute(self, bundle: Path, folder: PackageFolder, result: Path,
                  options: RunOptions) -> int:
-        command = [self.python, "-m", "fx_ef.executor", "--bundle", str(bundle),
-                   "--package-dir", str(folder.path), "--result", str(result)]
+        # The executor as a local run starts it: it and the script die with this process.
+        command = [self.python, "-m", "fx_ef.local_executor", "--runner-pid", str(os.getpid()),
+                   "--bundle", str(bundle), "--package-dir", str(folder.path),
+                   "--result", str(result)]
         if not options.mask:
             command.append("--no-mask")
         timeout = options.timeout or folder.spec.timeout
@@ -174,15 +187,6 @@ def _tmpfs() -> Path | None:
         return TMPFS
     log.warning("%s is not available: the run's bundle goes to a private folder on disk", TMPFS)
     return None
-
-
-@contextmanager
-def _private_dir(prefix: str, parent: Path | None) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))  # mode 0700
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextmanager

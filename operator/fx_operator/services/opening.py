@@ -8,7 +8,11 @@ from fx_operator.config import Settings
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.exceptions import ConfigError, MasterKeyError
 from fx_operator.services.secrets import MASTER_KEY_META, SecretService
-from fx_operator.storage.master_keys import FileMasterKeyProvider, LocalMasterKeyProvider
+from fx_operator.storage.master_keys import (
+    FileMasterKeyProvider,
+    LocalMasterKeyProvider,
+    check_private_folder,
+)
 from fx_operator.storage.secret_store import SecretStore
 
 
@@ -17,15 +21,23 @@ def open_store(settings: Settings, *, migrate: bool = True) -> SecretStore:
         return SecretStore.open_postgres(settings.database_url,
                                          pool_max_size=settings.pool_max_size, migrate=migrate,
                                          durable_read_audit=settings.durable_read_audit)
+    check_home(settings)
     return SecretStore.open_embedded(settings.embedded_path, migrate=migrate)
+
+
+def check_home(settings: Settings) -> None:
+    """FX_HOME holds the embedded store and the local master key: refuse it when another user
+    could put files there first or replace ours (world-writable, or not ours or root's)."""
+    check_private_folder(settings.home, "FX_HOME", ConfigError, sticky_ok=False)
 
 
 def key_provider(settings: Settings) -> FileMasterKeyProvider:
     if settings.master_key_file is not None:
-        return FileMasterKeyProvider(settings.master_key_file)
+        return FileMasterKeyProvider(settings.master_key_file, guarded=True)
     if settings.database_url:
         raise ConfigError("FX_MASTER_KEY_FILE must name the master key file when FX_DATABASE_URL "
                           "is set (a local key is made only for the embedded store)")
+    check_home(settings)
     return LocalMasterKeyProvider(settings.local_master_key_path)
 
 
