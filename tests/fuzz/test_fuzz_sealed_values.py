@@ -99,6 +99,10 @@ def test_sealed_text(sealed_text: str) -> None:
 
 @fuzz_settings(100)
 @given(TARGETS, fz.VALUE_TOKENS.map(fz.encode))
+# Before: the message carried the raw name, and a lone surrogate made it unencodable (no log line,
+# no Event); a newline split it.
+@example(SealTarget("team-a", "package", "etl", "\ud800"), b"1")
+@example(SealTarget("team-a\n", "package", "etl", "A\x00B"), b"1")
 def test_odd_targets(target: SealTarget, plaintext: bytes) -> None:
     try:
         sealed = PAIR.public.seal_plaintext(target, plaintext)

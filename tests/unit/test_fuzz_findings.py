@@ -1,0 +1,47 @@
+"""Bugs the fuzz targets (tests/fuzz) found in the parsers' own modules, as plain unit tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fx_operator.domain.nesting import depth, too_deep
+from fx_operator.domain.sealing import SealingKeyPair, SealTarget
+from fx_operator.exceptions import IntegrityError, ValidationError
+
+PAIR = SealingKeyPair.generate()
+
+
+@pytest.mark.parametrize("name", ["\ud800", "A\nB", "\x00" * 300])
+def test_a_sealed_value_error_names_an_odd_target_on_one_printable_line(name: str) -> None:
+    target = SealTarget("team-a", "package", "etl", name)
+    with pytest.raises((ValidationError, IntegrityError)) as refused:
+        PAIR.open(target, PAIR.public.seal_plaintext(SealTarget("team-a", "package", "etl", "A"),
+                                                     b"1"))
+    message = str(refused.value)
+    message.encode("utf-8")  # raised UnicodeEncodeError for the lone surrogate before
+    assert "\n" not in message and len(message) < 1_000
+
+
+def _alias_bomb(levels: int, width: int) -> list[Any]:
+    """What YAML's aliases build: each level a list holding the level below ``width`` times."""
+    value: list[Any] = ["x"]
+    for _ in range(levels):
+        value = [value] * width
+    return value
+
+
+@pytest.mark.timeout(30)  # a hang guard, not a timing assertion: before, 9**9 paths were walked
+def test_depth_measures_a_shared_container_once() -> None:
+    assert depth(_alias_bomb(9, 9)) == 10
+    assert too_deep({"params": _alias_bomb(40, 2)}) == \
+        "is nested 42 levels deep; at most 32 are allowed"
+
+
+@pytest.mark.timeout(30)  # before: an endless loop
+def test_a_container_inside_itself_is_refused() -> None:
+    loop: list[Any] = [1]
+    loop.append({"k": loop})
+    assert depth(loop) is None
+    assert too_deep({"params": loop}) == \
+        "contains itself (a YAML alias cycle); a value must be a tree"
