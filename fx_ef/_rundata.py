@@ -233,7 +233,9 @@ class _Fields:
 def _shown(value: object) -> str:
     """A field's value in a message when it is None, a number or short text (a format, a
     scope), escaped so that it cannot break the line; otherwise its type only."""
-    if value is None or isinstance(value, str | bool | int | float) and len(repr(value)) <= 64:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return "a number"  # repr() of an integer past 4,300 digits would itself raise
+    if value is None or (isinstance(value, str | bool | int | float) and len(repr(value)) <= 64):
         return repr(value)
     return _kind(value)
 

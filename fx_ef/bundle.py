@@ -71,7 +71,7 @@ def open_bundle(sealed: bytes, key: bytes, run_id: str) -> bytes:
     try:
         return AESGCM(key).decrypt(nonce, body, aad)
     except InvalidTag:
-        raise BundleError(f"the sealed bundle does not open with the key of run {ascii(run_id)} "
+        raise BundleError(f"the sealed bundle does not open with the key of run {run_id!a} "
                           "(wrong key, another run's bundle, or altered)") from None
 
 

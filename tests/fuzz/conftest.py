@@ -11,7 +11,8 @@ TIMEOUT_SECONDS = 3600
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "fuzz: a fuzz target (tests/fuzz), bounded by FX_FUZZ_PROFILE")
+    config.addinivalue_line("markers",
+                            "fuzz: a fuzz target (tests/fuzz), bounded by FX_FUZZ_PROFILE")
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -23,4 +23,4 @@ def known_bug(check: Callable[[Any], None], value: Any, reason: str) -> Callable
     def test(value: Any) -> None:
         check(value)
 
-    return test
+    return test  # type: ignore[no-any-return]  # hypothesis's decorators are untyped here

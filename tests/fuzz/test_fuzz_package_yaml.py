@@ -20,7 +20,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from fx_operator.domain.nesting import too_deep
 from fx_operator.domain.package_spec import PackageSpec, package_definition, parse_package_spec

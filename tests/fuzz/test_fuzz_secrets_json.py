@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from fx_operator.domain.secrets_file import NAME_PATTERN, parse_secrets_file
 from fx_operator.exceptions import ValidationError
 from hypothesis import event, example, given
@@ -37,7 +36,7 @@ HOSTILE_FILES = fz.object_text(
 #: Hostile values inside an otherwise valid file, or the whole file nested deeply.
 WRAPPED_FILES = st.one_of(
     st.tuples(_NAMES, fz.VALUE_TOKENS).map(
-        lambda pair: fz.encode('{"DB_NAME": "db", %s: %s}' % (json.dumps(pair[0]), pair[1]))),
+        lambda pair: fz.encode(f'{{"DB_NAME": "db", {json.dumps(pair[0])}: {pair[1]}}}')),
     fz.deep_tokens(st.sampled_from(['{"A": 1}', "1", '"x"'])).map(fz.encode),
 )
 
