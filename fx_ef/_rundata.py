@@ -115,6 +115,8 @@ def parse_json_object(raw: bytes, path: str, what: str) -> dict[str, Any]:
         document = json.loads(raw)
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError; neither quotes the file
         raise RunDataError(f"{what} {path} is not valid JSON: {e}") from None
+    except RecursionError:  # the decoder recurses once per level of nesting
+        raise RunDataError(f"{what} {path} is nested too deeply to read") from None
     if not isinstance(document, dict):
         raise RunDataError(f"{what} {path} must hold a JSON object, not {_kind(document)}")
     return document
@@ -125,8 +127,8 @@ def load_bundle(path: str) -> RunData:
     document = read_json_object(path, what)
     fields = _Fields(document, path, what)
     if document.get("format") != contract.BUNDLE_FORMAT:
-        raise RunDataError(f"{what} {path} has format {document.get('format')!r}; this fx_ef "
-                           f"reads format {contract.BUNDLE_FORMAT}")
+        raise RunDataError(f"{what} {path} has format {_shown(document.get('format'))}; this "
+                           f"fx_ef reads format {contract.BUNDLE_FORMAT}")
     run_id = fields.string("run_id")
     package = fields.object("package", required=True)
     package_fields = _Fields(package, path, what, prefix="package.")
@@ -136,9 +138,9 @@ def load_bundle(path: str) -> RunData:
     secrets = fields.object("secrets")
     scopes = fields.object("scopes")
     for secret_name, scope in scopes.items():
-        if scope not in SCOPE_RANK:
-            raise RunDataError(f"{what} {path}: scopes.{secret_name} is {scope!r}, expected one "
-                               f"of {', '.join(contract.SCOPES)}")
+        if not isinstance(scope, str) or scope not in SCOPE_RANK:
+            raise RunDataError(f"{what} {path}: scopes.{_key(secret_name)} is {_shown(scope)}, "
+                               f"expected one of {', '.join(contract.SCOPES)}")
     for secret_name in secrets.keys() - scopes.keys():
         scopes[secret_name] = "package"  # unknown: assume the strongest, so a set never shadows it
     allow_platform_write = document.get("allow_platform_write", False)
@@ -226,6 +228,21 @@ class _Fields:
         if not isinstance(value, dict):
             raise self._error(key, "an object", value)
         return value
+
+
+def _shown(value: object) -> str:
+    """A field's value in a message when it is None, a number or short text (a format, a
+    scope), escaped so that it cannot break the line; otherwise its type only."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return "a number"  # repr() of an integer past 4,300 digits would itself raise
+    if value is None or (isinstance(value, str | bool | int | float) and len(repr(value)) <= 64):
+        return repr(value)
+    return _kind(value)
+
+
+def _key(name: str) -> str:
+    """A key in a message: as written when short and printable, else escaped and cut."""
+    return name if len(name) <= 128 and name.isprintable() else ascii(name[:64])
 
 
 def _kind(value: object) -> str:

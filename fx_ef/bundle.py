@@ -33,19 +33,31 @@ def new_run_key() -> bytes:
     return AESGCM.generate_key(bit_length=RUN_KEY_BYTES * 8)
 
 
-def _aad(run_id: str) -> bytes:
-    return BUNDLE_AAD_PREFIX + run_id.encode()
+def _aad(run_id: object) -> bytes:
+    """The associated data: the run id, which must be text that UTF-8 can carry."""
+    if not isinstance(run_id, str) or not run_id:
+        raise BundleError("the bundle's run id must be a non-empty string")
+    try:
+        return BUNDLE_AAD_PREFIX + run_id.encode()
+    except UnicodeEncodeError:
+        raise BundleError("the bundle's run id is not valid text (a lone surrogate)") from None
 
 
 def seal_bundle(bundle: dict[str, Any], key: bytes) -> bytes:
-    """Encrypt a bundle for its run; the run id inside it is bound as associated data."""
+    """Encrypt a bundle for its run; the run id inside it is bound as associated data.
+
+    A bundle that JSON cannot carry (a lone surrogate, a container inside itself, a type JSON
+    lacks, nesting past the decoder's limit) is a ``BundleError``, never a half-made bundle.
+    """
     if bundle.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"bundle format must be {BUNDLE_FORMAT}")
-    run_id = bundle["run_id"]
-    plaintext = json.dumps(bundle, separators=(",", ":"), ensure_ascii=False).encode()
+    aad = _aad(bundle.get("run_id"))
+    try:
+        plaintext = json.dumps(bundle, separators=(",", ":"), ensure_ascii=False).encode()
+    except (TypeError, ValueError, RecursionError) as e:  # UnicodeEncodeError is a ValueError
+        raise BundleError(f"the bundle cannot be written as JSON ({type(e).__name__})") from None
     nonce = os.urandom(_NONCE_BYTES)
-    return bytes([SEALED_BUNDLE_VERSION]) + nonce + AESGCM(key).encrypt(
-        nonce, plaintext, _aad(run_id))
+    return bytes([SEALED_BUNDLE_VERSION]) + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 
 
 def open_bundle(sealed: bytes, key: bytes, run_id: str) -> bytes:
@@ -55,10 +67,11 @@ def open_bundle(sealed: bytes, key: bytes, run_id: str) -> bytes:
     if len(sealed) < 1 + _NONCE_BYTES + 16 or sealed[0] != SEALED_BUNDLE_VERSION:
         raise BundleError("the sealed bundle is truncated or of an unknown format")
     nonce, body = sealed[1:1 + _NONCE_BYTES], sealed[1 + _NONCE_BYTES:]
+    aad = _aad(run_id)
     try:
-        return AESGCM(key).decrypt(nonce, body, _aad(run_id))
+        return AESGCM(key).decrypt(nonce, body, aad)
     except InvalidTag:
-        raise BundleError(f"the sealed bundle does not open with the key of run {run_id!r} "
+        raise BundleError(f"the sealed bundle does not open with the key of run {run_id!a} "
                           "(wrong key, another run's bundle, or altered)") from None
 
 

@@ -33,26 +33,49 @@ MAX_INT_DIGITS: Final = 4300
 _DEPTH_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)|[\[{]|[\]}]', re.DOTALL)
 
 
-def depth(value: Any) -> int:
-    """Levels of nested objects and arrays in ``value`` (a scalar is 0). Iterative: any depth."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
+def depth(value: Any) -> int | None:
+    """Levels of nested objects and arrays in ``value`` (a scalar is 0); None when a container
+    holds itself. Iterative (any depth), each container measured once: YAML aliases can share
+    one list between many places (nine levels of nine aliases reach 387M leaves) or put a list
+    inside itself, and neither may turn this check into a hang."""
+    if not isinstance(value, dict | list):
+        return 0
+    measured: dict[int, int] = {}  # id -> levels, of containers finished
+    open_ids = {id(value)}  # the containers on the current path
+    # Each frame: [container, its children not yet visited, deepest child so far].
+    stack: list[list[Any]] = [[value, iter(_children(value)), 0]]
     while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, level + 1)
-        stack.extend((child, level + 1) for child in children)
-    return deepest
+        frame = stack[-1]
+        child = next(frame[1], _DONE)
+        if child is _DONE:
+            stack.pop()
+            open_ids.discard(id(frame[0]))
+            measured[id(frame[0])] = levels = frame[2] + 1
+            if stack:
+                stack[-1][2] = max(stack[-1][2], levels)
+        elif isinstance(child, dict | list):
+            if id(child) in measured:
+                frame[2] = max(frame[2], measured[id(child)])
+            elif id(child) in open_ids:
+                return None
+            else:
+                open_ids.add(id(child))
+                stack.append([child, iter(_children(child)), 0])
+    return measured[id(value)]
+
+
+_DONE = object()
+
+
+def _children(container: dict[Any, Any] | list[Any]) -> Any:
+    return container.values() if isinstance(container, dict) else container
 
 
 def too_deep(value: Any) -> str | None:
     """What is wrong with ``value``'s nesting, or None when it is within :data:`MAX_DEPTH`."""
     levels = depth(value)
+    if levels is None:
+        return "contains itself (a YAML alias cycle); a value must be a tree"
     if levels > MAX_DEPTH:
         return f"is nested {levels} levels deep; at most {MAX_DEPTH} are allowed"
     return None

@@ -70,11 +70,10 @@ class SealTarget:
 
     @property
     def where(self) -> str:
-        """The target as messages name it (a long name cut): never more than a line."""
-        name = self.name
-        if len(name) > _SHOWN_NAME_CHARS:
-            name = f"{name[:_SHOWN_NAME_CHARS]}... ({len(name.encode(errors='replace'))} bytes)"
-        return f"{self.namespace}/{self.scope}/{self.package or '-'}/{name}"
+        """The target as messages name it: one printable line that any log or Event can carry
+        (a long part cut, control characters and lone surrogates escaped)."""
+        return "/".join(_shown_part(part) for part in (self.namespace, self.scope,
+                                                       self.package or "-", self.name))
 
     def associated_data(self, header: bytes) -> bytes:
         """The header and the target, each part length-prefixed; a part that cannot be carried
@@ -91,6 +90,17 @@ class SealTarget:
                                      f"{field} may have at most {MAX_TARGET_PART_BYTES} bytes")
             encoded.append(struct.pack(">H", len(raw)) + raw)
         return header + b"".join(encoded)
+
+
+def _shown_part(part: str) -> str:
+    """A part of a target as a message shows it: plain when printable, else escaped as in a
+    Python literal (so a lone surrogate cannot break the UTF-8 of a log line); cut when long."""
+    shown = part[:_SHOWN_NAME_CHARS]
+    if not shown.isprintable():
+        shown = repr(shown)[1:-1]
+    if len(part) > _SHOWN_NAME_CHARS:
+        shown = f"{shown}... ({len(part.encode(errors='replace'))} bytes)"
+    return shown
 
 
 def _invalid(target: SealTarget, what: str) -> ValidationError:

@@ -1,0 +1,1 @@
+"""Fuzz targets: one per parser that reads a tenant's input (see docs/testing.md)."""
