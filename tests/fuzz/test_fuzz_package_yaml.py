@@ -7,22 +7,21 @@ UTF-8 text, no aliases, at most ``MAX_DEPTH`` levels: what a run's bundle and th
 or raises ``ValidationError`` (the loader also ``RunError``) with a printable message; never
 another exception, never a hang.
 
-``package_spec.py`` and ``local_run.py`` are being fixed elsewhere (issue 20, item 9): the inputs
-found to break them are kept as strict xfails below, and ``_known_bug`` lets the random targets
-step over exactly those shapes until the fix is merged; then both go.
+What the targets found once (and issue 20 item 9) is kept as explicit inputs at the end.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from fx_operator.domain.nesting import too_deep
-from fx_operator.domain.package_spec import PackageSpec, package_definition, parse_package_spec
+from fx_operator.domain.package_spec import package_definition, parse_package_spec
 from fx_operator.exceptions import RunError, ValidationError
 from fx_operator.services.local_run import load_package_folder
 from hypothesis import event, example, given
@@ -30,7 +29,6 @@ from hypothesis import strategies as st
 
 from fuzz import strategies as fz
 from fuzz.checks import assert_plain_json, message_is_clean
-from fuzz.known_bugs import known_bug
 from fuzz.profiles import fuzz_settings
 
 FIELDS = ["name", "project", "entrypoint", "params", "config", "compat", "timeout", "other"]
@@ -62,23 +60,6 @@ DOCUMENTS = st.one_of(
 )
 
 
-def _known_bug(error: BaseException | None, spec: PackageSpec | None) -> str | None:
-    """The shapes of the strict xfails at the end of this file, until their fix is merged."""
-    if error is not None:
-        frames = traceback.extract_tb(error.__traceback__)
-        if any("/yaml/" in frame.filename for frame in frames):
-            return f"PyYAML raises {type(error).__name__} (deep nesting, !!int, !!float, digits)"
-        if isinstance(error, UnicodeDecodeError):
-            return "the loader reads package.yaml with read_text(): not UTF-8 raises"
-        return None
-    if spec is not None:
-        try:
-            assert_plain_json({"params": spec.params, "config": spec.config})
-        except (AssertionError, ValueError, UnicodeEncodeError, TypeError):
-            return "params or config hold what is not JSON (a date, NaN, an alias...)"
-    return None
-
-
 def _strict(text: str) -> None:
     """The property, with no known bug stepped over."""
     try:
@@ -95,16 +76,6 @@ def _parses_or_refuses(text: str) -> None:
     except ValidationError as e:
         message_is_clean(e)
         event("refused")
-        return
-    except (RecursionError, ValueError, IndexError) as e:
-        known = _known_bug(e, None)
-        if known is None:
-            raise
-        event(f"known bug: {known}")
-        return
-    known = _known_bug(None, spec)
-    if known is not None:
-        event(f"known bug: {known}")
         return
     event("accepted")
     assert_plain_json({"params": spec.params, "config": spec.config})
@@ -135,11 +106,6 @@ def _load(raw: bytes) -> None:
         except (ValidationError, RunError) as e:
             message_is_clean(e)
             event("refused")
-        except (RecursionError, ValueError, IndexError) as e:
-            known = _known_bug(e, None)
-            if known is None:
-                raise
-            event(f"known bug: {known}")
 
 
 @fuzz_settings(100)
@@ -210,43 +176,31 @@ def _strict_load(raw: bytes) -> None:
             message_is_clean(e)
 
 
-# --- found by the targets above; fixed in package_spec.py / local_run.py, not on this branch ------
+# --- what the targets above found (and issue 20 item 9): each input refused by name now ---------
 
-_ITEM_9 = "issue 20 item 9 (package_spec.py, being fixed on another branch)"
-_FOUND = "found by fuzzing (package_spec.py, not owned here)"
-test_known_bug_deep_nesting = known_bug(
-    _strict, "params: {k: " + "[" * 5_000 + "]" * 5_000 + "}\n",
-    f"{_ITEM_9}: 5,000 levels of flow nesting raise RecursionError")
-test_known_bug_yaml_date = known_bug(
-    _strict, "params: {day: 2024-01-01}\n", f"{_ITEM_9}: a YAML date is accepted into params")
-test_known_bug_nan = known_bug(
-    _strict, "params: {x: .nan}\n", f"{_ITEM_9}: .nan is accepted into params")
-test_known_bug_empty_int_tag = known_bug(
-    _strict, "timeout: !!int\n", f"{_FOUND}: '!!int' on an empty scalar raises IndexError")
-test_known_bug_bad_float_tag = known_bug(
-    _strict, "timeout: !!float ;\n", f"{_FOUND}: '!!float ;' raises ValueError")
-test_known_bug_bad_octal_tag = known_bug(
-    _strict, "name: !!int 08\n", f"{_FOUND}: '!!int 08' raises ValueError")
-test_known_bug_long_integer = known_bug(
-    _strict, "params: {n: " + "9" * 4_301 + "}\n",
-    f"{_FOUND}: an integer of 4,301 digits raises ValueError (int/str conversion limit)")
-test_known_bug_lone_surrogate = known_bug(
-    _strict, 'params: {s: "\\ud800"}\n',
-    f"{_FOUND}: a lone surrogate escape is accepted into params (cannot be encoded as UTF-8)")
-test_known_bug_alias_cycle = known_bug(
-    _strict, "params: &a {k: *a}\n",
-    f"{_FOUND}: an alias cycle is accepted into params (json.dumps then raises ValueError)")
-test_known_bug_alias_bomb = known_bug(
-    _strict, "params:\n  " + _BOMB.replace("\n", "\n  ").rstrip() + "\n",
-    f"{_FOUND}: nine levels of aliases are accepted into params (387M leaves when dumped)")
-test_known_bug_loader_not_utf8 = known_bug(
-    _strict_load, b"name: \xff\n",
-    "found by fuzzing (local_run.py, not owned here): load_package_folder reads package.yaml "
-    "with read_text(): bytes that are not UTF-8 raise UnicodeDecodeError")
-test_known_bug_entrypoint_list = known_bug(
-    _strict_definition, {"scripts": [{"name": "main.py", "content": ""}], "entrypoint": []},
-    f"{_FOUND}: package_definition with a non-string entrypoint raises TypeError (the CRD "
-    "schema refuses it first; defence in depth)")
+FOUND: list[tuple[str, Callable[[Any], None], Any]] = [
+    ("deep flow nesting (RecursionError)", _strict,
+     "params: {k: " + "[" * 5_000 + "]" * 5_000 + "}\n"),
+    ("a YAML date in params", _strict, "params: {day: 2024-01-01}\n"),
+    (".nan in params", _strict, "params: {x: .nan}\n"),
+    ("!!int on an empty scalar (IndexError)", _strict, "timeout: !!int\n"),
+    ("!!float ; (ValueError)", _strict, "timeout: !!float ;\n"),
+    ("!!int 08 (ValueError)", _strict, "name: !!int 08\n"),
+    ("4,301 digits (int/str conversion limit)", _strict, "params: {n: " + "9" * 4_301 + "}\n"),
+    ("a lone surrogate in params", _strict, 'params: {s: "\\ud800"}\n'),
+    ("an alias cycle in params", _strict, "params: &a {k: *a}\n"),
+    ("nine levels of aliases (387M leaves)", _strict,
+     "params:\n  " + _BOMB.replace("\n", "\n  ").rstrip() + "\n"),
+    ("package.yaml not UTF-8", _strict_load, b"name: \xff\n"),
+    ("a non-string entrypoint (TypeError)", _strict_definition,
+     {"scripts": [{"name": "main.py", "content": ""}], "entrypoint": []}),
+]
+
+
+@pytest.mark.parametrize(("check", "value"), [(c, v) for _, c, v in FOUND],
+                         ids=[what for what, _, _ in FOUND])
+def test_what_fuzzing_found_is_refused_by_name(check: Callable[[Any], None], value: Any) -> None:
+    check(value)
 
 
 # --- the nesting check on what YAML builds (aliases share and loop containers) -------------------

@@ -142,6 +142,9 @@ def package_definition(name: str, spec: dict[str, Any]) -> PackageDefinition:
         elif scripts:
             problems.append(Problem("spec.entrypoint", "name the script to run: the package has "
                                     f"{len(python_scripts)} .py scripts"))
+    elif not isinstance(entrypoint, str):
+        problems.append(Problem("spec.entrypoint", f"must be a script's name, not "
+                                f"{type(entrypoint).__name__}"))
     elif entrypoint not in scripts:
         problems.append(Problem("spec.entrypoint", f"{entrypoint!r} is not one of the scripts"))
     compat = spec.get("compat")

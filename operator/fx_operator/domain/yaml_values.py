@@ -85,7 +85,12 @@ JsonValueLoader.add_constructor("tag:yaml.org,2002:int", JsonValueLoader.constru
 def load_json_values(text: str) -> Any:
     """The YAML document in ``text``; raises ``yaml.YAMLError`` (:class:`TooDeepError` among
     them). Values that are not JSON are left for :func:`json_problems` to name."""
-    return yaml.load(text, Loader=JsonValueLoader)  # noqa: S506 (a SafeLoader)
+    try:
+        return yaml.load(text, Loader=JsonValueLoader)  # noqa: S506 (a SafeLoader)
+    except (ValueError, IndexError, TypeError, OverflowError) as e:
+        # PyYAML's constructors on a tag they cannot read: "!!int" (empty), "!!int 08",
+        # "!!float ;". Its message names the text, which in package.yaml is no secret.
+        raise yaml.YAMLError(f"a tagged value cannot be read ({type(e).__name__}: {e})") from None
 
 
 def json_problems(value: Any, where: str) -> list[Problem]:
@@ -109,7 +114,7 @@ def _walk(value: Any, where: str) -> Iterator[tuple[str, Any]]:
         yield path, item
         if isinstance(item, dict):
             for key, child in reversed(item.items()):
-                if isinstance(key, str):
+                if isinstance(key, str) and _encodable(key):
                     stack.append((f"{path}.{key}" if path else key, child))
                 else:
                     stack.append((path, _NonTextKey(key)))
@@ -122,8 +127,19 @@ class _NonTextKey:
         self.key = key
 
 
+def _encodable(text: str) -> bool:
+    """False for text with a lone surrogate ("\\ud800" in YAML): no UTF-8 (nor JSON) carries it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _not_json(item: Any) -> str | None:
-    if item is None or isinstance(item, str | bool | int | dict | list):
+    if isinstance(item, str):
+        return None if _encodable(item) else "text with a lone surrogate (\\udXXX) is not text"
+    if item is None or isinstance(item, bool | int | dict | list):
         return None
     if isinstance(item, float):
         if math.isnan(item):
@@ -134,6 +150,8 @@ def _not_json(item: Any) -> str | None:
     if isinstance(item, _LongInteger):
         return f"an integer of {item.digits} digits; at most {MAX_INT_DIGITS} are allowed"
     if isinstance(item, _NonTextKey):
+        if isinstance(item.key, str):
+            return f"the key {item.key!r} holds a lone surrogate: it is not text"
         return f"the key {item.key!r} is not text: quote it"
     advice = _ADVICE.get(type(item).__name__)
     if advice is None:
