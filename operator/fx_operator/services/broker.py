@@ -110,6 +110,9 @@ class _Broker:
         run_id = request.headers.get(contract.RUN_HEADER, "")
         if not _RUN_ID.fullmatch(run_id):
             return _json(400, {"error": f"the {contract.RUN_HEADER} header must name the run"})
+        if (request.content_length or 0) > MAX_BODY_BYTES:  # refused unread, not even buffered
+            return _json(413, {"error": f"request body of {request.content_length} bytes is "
+                                        f"larger than the limit of {MAX_BODY_BYTES} bytes"})
         try:
             caller, pod_run_id = await self._identify(request)
             if caller is None:
@@ -117,7 +120,7 @@ class _Broker:
                 return _json(401, {"error": "the pod's token is not valid for the broker"})
             grant = await asyncio.to_thread(self.run_keys.channel_grant, run_id, caller,
                                             pod_run_id)
-            raw = await request.read()
+            raw = await request.read()  # a chunked body: 413 past client_max_size
             status, body = await asyncio.to_thread(dispatch, self.runs, grant, request.method,
                                                    request.path, raw)
         except web.HTTPRequestEntityTooLarge:
