@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from fx_operator.config import Settings
-from fx_operator.domain.channel_requests import parse_state_write
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import IntegrityError, MasterKeyError
@@ -32,7 +31,10 @@ ETL_OWNER = Owner.of(Scope.PACKAGE, "team-a", "etl")
 
 
 def _put(runs: RunService, grant: RunGrant, key: str, value: object) -> None:
-    runs.put_state(grant, parse_state_write(json.dumps({"key": key, "value": value}).encode()))
+    """A put as the run channel gets it."""
+    body = json.dumps({"key": key, "value": value}).encode()
+    status, answer = dispatch(runs, grant, "POST", contract.CHANNEL_STATE_PATH, body)
+    assert status == 200, answer
 
 
 def _at_rest(settings: Settings, request: pytest.FixtureRequest) -> bytes:

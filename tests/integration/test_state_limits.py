@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +21,6 @@ from typing import Any, TypeVar
 import pytest
 import pytest_asyncio
 from fx_operator.domain import pki, state_limits
-from fx_operator.domain.channel_requests import parse_state_write
 from fx_operator.domain.state_limits import (
     MAX_KEY_BYTES,
     MAX_KEYS,
@@ -30,6 +30,7 @@ from fx_operator.domain.state_limits import (
 )
 from fx_operator.exceptions import ValidationError
 from fx_operator.services.broker import BrokerServer, PodIdentity, start_broker
+from fx_operator.services.channel import dispatch
 from fx_operator.services.local_channel import LocalChannel
 from fx_operator.services.run_keys import RunKeyService
 from fx_operator.services.runs import RunGrant, RunService
@@ -220,14 +221,18 @@ async def test_a_put_answers_no_state(channels: Channels) -> None:
 def test_the_number_of_keys_is_bounded(service: SecretService) -> None:
     runs = RunService(service)
     grant = RunGrant("run-1", "team-a", "etl")
+
+    def put(key: str, value: int) -> tuple[int, dict[str, Any]]:
+        body = json.dumps({"key": key, "value": value}).encode()
+        return dispatch(runs, grant, "POST", contract.CHANNEL_STATE_PATH, body)
+
     for number in range(MAX_KEYS):
-        runs.put_state(grant, parse_state_write(json.dumps({"key": f"k{number}",
-                                                            "value": 0}).encode()))
-    one_more = parse_state_write(b'{"key": "k-extra", "value": 0}')
-    with pytest.raises(StateLimitError, match=f"'k-extra' would be key number {MAX_KEYS + 1}.*"
-                                              f"limit is {MAX_KEYS} keys"):
-        runs.put_state(grant, one_more)
-    runs.put_state(grant, parse_state_write(b'{"key": "k7", "value": 1}'))  # an existing key
+        assert put(f"k{number}", 0)[0] == 200
+    status, answer = put("k-extra", 0)
+    assert status == 413
+    assert re.search(f"'k-extra' would be key number {MAX_KEYS + 1}.*limit is {MAX_KEYS} keys",
+                     answer["error"])
+    assert put("k7", 1)[0] == 200  # an existing key
     state = runs.get_state(grant)
     assert len(state) == MAX_KEYS and state["k7"] == 1
 
