@@ -4,8 +4,11 @@ A pod proves who it is with its projected, audience-bound service-account token;
 ``PodAuthenticator`` (a TokenReview and a pod lookup in a cluster, a fake in tests) turns that into
 a pod and the run it belongs to, so no Kubernetes code lives here. The key goes out once, to the
 run's own live pod (``RunKeyService``); channel requests go to ``channel.dispatch`` with the run's
-grant, so the tenancy rules (P5) are the local channel's. The store is synchronous: every call to
-it runs in a worker thread. Logs carry run ids, pod names and outcomes, never a token, key or value.
+grant, so the tenancy rules (P5) and the state limits (``domain.state_limits``) are the local
+channel's. A body is bounded before it is read: refused unread past ``MAX_BODY_BYTES`` by its
+``Content-Length``, or as a chunked one passes it (``client_max_size``). The store is synchronous:
+every call to it runs in a worker thread. Logs carry run ids, pod names and outcomes, never a
+token, key or value.
 """
 
 from __future__ import annotations
