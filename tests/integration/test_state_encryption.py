@@ -192,3 +192,24 @@ def test_a_legacy_row_met_by_a_write_is_sealed_by_it(service: SecretService) -> 
     _put(runs, ETL, "new", 1)
     assert _state_rows(service)[("etl", "late")][1] is None
     assert runs.get_state(ETL) == {"late": LEGACY_CANARY, "new": 1}
+
+
+def test_the_downgrade_keeps_plaintext_rows_and_refuses_sealed_ones(
+        store_settings: Settings) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    _legacy_store(store_settings)
+    migrating.upgrade(_store_url(store_settings), "head")  # 0005, nothing sealed yet
+    config = Config()
+    config.set_main_option("script_location", str(migrating.MIGRATIONS))
+    config.set_main_option("sqlalchemy.url",
+                           migrating.sqlalchemy_url(_store_url(store_settings)).replace("%", "%%"))
+    command.downgrade(config, "0004")  # the plaintext goes back where it was
+    service = open_service(store_settings)  # upgrades again
+    try:
+        assert RunService(service).get_state(ETL)["token"] == LEGACY_CANARY  # sealed now
+    finally:
+        service.close()
+    with pytest.raises(RuntimeError, match=r"3 package state row.* are encrypted"):
+        command.downgrade(config, "0004")
