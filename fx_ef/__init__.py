@@ -40,6 +40,7 @@ from fx_ef._errors import (
     RunDataError,
     SecretWriteError,
     StateError,
+    StateLimitError,
 )
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "RunDataError",
     "SecretWriteError",
     "StateError",
+    "StateLimitError",
     "context",
     "get_param",
     "get_secret",

@@ -9,6 +9,8 @@
     ├── SecretWriteError                  ``context.secrets.set`` was refused or failed
     │   └── PlatformWriteNotAllowedError   this run may not write platform-scope secrets
     └── StateError                        ``context.state.get``/``put`` was refused or failed
+        └── StateLimitError                 the put is larger than the operator keeps (413): a
+                                            value's size, or the package's total size or keys
 
 Wrong arguments raise the built-in ``TypeError`` / ``ValueError``. ``SecretWriteError`` and
 ``StateError`` carry the channel's HTTP ``status`` and the server's own ``server_message`` when the
@@ -50,3 +52,8 @@ class PlatformWriteNotAllowedError(SecretWriteError):
 
 class StateError(_RequestError):
     """Reading or updating the package's persistent state failed."""
+
+
+class StateLimitError(StateError):
+    """``context.state.put`` was refused for its size (413): the message names the key and the
+    limit (a value's bytes, or the package's total bytes or number of keys)."""

@@ -1,8 +1,10 @@
 """``context.state``: a package's small persistent dict, kept across its runs.
 
 In a run it lives on the operator's side, behind the run's channel, which applies each ``put``
-atomically, so two runs writing at once both land. In local mode it lives in ``ef_state.json``
-beside ``ef_env.json``, updated under a file lock.
+atomically, so two runs writing at once both land, encrypts it at rest, and holds it to limits
+(a key's length, a value's size, the package's total size and number of keys): a ``put`` beyond
+them raises ``StateLimitError`` naming the key and the limit. A ``put`` answers nothing back.
+In local mode it lives in ``ef_state.json`` beside ``ef_env.json``, updated under a file lock.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ class State:
 
     def put(self, key: str, value: Any) -> None:
         """Set one key of the state; other keys, also ones another run writes now, stay."""
-        from fx_ef._errors import StateError
+        from http import HTTPStatus
+
+        from fx_ef._errors import StateError, StateLimitError
         from fx_ef._secrets import _json_value
 
         if not isinstance(key, str):
@@ -69,8 +73,14 @@ class State:
                 raise StateError(f"cannot update the package state {path}: {e.strerror or e}"
                                  ) from None
             return
-        self._call(data, "POST", {"key": key, "value": stored},
-                   f"update the package state ({key!r})")
+        try:
+            self._call(data, "POST", {"key": key, "value": stored},
+                       f"update the package state ({key!r})")
+        except StateError as e:
+            if e.status != HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+                raise
+            raise StateLimitError(str(e), status=e.status, server_message=e.server_message
+                                  ) from None
 
     def _call(self, data: RunData, method: str, body: dict[str, Any] | None,
               action: str) -> dict[str, Any]:

@@ -33,8 +33,11 @@ Channel (``context.secrets.set`` and ``context.state``): HTTP with
 
     POST /v1/secrets  {"name", "value", "scope"}  -> 200 {"version": n}
     GET  /v1/state                                -> 200 {"state": {...}}
-    POST /v1/state    {"key", "value"}            -> 200 {"state": {...}}
+    POST /v1/state    {"key", "value"}            -> 200 {} (never the state)
     errors                                        -> 4xx/5xx {"error": "message"}
+
+A state write beyond the operator's limits (a key's length: 400; a value's size, or the package's
+total size or number of keys: 413) names the key and the limit.
 """
 
 from __future__ import annotations

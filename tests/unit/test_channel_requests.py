@@ -17,6 +17,7 @@ from fx_operator.domain.channel_requests import (
     parse_secret_write,
     parse_state_write,
 )
+from fx_operator.domain.crypto import encode_value
 from fx_operator.domain.nesting import MAX_DEPTH, RECURSION_LIMIT
 from fx_operator.exceptions import ValidationError
 
@@ -58,7 +59,7 @@ def test_good_writes_are_read() -> None:
     assert parse_secret_write(b'{"name": "A", "value": null}') == SecretWrite("A", None, "project")
     deepest = _nested(MAX_DEPTH, 1)
     assert parse_state_write(json.dumps({"key": "cursor", "value": deepest}).encode()) == \
-        StateWrite("cursor", deepest)
+        StateWrite("cursor", deepest, encode_value(deepest))
     # a surrogate pair written as escapes is one character, not a lone surrogate
     assert parse_state_write(b'{"key": "k", "value": "\\ud83d\\ude00"}').value == "\U0001f600"
 

@@ -257,8 +257,8 @@ def test_module_helpers_read_the_shared_context() -> None:
 
 def test_all_lists_the_public_surface() -> None:
     expected = {"Context", "FxEfError", "NoRunContextError", "PlatformWriteNotAllowedError",
-                "RunDataError", "SecretWriteError", "StateError", "context", "get_param",
-                "get_secret"}
+                "RunDataError", "SecretWriteError", "StateError", "StateLimitError", "context",
+                "get_param", "get_secret"}
     assert set(fx_ef.__all__) == expected
     assert len(fx_ef.__all__) == len(expected)
     for name in fx_ef.__all__:

@@ -7,8 +7,11 @@ before anything reaches the store. The rules:
 * Body: at most :data:`MAX_BODY_BYTES`, strict UTF-8, exactly one JSON object. Fields the request
   does not use are ignored.
 * ``name``, ``key`` and ``scope``: strings (``scope`` may be left out: ``"project"``), with no
-  NUL (PostgreSQL text cannot hold one) and no lone surrogate. What a valid name, key or scope is
-  stays with ``RunService`` (``validate_name``, the state key's length, the writable scopes).
+  NUL (PostgreSQL text cannot hold one) and no lone surrogate. What a valid name or scope is
+  stays with ``RunService`` (``validate_name``, the writable scopes).
+* A state write's key and value are held to ``domain.state_limits`` here, before the store: a key
+  too long is a ``ValidationError`` (400), a value too large a ``StateLimitError`` (413), each
+  naming the key and the limit.
 * ``value``: any JSON value, nested at most :data:`~fx_operator.domain.nesting.MAX_DEPTH` levels;
   numbers finite (Python's ``json`` reads ``NaN``, ``Infinity`` and ``1e999`` by default, and
   writes them back as text no other JSON reader takes), integers at most 4,300 digits; no lone
@@ -28,6 +31,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
+from fx_operator.domain import state_limits
+from fx_operator.domain.crypto import encode_value
 from fx_operator.domain.nesting import MAX_DEPTH, MAX_INT_DIGITS, too_deep
 from fx_operator.exceptions import Problem, ValidationError
 
@@ -55,10 +60,11 @@ class SecretWrite:
 
 @dataclass(frozen=True)
 class StateWrite:
-    """``POST /v1/state``: one key of the package's state."""
+    """``POST /v1/state``: one key of the package's state, and the value as it is stored."""
 
     key: str
     value: Any
+    encoded: bytes  # ``crypto.encode_value(value)``, within ``state_limits.MAX_VALUE_BYTES``
 
 
 class _NotFinite:
@@ -220,12 +226,19 @@ def parse_secret_write(raw: bytes) -> SecretWrite:
 
 
 def parse_state_write(raw: bytes) -> StateWrite:
-    """``POST /v1/state``'s body ``{"key", "value"}``; ``ValidationError`` if bad."""
-    source = "state write"
+    """``POST /v1/state``'s body ``{"key", "value"}``; ``ValidationError`` if bad, and
+    ``state_limits.StateLimitError`` if the value is larger than a state value may be."""
+    source = state_limits.SOURCE
     document = _document(raw, ("key", "value"), source)
     problems: list[Problem] = []
     key = _text(document, "key", problems)
+    if not problems:  # the key is a usable string: now its length
+        problem = state_limits.key_problem(key)
+        if problem is not None:
+            problems.append(Problem("key", problem))
     value = _value(document, "value", problems)
     if problems:
         raise ValidationError(problems, source=source)
-    return StateWrite(key, value)
+    encoded = encode_value(value)
+    state_limits.check_value(key, len(encoded))
+    return StateWrite(key, value, encoded)

@@ -241,3 +241,39 @@ def decrypt_value(data_key: DataKey, name: str, version: int, blob: bytes) -> An
 
 def _row(data_key: DataKey, name: str, version: int) -> str:
     return f"secret {name!r} version {version} of {data_key.owner}"
+
+
+# --- package state (``context.state``) ---------------------------------------------------------
+# A state value is sealed under its package's data key, in the value blob format, with associated
+# data of its own kind: "state" where a secret's says "value", then the key. A state blob copied
+# to another key, package or project, or into a secret's row (or a secret's into a state row),
+# fails to open. State has no versions: the row's key is its whole identity.
+
+
+def _state_aad(data_key: DataKey, key: str) -> bytes:
+    return data_key.header + _encode_parts("state", data_key.owner.scope.value,
+                                           data_key.owner.project, data_key.owner.package, key)
+
+
+def encrypt_state(data_key: DataKey, key: str, plaintext: bytes) -> bytes:
+    """Seal one state value (its ``encode_value`` bytes) for ``key`` of the key's package."""
+    nonce = os.urandom(NONCE_BYTES)
+    return data_key.header + nonce + data_key.aead.encrypt(nonce, plaintext,
+                                                           _state_aad(data_key, key))
+
+
+def decrypt_state(data_key: DataKey, key: str, blob: bytes) -> Any:
+    """Open a state blob for the key it claims to be; any mismatch is an IntegrityError."""
+    where = f"state key {key!r} of {data_key.owner}"
+    if len(blob) < _SHORTEST_VALUE_BLOB:
+        raise IntegrityError(f"{where} is truncated")
+    if blob[: _VALUE_HEADER.size] != data_key.header:
+        blob_data_key_id(blob)  # raises on an unknown format version
+        raise IntegrityError(f"{where} was not encrypted with data key {data_key.key_id}")
+    try:
+        raw = data_key.aead.decrypt(blob[_VALUE_HEADER.size : _NONCE_END], blob[_NONCE_END:],
+                                    _state_aad(data_key, key))
+    except InvalidTag:
+        raise IntegrityError(f"{where} failed its integrity check: the ciphertext was altered "
+                             "or copied from another row") from None
+    return decode_value(raw)

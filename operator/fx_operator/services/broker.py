@@ -4,8 +4,11 @@ A pod proves who it is with its projected, audience-bound service-account token;
 ``PodAuthenticator`` (a TokenReview and a pod lookup in a cluster, a fake in tests) turns that into
 a pod and the run it belongs to, so no Kubernetes code lives here. The key goes out once, to the
 run's own live pod (``RunKeyService``); channel requests go to ``channel.dispatch`` with the run's
-grant, so the tenancy rules (P5) are the local channel's. The store is synchronous: every call to
-it runs in a worker thread. Logs carry run ids, pod names and outcomes, never a token, key or value.
+grant, so the tenancy rules (P5) and the state limits (``domain.state_limits``) are the local
+channel's. A body is bounded before it is read: refused unread past ``MAX_BODY_BYTES`` by its
+``Content-Length``, or as a chunked one passes it (``client_max_size``). The store is synchronous:
+every call to it runs in a worker thread. Logs carry run ids, pod names and outcomes, never a
+token, key or value.
 """
 
 from __future__ import annotations
@@ -110,6 +113,9 @@ class _Broker:
         run_id = request.headers.get(contract.RUN_HEADER, "")
         if not _RUN_ID.fullmatch(run_id):
             return _json(400, {"error": f"the {contract.RUN_HEADER} header must name the run"})
+        if (request.content_length or 0) > MAX_BODY_BYTES:  # refused unread, not even buffered
+            return _json(413, {"error": f"request body of {request.content_length} bytes is "
+                                        f"larger than the limit of {MAX_BODY_BYTES} bytes"})
         try:
             caller, pod_run_id = await self._identify(request)
             if caller is None:
@@ -117,7 +123,7 @@ class _Broker:
                 return _json(401, {"error": "the pod's token is not valid for the broker"})
             grant = await asyncio.to_thread(self.run_keys.channel_grant, run_id, caller,
                                             pod_run_id)
-            raw = await request.read()
+            raw = await request.read()  # a chunked body: 413 past client_max_size
             status, body = await asyncio.to_thread(dispatch, self.runs, grant, request.method,
                                                    request.path, raw)
         except web.HTTPRequestEntityTooLarge:

@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from fx_ef import contract
 from fx_operator.domain import channel_requests
+from fx_operator.domain.state_limits import StateLimitError
 from fx_operator.exceptions import (
     FxError,
     NotFoundError,
@@ -40,11 +41,13 @@ def dispatch(service: RunService, grant: RunGrant, method: str, path: str, raw: 
         if method == "GET" and path == contract.CHANNEL_STATE_PATH:
             return 200, {"state": service.get_state(grant)}
         if method == "POST" and path == contract.CHANNEL_STATE_PATH:
-            state = channel_requests.parse_state_write(raw)
-            return 200, {"state": service.put_state(grant, state.key, state.value)}
+            service.put_state(grant, channel_requests.parse_state_write(raw))
+            return 200, {}  # never the state: see state_limits
         return 404, {"error": f"no such channel request: {method} {path}"}
     except ValueError as e:
         return 400, {"error": f"bad request: {e}"}
+    except StateLimitError as e:
+        return e.http_status, {"error": str(e)}
     except ValidationError as e:
         return 400, {"error": str(e)}
     except PermissionDeniedError as e:

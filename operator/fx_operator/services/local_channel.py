@@ -41,9 +41,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         channel = self.server.channel
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            self._send(413, {"error": f"request body larger than {MAX_BODY_BYTES} bytes"})
+        length = self._body_length()
+        if length is None:
             return
         raw = self.rfile.read(length) if length else b""
         if not channel.authenticates(self.headers.get("Authorization", ""),
@@ -53,6 +52,28 @@ class _Handler(BaseHTTPRequestHandler):
         status, body = dispatch(channel.service, channel.grant, self.command,
                                 self.path.split("?")[0], raw)
         self._send(status, body)
+
+    def _body_length(self) -> int | None:
+        """The body's length from its header, or None once refused: the body is bounded before
+        a byte of it is read (``read(-1)`` would read to the end of the stream), and left unread
+        on a refusal, so the connection is closed."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self._refuse(411, "a request body needs a Content-Length")
+            return None
+        text = (self.headers.get("Content-Length") or "0").strip()
+        if not text.isdigit() or len(text) > 20:
+            self._refuse(400, "Content-Length must be a number of bytes")
+            return None
+        length = int(text)
+        if length > MAX_BODY_BYTES:
+            self._refuse(413, f"request body of {length} bytes is larger than the limit of "
+                         f"{MAX_BODY_BYTES} bytes")
+            return None
+        return length
+
+    def _refuse(self, status: int, message: str) -> None:
+        self.close_connection = True
+        self._send(status, {"error": message})
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from fx_ef import contract
+from fx_operator.domain.channel_requests import StateWrite
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.domain.secrets_file import validate_name, validate_value
 from fx_operator.exceptions import NotFoundError, PermissionDeniedError, Problem, ValidationError
+from fx_operator.services.package_state import PackageStateService
 from fx_operator.services.secrets import SecretService
 from fx_operator.storage import run_records
 from fx_operator.storage.run_records import RunRecord
 
 log = logging.getLogger(__name__)
-
-MAX_STATE_KEY_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class RunService:
     def __init__(self, secrets: SecretService) -> None:
         self.secrets = secrets
         self.store = secrets.store
+        self.state = PackageStateService(secrets)
 
     def set_secret(self, grant: RunGrant, name: str, value: Any, scope: str) -> int:
         """``context.secrets.set`` from a script: project scope of its own project, or platform."""
@@ -61,17 +62,13 @@ class RunService:
         return self.secrets.set(owner, name, value, run_id=grant.run_id, actor=grant.actor)
 
     def get_state(self, grant: RunGrant) -> dict[str, Any]:
-        with self.store.transaction() as tx:
-            return run_records.get_state(tx, grant.project, grant.package)
+        """The run's package's whole state (bounded by ``domain.state_limits``)."""
+        return self.state.get(grant.project, grant.package)
 
-    def put_state(self, grant: RunGrant, key: str, value: Any) -> dict[str, Any]:
-        if not isinstance(key, str) or not key or len(key) > MAX_STATE_KEY_CHARS:
-            raise ValidationError(Problem("key", f"must be a string of 1 to "
-                                          f"{MAX_STATE_KEY_CHARS} characters"),
-                                  source="state write")
-        with self.store.transaction() as tx:
-            run_records.put_state(tx, grant.project, grant.package, key, value, grant.run_id)
-            return run_records.get_state(tx, grant.project, grant.package)
+    def put_state(self, grant: RunGrant, write: StateWrite) -> None:
+        """One key of the run's package's state; nothing is answered back (a put returning the
+        whole state let one run hold the operator's memory with every write)."""
+        self.state.put(grant.project, grant.package, write.key, write.encoded, grant.run_id)
 
     def record_result(self, record: RunRecord) -> None:
         with self.store.transaction() as tx:

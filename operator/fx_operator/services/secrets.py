@@ -15,6 +15,7 @@ from fx_operator.domain.crypto import DataKey, MasterKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.domain.secrets_file import parse_secrets_file, validate_name, validate_value
 from fx_operator.exceptions import ConflictError, IntegrityError, MasterKeyError, NotFoundError
+from fx_operator.services import package_state
 from fx_operator.storage import run_keys
 from fx_operator.storage.backends import Transaction, utcnow
 from fx_operator.storage.secret_store import (
@@ -155,6 +156,22 @@ class SecretService:
         if not found:
             raise NotFoundError(f"data key {record.data_key_id} of {record.owner} is missing")
         return self._unwrap(found[0].key_id, record.owner, found[0].wrapped)
+
+    # --- data keys for values kept outside secret_versions (package state) ------------------
+
+    def sealing_key(self, tx: Transaction, owner: Owner) -> DataKey:
+        """The owner's active data key (made on first use), locked until ``tx`` ends."""
+        return self._writing_key(tx, owner)
+
+    def opening_key(self, tx: Transaction, owner: Owner, key_id: str) -> DataKey:
+        """Data key ``key_id``, unwrapped as ``owner``'s: another owner's key does not open."""
+        cached = self._data_keys.get(key_id)
+        if cached is not None and cached.owner == owner:
+            return cached
+        found = self.store.data_keys(tx, [key_id])
+        if not found:
+            raise IntegrityError(f"data key {key_id} of {owner} is missing from the store")
+        return self._unwrap(key_id, owner, found[0].wrapped)
 
     def _retrying(self, operation: Callable[[], T]) -> T:
         """Re-run a write whose version number a concurrent writer took first."""
@@ -409,6 +426,7 @@ class SecretService:
                 crypto.decrypt_value(old_key, v.name, v.version, v.blob or b"")), new_key.key_id)
                 for v in versions]
             self.store.replace_blobs(tx, owner, blobs)
+            package_state.reseal(tx, old_key, new_key)  # the package's context.state
             self.store.retire_data_key(tx, old.key_id)
             self.store.audit(tx, AuditRecord(self.actor, "rotate-data-key", owner.project,
                                              owner.package, owner.scope.value,

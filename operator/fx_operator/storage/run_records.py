@@ -2,7 +2,10 @@
 
 A result holds the masked tail of the output and the resolution manifest (names, scopes, versions):
 never a value. State is one row per key, so two runs writing different keys never lose each
-other's write, and two writing the same key leave the later one.
+other's write, and two writing the same key leave the later one. A state row holds ciphertext
+(``blob``, sealed by the state service under the package's data key) and the size of its
+plaintext JSON (``value_bytes``, for the limits); ``legacy_value`` is the plaintext JSON of a row
+written before state was encrypted (migration 0005), NULL once the service has sealed it.
 """
 
 from __future__ import annotations
@@ -76,19 +79,66 @@ def recent_runs(tx: Transaction, *, project: str | None = None, package: str | N
     return [_run(r) for r in tx.execute(sql + " ORDER BY started_at DESC LIMIT :limit", params)]
 
 
-def get_state(tx: Transaction, project: str, package: str) -> dict[str, Any]:
-    rows = tx.execute("SELECT key, value FROM package_state WHERE project = :project "
-                      "AND package = :package ORDER BY key",
-                      {"project": project, "package": package})
-    return {r[0]: json.loads(r[1]) for r in rows}
+@dataclass(frozen=True, slots=True)
+class StateRow:
+    """One stored key of a package's state; ``blob`` is left out (None) where not asked for."""
+
+    key: str
+    blob: bytes | None
+    legacy_value: str | None  # plaintext JSON of a row from before encryption
+    value_bytes: int | None  # None only for a legacy row
 
 
-def put_state(tx: Transaction, project: str, package: str, key: str, value: Any,
+@dataclass(frozen=True, slots=True)
+class SealedState:
+    """A state value as written: ciphertext, the data key that sealed it, its plaintext size."""
+
+    key: str
+    blob: bytes
+    data_key_id: str
+    value_bytes: int
+
+
+_OF_PACKAGE = "project = :project AND package = :package"
+
+
+def state_rows(tx: Transaction, project: str, package: str, *,
+               blobs: bool = True) -> list[StateRow]:
+    """Every key of one package's state, in key order; without the ciphertext if not ``blobs``."""
+    blob = "blob" if blobs else "NULL"
+    rows = tx.execute(f"SELECT key, {blob}, legacy_value, value_bytes FROM package_state "
+                      f"WHERE {_OF_PACKAGE} ORDER BY key", {"project": project, "package": package})
+    return [StateRow(r[0], None if r[1] is None else bytes(r[1]), r[2],
+                     None if r[3] is None else int(r[3])) for r in rows]
+
+
+def packages_with_legacy_state(tx: Transaction) -> list[tuple[str, str]]:
+    """(project, package) of every package that still has a plaintext row."""
+    rows = tx.execute("SELECT DISTINCT project, package FROM package_state "
+                      "WHERE legacy_value IS NOT NULL ORDER BY project, package")
+    return [(r[0], r[1]) for r in rows]
+
+
+def put_state(tx: Transaction, project: str, package: str, sealed: SealedState,
               run_id: str | None) -> None:
     """Upsert one key in one statement: atomic on both PostgreSQL and SQLite."""
-    params: Params = {"project": project, "package": package, "key": key,
-                      "value": json.dumps(value), "at": utcnow(), "run_id": run_id}
-    tx.execute("INSERT INTO package_state (project, package, key, value, updated_at, run_id) "
-               "VALUES (:project, :package, :key, :value, :at, :run_id) "
-               "ON CONFLICT (project, package, key) DO UPDATE SET value = excluded.value, "
-               "updated_at = excluded.updated_at, run_id = excluded.run_id", params)
+    params: Params = {"project": project, "package": package, "key": sealed.key,
+                      "blob": sealed.blob, "key_id": sealed.data_key_id,
+                      "size": sealed.value_bytes, "at": utcnow(), "run_id": run_id}
+    tx.execute("INSERT INTO package_state (project, package, key, blob, data_key_id, "
+               "value_bytes, legacy_value, updated_at, run_id) VALUES (:project, :package, :key, "
+               ":blob, :key_id, :size, NULL, :at, :run_id) "
+               "ON CONFLICT (project, package, key) DO UPDATE SET blob = excluded.blob, "
+               "data_key_id = excluded.data_key_id, value_bytes = excluded.value_bytes, "
+               "legacy_value = NULL, updated_at = excluded.updated_at, run_id = excluded.run_id",
+               params)
+
+
+def reseal_state(tx: Transaction, project: str, package: str,
+                 sealed: list[SealedState]) -> None:
+    """Replace the ciphertext of existing keys in place (a legacy row sealed, or a data-key
+    rotation); when and by which run each key was written is kept."""
+    tx.executemany(f"UPDATE package_state SET blob = :blob, data_key_id = :key_id, "
+                   f"value_bytes = :size, legacy_value = NULL WHERE {_OF_PACKAGE} AND key = :key",
+                   [{"project": project, "package": package, "key": s.key, "blob": s.blob,
+                     "key_id": s.data_key_id, "size": s.value_bytes} for s in sealed])
