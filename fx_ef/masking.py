@@ -7,11 +7,24 @@ MIME-wrapped), URL-encoded (``quote``, ``quote_plus``), JSON-escaped and Python-
 every leaf of it is masked on its own. No form contains a newline: a multi-line form is masked line
 by line, so output can be masked one line at a time and a complete line is never held back.
 
+Fragment rule: any run of ``MIN_FRAGMENT_LENGTH`` (16) or more consecutive characters of a string
+or number leaf's form (a line of it, for a multi-line value) is masked too, wherever it shows: so a
+value cut short by a message (``int()`` quotes the first 199 characters, pydantic 24 at each end)
+or printed in part leaks no run of 16 characters. Sixteen characters of a random token carry 64
+(hex) to 96 (base64) bits, so innocent output matches one by chance with negligible probability,
+while the boilerplate values start with (``https://www.``, ``postgresql://``, ``-----BEGIN ``) is
+shorter and stays visible; a run of up to 15 characters is not masked (reprlib's 12-character
+halves are not). The JSON and ``repr`` of a structured value give no fragments: their runs of key
+names and punctuation are not secret. Runs are found with anchors: the 8-character substrings of
+each form at every 9th offset (a run of 16 characters always contains one), matched by one regex
+and then extended both ways; so a form of ``n`` characters costs ``n / 9`` anchors.
+
 Short-value rule: a value, line or form shorter than ``MIN_MASKED_LENGTH`` (4) characters is not
 masked. Replacing ``"a"`` or ``"42"`` everywhere would wreck the output, and the holes left would
 reveal the value by elimination anyway. No forms are derived from a short value either, so the
 base64 of ``"ab"`` stays visible too. Booleans and null are never secret. The names whose value
-yields no form at all (``""``, ``"ab"``, ``7``, ``true``, ``{}``) are listed in
+yields no form at all (``""``, ``"ab"``, ``7``, ``true``, ``{}``), or has a part too short to mask
+(a leaf ``"ab"`` of a dict, a line ``"ok"`` of a multi-line value), are listed in
 ``Masker.unmasked_names`` so callers can report them instead of silently leaking them.
 
 When matches overlap (values ``abcdef`` and ``defghi`` in ``abcdefghi``) the union of the matches
@@ -29,6 +42,10 @@ from urllib.parse import quote, quote_plus
 
 MASK = "***"
 MIN_MASKED_LENGTH = 4
+MIN_FRAGMENT_LENGTH = 16
+_ANCHOR_LENGTH = 8
+# A run of MIN_FRAGMENT_LENGTH characters of a form holds a whole anchor at one of these offsets.
+_ANCHOR_STRIDE = MIN_FRAGMENT_LENGTH - _ANCHOR_LENGTH + 1
 
 # Deeper than this the pattern falls back to a flat alternation, which keeps both Python's and the
 # regex compiler's recursion bounded whatever the values are.
@@ -37,35 +54,59 @@ _MAX_PATTERN_NESTING = 64
 
 def forms_of(value: object) -> set[str]:
     """Every string that must be masked so that ``value`` does not show in output."""
-    base_strings: set[str] = set()
-    _collect_base_strings(value, base_strings)
+    leaves: set[str] = set()
+    wholes: set[str] = set()
+    _collect_base_strings(value, leaves, wholes)
+    return _line_forms(leaves) | _line_forms(wholes)
+
+
+def fragment_sources_of(value: object) -> set[str]:
+    """The forms of ``value`` whose every run of ``MIN_FRAGMENT_LENGTH`` characters is masked."""
+    leaves: set[str] = set()
+    _collect_base_strings(value, leaves, set())
+    return {form for form in _line_forms(leaves) if len(form) >= MIN_FRAGMENT_LENGTH}
+
+
+def has_unmaskable_part(value: object) -> bool:
+    """Whether ``value`` holds a leaf, or a line of one, too short to be masked but not empty."""
+    if value is None or isinstance(value, bool):
+        return False
+    if isinstance(value, list | tuple | dict):
+        leaves: Iterable[object] = value.values() if isinstance(value, dict) else value
+        return any(has_unmaskable_part(leaf) for leaf in leaves)
+    text = value if isinstance(value, str) else str(value)
+    return any(0 < len(line.strip()) < MIN_MASKED_LENGTH for line in text.split("\n"))
+
+
+def _line_forms(texts: set[str]) -> set[str]:
     forms: set[str] = set()
-    for text in base_strings:
+    for text in texts:
         if len(text) >= MIN_MASKED_LENGTH:
             forms.update(_encodings(text))
     return {line for form in forms for line in _lines(form) if len(line) >= MIN_MASKED_LENGTH}
 
 
-def _collect_base_strings(value: object, out: set[str]) -> None:
-    """The texts a value is printed as before any encoding: itself, its JSON, its repr."""
+def _collect_base_strings(value: object, leaves: set[str], wholes: set[str]) -> None:
+    """The texts a value is printed as before any encoding: the text of each string or number
+    leaf, and the JSON and repr of each structure."""
     if value is None or isinstance(value, bool):
         return  # a boolean or null carries no secret, and "True" is not worth masking
     if isinstance(value, str):
         if len(value.strip()) < MIN_MASKED_LENGTH:
             return  # " ab\n" is as short as "ab": spaces around a value reveal nothing
-        out.add(value)
-        out.add(value.strip())  # secrets read from files often carry a trailing newline
+        leaves.add(value)
+        leaves.add(value.strip())  # secrets read from files often carry a trailing newline
     elif isinstance(value, int | float):
-        out.add(str(value))
-        out.add(json.dumps(value))
+        leaves.add(str(value))
+        leaves.add(json.dumps(value))
     elif isinstance(value, list | tuple | dict):
-        out.update(_json_dumps(value))
-        out.add(repr(value))
-        leaves: Iterable[object] = value.values() if isinstance(value, dict) else value
-        for leaf in leaves:  # dict keys are names, not secrets
-            _collect_base_strings(leaf, out)
+        wholes.update(_json_dumps(value))
+        wholes.add(repr(value))
+        items: Iterable[object] = value.values() if isinstance(value, dict) else value
+        for leaf in items:  # dict keys are names, not secrets
+            _collect_base_strings(leaf, leaves, wholes)
     else:
-        out.add(str(value))
+        leaves.add(str(value))
 
 
 def _json_dumps(value: object) -> set[str]:
@@ -168,6 +209,112 @@ def _masked_spans(pattern: re.Pattern[str], text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def _shared_after(text: str, at: int, source: str, offset: int) -> int:
+    """How many characters ``text[at:]`` and ``source[offset:]`` have in common from the start.
+
+    Compares slices of doubling length, then halves the last one: C-speed comparisons, and a
+    number of them logarithmic in the length of the run.
+    """
+    limit = min(len(text) - at, len(source) - offset)
+    agreed, step = 0, 16
+    while agreed < limit:
+        differs_within = min(agreed + step, limit)
+        if (
+            text[at + agreed : at + differs_within]
+            != source[offset + agreed : offset + differs_within]
+        ):
+            break
+        agreed, step = differs_within, step * 2
+    else:
+        return limit
+    while differs_within - agreed > 1:
+        middle = (agreed + differs_within) // 2
+        if text[at + agreed : at + middle] == source[offset + agreed : offset + middle]:
+            agreed = middle
+        else:
+            differs_within = middle
+    return agreed
+
+
+def _shared_before(text: str, at: int, source: str, offset: int) -> int:
+    """How many characters ``text[:at]`` and ``source[:offset]`` have in common at their ends."""
+    limit = min(at, offset)
+    agreed, step = 0, 16
+    while agreed < limit:
+        differs_within = min(agreed + step, limit)
+        if (
+            text[at - differs_within : at - agreed]
+            != source[offset - differs_within : offset - agreed]
+        ):
+            break
+        agreed, step = differs_within, step * 2
+    else:
+        return limit
+    while differs_within - agreed > 1:
+        middle = (agreed + differs_within) // 2
+        if text[at - middle : at - agreed] == source[offset - middle : offset - agreed]:
+            agreed = middle
+        else:
+            differs_within = middle
+    return agreed
+
+
+class _Fragments:
+    """Finds the runs of ``MIN_FRAGMENT_LENGTH`` or more characters that text shares with a source.
+
+    A run of that length holds a whole anchor (the ``_ANCHOR_LENGTH`` characters of a source at a
+    multiple of ``_ANCHOR_STRIDE``); one regex finds the anchors in the text, and each hit is
+    extended both ways along every source it came from, to the longest run the two share.
+    """
+
+    def __init__(self, sources: Iterable[str]) -> None:
+        self._sources = sorted(sources)
+        self._anchors: dict[str, list[tuple[int, int]]] = {}
+        for index, source in enumerate(self._sources):
+            for offset in range(0, len(source) - _ANCHOR_LENGTH + 1, _ANCHOR_STRIDE):
+                anchor = source[offset : offset + _ANCHOR_LENGTH]
+                self._anchors.setdefault(anchor, []).append((index, offset))
+        self._pattern = re.compile(_alternation(sorted(self._anchors))) if self._anchors else None
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """The runs found, in order of the anchor hits; they may overlap."""
+        if self._pattern is None:
+            return []
+        runs: list[tuple[int, int]] = []
+        run_end_by_alignment: dict[tuple[int, int], int] = {}
+        position = 0
+        while (hit := self._pattern.search(text, position)) is not None:
+            at = hit.start()
+            for index, offset in self._anchors[hit.group()]:
+                alignment = (index, at - offset)
+                if run_end_by_alignment.get(alignment, -1) > at:
+                    continue  # inside a run already found along this alignment
+                source = self._sources[index]
+                start = at - _shared_before(text, at, source, offset)
+                end = (
+                    at
+                    + _ANCHOR_LENGTH
+                    + _shared_after(text, at + _ANCHOR_LENGTH, source, offset + _ANCHOR_LENGTH)
+                )
+                run_end_by_alignment[alignment] = end
+                if end - start >= MIN_FRAGMENT_LENGTH:
+                    runs.append((start, end))
+            position = at + 1  # anchors may overlap: look again from the next character
+        return runs
+
+
+def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, disjoint, non-adjacent spans covering the same characters as ``spans``."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
 def _render(text: str, spans: list[tuple[int, int]], stop: int) -> str:
     """``text[:stop]`` with each span replaced by the mask; no span may cross ``stop``."""
     pieces: list[str] = []
@@ -187,8 +334,10 @@ class Masker:
 
     def __init__(self, secrets: Mapping[str, object] | None = None) -> None:
         self._forms: set[str] = set()
+        self._fragment_sources: set[str] = set()
         self._unmasked_names: list[str] = []
         self._pattern: re.Pattern[str] | None = None
+        self._fragments = _Fragments(())
         self._pattern_is_stale = False
         self._max_form_length = 0
         for name, value in (secrets or {}).items():
@@ -197,19 +346,19 @@ class Masker:
     def add(self, name: str, value: object) -> None:
         """Mask ``value`` from now on, also in streams already open."""
         forms = forms_of(value)
-        if not forms:
-            if name not in self._unmasked_names:
-                self._unmasked_names.append(name)
-            return
+        if (not forms or has_unmaskable_part(value)) and name not in self._unmasked_names:
+            self._unmasked_names.append(name)
         if forms <= self._forms:
             return
         self._forms |= forms
+        self._fragment_sources |= fragment_sources_of(value)
         self._max_form_length = max(self._max_form_length, *map(len, forms))
         self._pattern_is_stale = True  # recompiled on next use, once for many adds
 
     @property
     def unmasked_names(self) -> list[str]:
-        """Names whose value is too short (or boolean, null, empty) to be masked at all."""
+        """Names whose value, or a leaf or line of it, is too short (or boolean, null, empty)
+        to be masked."""
         return list(self._unmasked_names)
 
     @property
@@ -225,7 +374,11 @@ class Masker:
     def masked_spans(self, text: str) -> list[tuple[int, int]]:
         """Sorted, disjoint, non-adjacent ``(start, end)`` spans of ``text`` to hide."""
         pattern = self._compiled()
-        return [] if pattern is None else _masked_spans(pattern, text)
+        if pattern is None:
+            return []
+        spans = _masked_spans(pattern, text)
+        fragments = self._fragments.spans(text)
+        return _union(spans + fragments) if fragments else spans
 
     def mask(self, text: str) -> str:
         """``text`` with every secret form replaced by the mask."""
@@ -239,6 +392,7 @@ class Masker:
     def _compiled(self) -> re.Pattern[str] | None:
         if self._pattern_is_stale:
             self._pattern = re.compile(_alternation(sorted(self._forms)))
+            self._fragments = _Fragments(self._fragment_sources)
             self._pattern_is_stale = False
         return self._pattern
 
