@@ -277,30 +277,68 @@ class _Fragments:
         self._pattern = re.compile(_alternation(sorted(self._anchors))) if self._anchors else None
 
     def spans(self, text: str) -> list[tuple[int, int]]:
-        """The runs found, in order of the anchor hits; they may overlap."""
+        """The runs found, in order of the anchor hits; they may overlap.
+
+        What is masked is the union of the text's windows of ``MIN_FRAGMENT_LENGTH`` characters
+        that occur in a source. Each such window holds a hit, and every window holding a hit lies
+        within ``_reach`` of it: a hit whose reach is masked already can add nothing and is
+        skipped, so a long value printed whole costs a few extensions, not one per anchor.
+        """
         if self._pattern is None:
             return []
         runs: list[tuple[int, int]] = []
         run_end_by_alignment: dict[tuple[int, int], int] = {}
+        masked_start = masked_end = -1  # the latest stretch of overlapping runs
         position = 0
         while (hit := self._pattern.search(text, position)) is not None:
             at = hit.start()
+            position = at + 1  # anchors may overlap: look again from the next character
+            low, high = _reach(text, at)
+            if masked_start <= low and high <= masked_end:
+                position = max(position, _next_unmasked_hit(text, masked_end))
+                continue
             for index, offset in self._anchors[hit.group()]:
                 alignment = (index, at - offset)
                 if run_end_by_alignment.get(alignment, -1) > at:
                     continue  # inside a run already found along this alignment
                 source = self._sources[index]
                 start = at - _shared_before(text, at, source, offset)
-                end = (
-                    at
-                    + _ANCHOR_LENGTH
-                    + _shared_after(text, at + _ANCHOR_LENGTH, source, offset + _ANCHOR_LENGTH)
-                )
+                after = at + _ANCHOR_LENGTH
+                end = after + _shared_after(text, after, source, offset + _ANCHOR_LENGTH)
                 run_end_by_alignment[alignment] = end
-                if end - start >= MIN_FRAGMENT_LENGTH:
-                    runs.append((start, end))
-            position = at + 1  # anchors may overlap: look again from the next character
+                if end - start < MIN_FRAGMENT_LENGTH:
+                    continue
+                runs.append((start, end))
+                if start <= masked_end and end >= masked_start:
+                    masked_start, masked_end = min(start, masked_start), max(end, masked_end)
+                elif end > masked_end:
+                    masked_start, masked_end = start, end
         return runs
+
+
+def _next_unmasked_hit(text: str, masked_end: int) -> int:
+    """Where the next hit that may mask more can start, after one inside a masked stretch.
+
+    The reach of a later hit starts no earlier, and ends inside the stretch until
+    ``MIN_FRAGMENT_LENGTH`` before its end, or until its end where the line ends there.
+    """
+    if masked_end == len(text) or text.startswith("\n", masked_end):
+        return masked_end
+    return masked_end - MIN_FRAGMENT_LENGTH + 1
+
+
+def _reach(text: str, at: int) -> tuple[int, int]:
+    """Where a window of ``MIN_FRAGMENT_LENGTH`` holding the anchor at ``at`` may lie: within the
+    line (no form holds a newline) and within the text."""
+    low = max(at + _ANCHOR_LENGTH - MIN_FRAGMENT_LENGTH, 0)
+    newline = text.rfind("\n", low, at)
+    if newline >= 0:
+        low = newline + 1
+    high = min(at + MIN_FRAGMENT_LENGTH, len(text))
+    newline = text.find("\n", at + _ANCHOR_LENGTH, high)
+    if newline >= 0:
+        high = newline
+    return low, high
 
 
 def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
