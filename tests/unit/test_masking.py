@@ -21,6 +21,7 @@ from fx_ef.masking import (
     Masker,
     MaskingStream,
     forms_of,
+    fragment_sources_of,
 )
 
 SECRET = 'p@ss wörd/+?&="x"\\ü~>?~'  # its base64 has "/" and padding: every form differs
@@ -607,3 +608,51 @@ def test_a_fragment_split_anywhere_across_writes_is_masked(
 
     assert output == masker.mask(text)
     assert not shows_a_fragment(output, secret)
+
+
+def reference_spans(masker: Masker, values: list[object], text: str) -> list[tuple[int, int]]:
+    """What the rules say, the slow way: every occurrence of every form, and every window of
+    ``MIN_FRAGMENT_LENGTH`` characters found in a fragment source; merged."""
+    covered = [False] * (len(text) + 1)
+    for form in masker.forms:
+        start = text.find(form)
+        while start >= 0:
+            covered[start : start + len(form)] = [True] * len(form)
+            start = text.find(form, start + 1)
+    fragment_windows = {
+        w for value in values for s in fragment_sources_of(value) for w in windows(s)
+    }
+    for start in range(len(text) - MIN_FRAGMENT_LENGTH + 1):
+        if text[start : start + MIN_FRAGMENT_LENGTH] in fragment_windows:
+            covered[start : start + MIN_FRAGMENT_LENGTH] = [True] * MIN_FRAGMENT_LENGTH
+    spans: list[tuple[int, int]] = []
+    for index, masked in enumerate(covered[: len(text)]):
+        if masked and spans and spans[-1][1] == index:
+            spans[-1] = (spans[-1][0], index + 1)
+        elif masked:
+            spans.append((index, index + 1))
+    return spans
+
+
+pieces_of_values = st.one_of(
+    long_secrets,
+    st.text(alphabet="abx-Zq7\n", min_size=4, max_size=40),
+    st.dictionaries(st.sampled_from(["user", "password", "port"]), long_secrets, max_size=2),
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(values=st.lists(pieces_of_values, min_size=1, max_size=3), data=st.data())
+def test_masked_spans_are_exactly_what_the_rules_say(
+    values: list[object], data: st.DataObject
+) -> None:
+    masker = Masker({f"v{index}": value for index, value in enumerate(values)})
+    material = [*sorted(masker.forms), "xxxx", "ab", "\n", " ", "Zq7"]
+    parts = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(material), st.integers(0, 60), st.integers(0, 60)), max_size=8
+        )
+    )
+    text = "".join(form[start : start + length] for form, start, length in parts)
+
+    assert masker.masked_spans(text) == reference_spans(masker, values, text)
