@@ -47,10 +47,14 @@ MIN_FRAGMENT_LENGTH = 16
 _ANCHOR_LENGTH = 8
 # Anchors at most this far apart: a run of MIN_FRAGMENT_LENGTH characters then holds a whole one.
 _ANCHOR_STRIDE = MIN_FRAGMENT_LENGTH - _ANCHOR_LENGTH + 1
-# Characters output is full of. The regex looks further at each position whose character starts
-# an anchor, so anchors start elsewhere where they can (measured: 1.6x less time masking 1 MiB of
-# log lines than anchors at every 9th offset).
-_COMMON_IN_OUTPUT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789 .,:;=/-_'\"()[]{}")
+# Characters output is full of, the most common first. The regex looks further at each position
+# whose character starts an anchor, so anchors start with rarer ones where they can (measured on
+# bench_fx_ef's log lines: 1.25x the time of masking without fragments, 1.6x with anchors at
+# every 9th offset).
+_COMMON_IN_OUTPUT = " etaoinsrhldcumpfgwyb0123456789.,:=/-_vkxjqz'\"()[]{};"
+_COMMONNESS = {
+    character: len(_COMMON_IN_OUTPUT) - rank for rank, character in enumerate(_COMMON_IN_OUTPUT)
+}
 
 # Deeper than this the pattern falls back to a flat alternation, which keeps both Python's and the
 # regex compiler's recursion bounded whatever the values are.
@@ -352,7 +356,7 @@ def _anchor_offsets(source: str, first_characters: set[str]) -> list[int]:
     """Where ``source`` gets anchors: no more than ``_ANCHOR_STRIDE`` apart, the first within a
     stride of the start and the last at most ``MIN_FRAGMENT_LENGTH`` from the end, so that every
     run of ``MIN_FRAGMENT_LENGTH`` characters of it holds one whole. Within each stride the
-    anchor starts with a character rare in output if there is one, else one already used."""
+    anchor starts with the character rarest in output, preferring one already used."""
     last = len(source) - _ANCHOR_LENGTH
     offsets: list[int] = []
     previous = -1  # the first anchor within [0, _ANCHOR_STRIDE - 1]
@@ -361,7 +365,7 @@ def _anchor_offsets(source: str, first_characters: set[str]) -> list[int]:
         previous = min(
             candidates,
             key=lambda offset: (
-                source[offset] in _COMMON_IN_OUTPUT,
+                _COMMONNESS.get(source[offset], 0),
                 source[offset] not in first_characters,
                 -offset,
             ),
