@@ -5,6 +5,9 @@
   against reading and ``json.loads``-ing the same file. Target: ≤ 100 µs.
 * ``import fx_ef`` in a fresh interpreter, against ``python -c pass``; and fx_ef's own share of
   the import as ``python -X importtime`` reports it.
+* The executor's masking of a run's output: building the masker for the bundle's secrets (once
+  per run), and masking 1 MiB of log lines (some with a secret) in 64 KiB pipe reads, against
+  decoding and re-encoding the same reads (what passing the output on costs without a masker).
 
 Run: ``python -m bench.bench_fx_ef`` from the project root (``BENCH_RUNS`` sets the sample count).
 """
@@ -40,6 +43,7 @@ def main() -> None:
         bench_steady_state(path)
         bench_first_call(path)
         bench_import(path)
+    bench_masking()
 
 
 def _bundle() -> dict[str, object]:
@@ -115,6 +119,67 @@ def bench_first_call(path: Path) -> None:
     report("floor: open + read + json.loads", samples["floor"])
     report("first context.secrets.get", samples["first"], samples["floor"])
     _verdict("first call", samples["first"], 100e-6)
+
+
+MASK_OUTPUT_BYTES = 1 << 20
+MASK_READ_BYTES = 64 * 1024  # the executor's pipe read size
+
+
+def _log_output(secrets: dict[str, object]) -> bytes:
+    """1 MiB of log lines as a script prints them; one line in 50 carries a secret value."""
+    values = [v for v in secrets.values() if isinstance(v, str)]
+    lines = []
+    index = 0
+    while sum(map(len, lines)) < MASK_OUTPUT_BYTES:
+        if index % 50 == 0:
+            line = f"{index:07d} INFO connecting with password={values[index % len(values)]}"
+        else:
+            line = f"{index:07d} INFO processed record {index * 7919 % 100003} in 3.{index % 10}ms"
+        lines.append(line + "\n")
+        index += 1
+    return "".join(lines).encode()
+
+
+def bench_masking() -> None:
+    import codecs
+
+    from fx_ef.masking import Masker
+
+    secrets = _bundle()["secrets"]
+    assert isinstance(secrets, dict)
+    output = _log_output(secrets)
+    reads = [output[i:i + MASK_READ_BYTES] for i in range(0, len(output), MASK_READ_BYTES)]
+    masked_sample = Masker(secrets).mask(output.decode())
+    assert "supersecretpas$" not in masked_sample and masked_sample.count("***") >= 400
+
+    def build() -> None:
+        re.purge()  # as in a fresh executor: no pattern in re's cache yet
+        Masker(secrets).mask("warm")  # the pattern is compiled on first use
+
+    def floor_pass_on() -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for data in reads:
+            decoder.decode(data).encode()
+
+    def mask_stream() -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stream = masker.stream()
+        for data in reads:
+            stream.write(decoder.decode(data)).encode()
+        stream.flush()
+
+    masker = Masker(secrets)
+    runs = max(RUNS // 100, 10)
+    built = sample_interleaved({"build": build}, runs=runs * 5, warmup=3)["build"]
+    samples = sample_interleaved({"floor": floor_pass_on, "mask": mask_stream}, runs=runs,
+                                 warmup=2)
+    print(f"\nmasking: the bundle's {len(secrets)} secrets; {len(output) >> 10} KiB of output "
+          f"in {MASK_READ_BYTES >> 10} KiB reads, {runs} samples")
+    report("build the masker (once per run)", built)
+    report("floor: decode + encode the reads", samples["floor"])
+    report("mask the output as a stream", samples["mask"], samples["floor"])
+    mib_per_s = len(output) / statistics.median(samples["mask"]) / (1 << 20)
+    print(f"  masking throughput: {mib_per_s:.0f} MiB/s")
 
 
 def _time_process(args: list[str], env: dict[str, str]) -> float:

@@ -13,6 +13,10 @@ N, as a shell reports it).
 ``--no-mask`` shows the real values on this process's output, for debugging; the result's tail is
 masked whatever the flag says, since it is stored.
 
+Secrets too short to mask, in whole or in part (see ``fx_ef.masking``), are named (never shown) in
+a warning on stderr before the script starts, again at the end for values the script set itself,
+and in the result's ``unmasked_names``.
+
 Exit codes of the executor itself, before the script runs: 2 bad arguments or bundle, 3 no
 entrypoint.
 """
@@ -301,6 +305,13 @@ def _take_mask_lines(buffer: bytes, masker: Masker) -> bytes:
     return rest
 
 
+def _warn_unmasked(names: list[str]) -> None:
+    """Name the secrets whose values (or parts of them) will show as they are if printed."""
+    if names:
+        print(f"fx executor: warning: secrets too short to mask, in whole or in part (printed, "
+              f"they show as they are): {', '.join(names)}", file=sys.stderr, flush=True)
+
+
 def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
@@ -388,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fx executor: {e}", file=sys.stderr)
         return e.exit_code
     masker = Masker(plan.bundle.get("secrets") or {})
+    warned = masker.unmasked_names
+    _warn_unmasked(warned)
     tail = _Tail(contract.OUTPUT_TAIL_BYTES)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -418,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     duration = time.monotonic() - t0
     code, killed_by = _exit_code(status)
     removed = True if args.keep_bundle else _remove_bundle(plan.bundle_path)
+    _warn_unmasked([name for name in masker.unmasked_names if name not in warned])
     if timed_out:
         print(f"fx executor: the script ran past its timeout of {args.timeout:g}s and was "
               "stopped", file=sys.stderr)

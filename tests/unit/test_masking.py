@@ -14,7 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fx_ef.masking import MASK, MIN_MASKED_LENGTH, Masker, MaskingStream, forms_of
+from fx_ef.masking import (
+    MASK,
+    MIN_FRAGMENT_LENGTH,
+    MIN_MASKED_LENGTH,
+    Masker,
+    MaskingStream,
+    forms_of,
+    fragment_sources_of,
+)
 
 SECRET = 'p@ss wörd/+?&="x"\\ü~>?~'  # its base64 has "/" and padding: every form differs
 
@@ -41,6 +49,7 @@ def secret_lines(secret: str) -> list[str]:
 def test_constants() -> None:
     assert MASK == "***"
     assert MIN_MASKED_LENGTH == 4
+    assert MIN_FRAGMENT_LENGTH == 16
 
 
 ENCODINGS: dict[str, Callable[[str], str]] = {
@@ -116,10 +125,10 @@ def test_multi_line_value_is_masked_line_by_line() -> None:
     assert masker.mask(MULTI_LINE) == f"{MASK}\r\n{MASK}\n{MASK}\nok\n{MASK}\n"
 
 
-def test_short_lines_of_a_multi_line_value_stay() -> None:
+def test_short_lines_of_a_multi_line_value_stay_and_are_reported() -> None:
     masker = Masker({"key": MULTI_LINE})
     assert masker.mask("ok") == "ok"
-    assert masker.unmasked_names == []  # the value as a whole is masked
+    assert masker.unmasked_names == ["key"]  # its line "ok" shows as it is
 
 
 def test_json_dumps_of_a_multi_line_value_is_masked() -> None:
@@ -201,6 +210,115 @@ def test_unmasked_names_are_listed_once_in_order() -> None:
     masker.add("late", 7)
     masker.add("empty", "")
     assert masker.unmasked_names == ["empty", "flag", "late"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"user": "ab", "password": "long-password-1"},
+        {"nested": [{"port": 7}], "token": "long-token-value"},
+        "first line is long\nok\n",
+        ["long-list-item", "xy"],
+    ],
+)
+def test_a_value_with_a_part_too_short_to_mask_is_reported(value: object) -> None:
+    masker = Masker({"partly": value})
+    assert masker.forms  # the rest of it is masked
+    assert masker.unmasked_names == ["partly"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"user": "long-user-name", "password": "long-password-1", "tls": True, "ca": None},
+        {"empty": "", "nothing": [], "port": 5432},
+        "line one is long\n\nline three also\n",
+    ],
+)
+def test_a_value_whose_every_part_is_masked_is_not_reported(value: object) -> None:
+    assert Masker({"whole": value}).unmasked_names == []
+
+
+# --- the fragment rule -----------------------------------------------------------------------
+
+LONG_SECRET = "Zq7vK2pX9mW4tR8yB3nL6cH1sD5fG0jQ-e_uA" * 9  # 333 characters, no "*"
+
+
+def windows(value: str, length: int = MIN_FRAGMENT_LENGTH) -> set[str]:
+    return {value[start : start + length] for start in range(len(value) - length + 1)}
+
+
+def shows_a_fragment(output: str, value: str) -> bool:
+    return any(window in output for window in windows(value))
+
+
+def test_a_long_value_quoted_short_by_int_leaks_no_fragment() -> None:
+    with pytest.raises(ValueError, match="invalid literal") as raised:
+        int(LONG_SECRET)
+    message = f"ValueError: {raised.value}"
+    assert LONG_SECRET[:150] in message  # int() quotes the value cut short: not the whole value
+
+    masked = Masker({"token": LONG_SECRET}).mask(message)
+
+    assert masked == f"ValueError: invalid literal for int() with base 10: '{MASK}"
+    assert not shows_a_fragment(masked, LONG_SECRET)
+
+
+@pytest.mark.parametrize(
+    "excerpt",
+    [
+        lambda s: f"input_value='{s[:24]}...{s[-24:]}', input_type=str",  # pydantic
+        lambda s: f"got {s[:200]}",  # C's %.200s
+        lambda s: f"{s[100:116]}",  # a run of exactly the minimum length, anywhere
+        lambda s: f"key={s[:40]}\nmore={s[-17:]}",
+    ],
+)
+def test_excerpts_of_a_long_value_are_masked(excerpt: Callable[[str], str]) -> None:
+    text = excerpt(LONG_SECRET)
+    masked = Masker({"token": LONG_SECRET}).mask(text)
+    assert not shows_a_fragment(masked, LONG_SECRET)
+    assert MASK in masked
+
+
+def test_runs_shorter_than_the_minimum_stay() -> None:
+    masker = Masker({"token": LONG_SECRET})
+    short_run = LONG_SECRET[5 : 5 + MIN_FRAGMENT_LENGTH - 1]
+    assert masker.mask(f"[{short_run}]") == f"[{short_run}]"
+    reprlib_like = f"'{LONG_SECRET[:12]}...{LONG_SECRET[-13:]}'"  # documented: not masked
+    assert masker.mask(reprlib_like) == reprlib_like
+
+
+def test_fragments_of_encoded_forms_are_masked() -> None:
+    masker = Masker({"token": LONG_SECRET})
+    encoded = base64.b64encode(LONG_SECRET.encode()).decode()
+    assert (
+        masker.mask(f"Authorization: Basic {encoded[:60]}...") == f"Authorization: Basic {MASK}..."
+    )
+
+
+def test_values_shorter_than_the_minimum_give_no_fragments() -> None:
+    value = "fifteen-chars-x"
+    assert len(value) == MIN_FRAGMENT_LENGTH - 1
+    assert Masker({"v": value}).mask(value[:-1]) == value[:-1]
+
+
+def test_the_json_of_a_structured_value_gives_no_fragments() -> None:
+    masker = Masker({"db": {"username": "svc-reporting", "password": "long-password-value"}})
+    innocent = json.dumps({"username": "someone-else", "password": "another-one"})
+    assert masker.mask(innocent) == innocent
+    assert masker.mask("password=long-password-va") == f"password={MASK}"
+
+
+def test_a_long_value_printed_whole_is_one_mask() -> None:
+    masker = Masker({"token": LONG_SECRET})
+    assert masker.mask(f"<{LONG_SECRET}>") == f"<{MASK}>"
+    assert masker.mask(f"<{LONG_SECRET}{LONG_SECRET[:20]}>") == f"<{MASK}>"
+
+
+def test_innocent_text_sharing_short_runs_with_a_value_is_unchanged() -> None:
+    masker = Masker({"dsn": "postgresql://reporting:Zq7vK2pX9mW4tR8y@db.internal:5432/prod"})
+    innocent = "postgresql://other@db.example:5432/test https://www.example.org/"
+    assert masker.mask(innocent) == innocent
 
 
 # --- whole-text masking ----------------------------------------------------------------------
@@ -464,3 +582,77 @@ def test_every_complete_line_is_emitted_by_the_write_that_completes_it(
         complete_lines = written[: written.rfind("\n") + 1]
         assert emitted[: emitted.rfind("\n") + 1] == masker.mask(complete_lines)
         assert emitted.count("\n") == written.count("\n")  # neither the mask nor a form has one
+
+
+long_secrets = st.text(
+    alphabet=st.one_of(
+        st.characters(exclude_categories=["Cs"], exclude_characters="*\n"),
+        st.sampled_from(list("abcdef0123456789")),
+    ),
+    min_size=MIN_FRAGMENT_LENGTH,
+    max_size=120,
+)
+
+
+@settings(deadline=None, max_examples=200)
+@given(secret=long_secrets, before=surroundings, after=surroundings, data=st.data())
+def test_a_fragment_split_anywhere_across_writes_is_masked(
+    secret: str, before: str, after: str, data: st.DataObject
+) -> None:
+    start = data.draw(st.integers(0, len(secret) - MIN_FRAGMENT_LENGTH))
+    end = data.draw(st.integers(start + MIN_FRAGMENT_LENGTH, len(secret)))
+    masker = Masker({"secret": secret})
+    text = f"{before}{secret[start:end]}{after}"
+
+    output = stream_all(masker.stream(), data.draw(chunkings(text)))
+
+    assert output == masker.mask(text)
+    assert not shows_a_fragment(output, secret)
+
+
+def reference_spans(masker: Masker, values: list[object], text: str) -> list[tuple[int, int]]:
+    """What the rules say, the slow way: every occurrence of every form, and every window of
+    ``MIN_FRAGMENT_LENGTH`` characters found in a fragment source; merged."""
+    covered = [False] * (len(text) + 1)
+    for form in masker.forms:
+        start = text.find(form)
+        while start >= 0:
+            covered[start : start + len(form)] = [True] * len(form)
+            start = text.find(form, start + 1)
+    fragment_windows = {
+        w for value in values for s in fragment_sources_of(value) for w in windows(s)
+    }
+    for start in range(len(text) - MIN_FRAGMENT_LENGTH + 1):
+        if text[start : start + MIN_FRAGMENT_LENGTH] in fragment_windows:
+            covered[start : start + MIN_FRAGMENT_LENGTH] = [True] * MIN_FRAGMENT_LENGTH
+    spans: list[tuple[int, int]] = []
+    for index, masked in enumerate(covered[: len(text)]):
+        if masked and spans and spans[-1][1] == index:
+            spans[-1] = (spans[-1][0], index + 1)
+        elif masked:
+            spans.append((index, index + 1))
+    return spans
+
+
+pieces_of_values = st.one_of(
+    long_secrets,
+    st.text(alphabet="abx-Zq7\n", min_size=4, max_size=40),
+    st.dictionaries(st.sampled_from(["user", "password", "port"]), long_secrets, max_size=2),
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(values=st.lists(pieces_of_values, min_size=1, max_size=3), data=st.data())
+def test_masked_spans_are_exactly_what_the_rules_say(
+    values: list[object], data: st.DataObject
+) -> None:
+    masker = Masker({f"v{index}": value for index, value in enumerate(values)})
+    material = [*sorted(masker.forms), "xxxx", "ab", "\n", " ", "Zq7"]
+    parts = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(material), st.integers(0, 60), st.integers(0, 60)), max_size=8
+        )
+    )
+    text = "".join(form[start : start + length] for form, start, length in parts)
+
+    assert masker.masked_spans(text) == reference_spans(masker, values, text)

@@ -441,8 +441,12 @@ def _result(message: str | None) -> dict[str, Any] | None:
         return None
     if not isinstance(result, dict):
         return None
-    return {"outputTail": str(result.get("output_tail", "")),
-            "truncated": bool(result.get("output_truncated", False))}
+    shown: dict[str, Any] = {"outputTail": str(result.get("output_tail", "")),
+                             "truncated": bool(result.get("output_truncated", False))}
+    unmasked = result.get("unmasked_names")
+    if isinstance(unmasked, list) and unmasked:  # names only: values too short to mask
+        shown["unmaskedSecrets"] = [str(name) for name in unmasked]
+    return shown
 
 
 def _final(execution: dict[str, Any], phase: str, reason: Reason, message: str,
