@@ -20,6 +20,8 @@ from fx_operator.storage.master_keys import FileMasterKeyProvider
 from support.processes import child_env
 
 MEMORY_CAP = 1 << 30
+#: A command that opens the store and its key (a listing on a fresh FX_HOME opens nothing).
+OPENS_THE_STORE = ("secrets", "set", "KEY_CHECK", "x", "--scope", "platform")
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
 
 
@@ -60,20 +62,20 @@ def _refused(done: subprocess.CompletedProcess[str], *phrases: str) -> None:
 def test_a_key_file_others_may_read_is_refused_as_ssh_refuses_it(tmp_path: Path) -> None:
     for mode in (0o644, 0o640, 0o604, 0o620):
         key = _key_file(tmp_path / "keys", mode)
-        _refused(fxctl(_env(tmp_path, key), "secrets", "list"), f"(mode {mode:04o})",
+        _refused(fxctl(_env(tmp_path, key), *OPENS_THE_STORE), f"(mode {mode:04o})",
                  f"chmod 600 {key}")
         key.unlink()
     assert fxctl(_env(tmp_path, _key_file(tmp_path / "keys", 0o400)),
-                 "secrets", "list").returncode == 0
+                 *OPENS_THE_STORE).returncode == 0
 
 
 def test_the_local_key_made_private_then_opened_up_is_refused(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    assert fxctl(env, "secrets", "list").returncode == 0
+    assert fxctl(env, *OPENS_THE_STORE).returncode == 0
     local_key = tmp_path / "home" / "master.key"
     assert local_key.stat().st_mode & 0o777 == 0o600
     local_key.chmod(0o644)
-    _refused(fxctl(env, "secrets", "list"), "(mode 0644)", f"chmod 600 {local_key}")
+    _refused(fxctl(env, *OPENS_THE_STORE), "(mode 0644)", f"chmod 600 {local_key}")
 
 
 @pytest.mark.parametrize("mode", [0o777, 0o1777, 0o703])
@@ -81,7 +83,7 @@ def test_an_fx_home_every_user_may_write_is_refused(tmp_path: Path, mode: int) -
     home = tmp_path / "home"
     home.mkdir()
     home.chmod(mode)
-    _refused(fxctl(_env(tmp_path, home=home), "secrets", "list"), "FX_HOME",
+    _refused(fxctl(_env(tmp_path, home=home), *OPENS_THE_STORE), "FX_HOME",
              f"(mode {mode:04o})")
     assert not (home / "master.key").exists() and not (home / "store.sqlite3").exists()
 
@@ -91,7 +93,7 @@ def test_an_fx_home_of_another_user_is_refused(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     os.chown(home, 4242, 4242)
-    _refused(fxctl(_env(tmp_path, home=home), "secrets", "list"), "FX_HOME",
+    _refused(fxctl(_env(tmp_path, home=home), *OPENS_THE_STORE), "FX_HOME",
              "belongs to another user (uid 4242)")
 
 
@@ -100,17 +102,17 @@ def test_a_key_path_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> Non
     os.mkfifo(fifo, 0o600)
     for path, kind in [("/dev/zero", "a character device"), (fifo, "a FIFO"),
                        (tmp_path, "a folder")]:
-        _refused(fxctl(_env(tmp_path, path), "secrets", "list"), f"{path} is {kind}",
+        _refused(fxctl(_env(tmp_path, path), *OPENS_THE_STORE), f"{path} is {kind}",
                  "not a regular file")
 
 
 def test_a_key_in_a_folder_every_user_may_write_is_refused_unless_sticky(tmp_path: Path) -> None:
     key = _key_file(tmp_path / "shared")
     key.parent.chmod(0o777)
-    _refused(fxctl(_env(tmp_path, key), "secrets", "list"), "the folder of the master key file",
+    _refused(fxctl(_env(tmp_path, key), *OPENS_THE_STORE), "the folder of the master key file",
              "(mode 0777)")
     key.parent.chmod(0o1777)  # as a Kubernetes Secret volume's root: nobody may replace our file
-    assert fxctl(_env(tmp_path, key), "secrets", "list").returncode == 0
+    assert fxctl(_env(tmp_path, key), *OPENS_THE_STORE).returncode == 0
 
 
 @as_root
@@ -119,7 +121,7 @@ def test_a_key_of_another_user_in_a_folder_every_user_may_write_is_refused(
     key = _key_file(tmp_path / "shared")
     key.parent.chmod(0o1777)
     os.chown(key, 4242, 4242)  # as if planted there by that user before we looked
-    _refused(fxctl(_env(tmp_path, key), "secrets", "list"), "belongs to another user (uid 4242)",
+    _refused(fxctl(_env(tmp_path, key), *OPENS_THE_STORE), "belongs to another user (uid 4242)",
              "they could have put it there")
 
 
@@ -127,7 +129,7 @@ def test_a_key_of_another_user_in_a_folder_every_user_may_write_is_refused(
 def test_a_key_in_a_folder_of_another_user_is_refused(tmp_path: Path) -> None:
     key = _key_file(tmp_path / "theirs")
     os.chown(key.parent, 4242, 4242)
-    _refused(fxctl(_env(tmp_path, key), "secrets", "list"), "belongs to another user")
+    _refused(fxctl(_env(tmp_path, key), *OPENS_THE_STORE), "belongs to another user")
 
 
 @as_root
@@ -135,13 +137,13 @@ def test_a_key_of_another_owner_that_everyone_may_read_is_used_with_a_warning(
         tmp_path: Path) -> None:
     key = _key_file(tmp_path / "mounted", 0o644)
     os.chown(key, 4242, 4242)  # as a Secret volume's file, root's and not the reader's
-    done = fxctl(_env(tmp_path, key), "secrets", "list")
+    done = fxctl(_env(tmp_path, key), *OPENS_THE_STORE)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("\n") == 1 and "may be read by every user" in done.stderr
     key.chmod(0o440)  # the chart's defaultMode: no warning
-    assert fxctl(_env(tmp_path, key), "secrets", "list").stderr == ""
+    assert fxctl(_env(tmp_path, key), *OPENS_THE_STORE).stderr == ""
     key.chmod(0o646)
-    _refused(fxctl(_env(tmp_path, key), "secrets", "list"), "may be written by every user")
+    _refused(fxctl(_env(tmp_path, key), *OPENS_THE_STORE), "may be written by every user")
 
 
 def test_a_new_key_for_a_rotation_still_comes_on_stdin(tmp_path: Path) -> None:

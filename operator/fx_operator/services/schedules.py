@@ -80,9 +80,10 @@ def bounded_execution_name(schedule: str, time: datetime) -> str:
 
 @dataclass(frozen=True)
 class Look:
-    """One look at a Schedule: what to write and post, and when to look again."""
+    """One look at a Schedule: what to write and post (None: nothing changed), and when to look
+    again."""
 
-    outcome: Outcome
+    outcome: Outcome | None
     wait_seconds: float
 
 
@@ -166,6 +167,8 @@ class ScheduleService:
         if last_execution:
             new_status["lastExecution"] = last_execution
         wait = max(0.0, (decision.next_time - self.clock()).total_seconds())
+        if not events and all(status.get(k) == v for k, v in new_status.items()):
+            return Look(None, wait)  # nothing new: no write, no watch event, no load
         return Look(Outcome(new_status, events), wait)
 
     def forget(self, uid: str) -> None:
