@@ -14,7 +14,12 @@ from fx_operator.domain import crypto, internal_keys
 from fx_operator.domain.crypto import DataKey, MasterKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.domain.secrets_file import parse_secrets_file, validate_name, validate_value
-from fx_operator.exceptions import ConflictError, IntegrityError, NotFoundError
+from fx_operator.exceptions import (
+    ConflictError,
+    ConnectionLostError,
+    IntegrityError,
+    NotFoundError,
+)
 from fx_operator.storage import run_keys
 from fx_operator.storage.backends import Transaction, utcnow
 from fx_operator.storage.secret_store import (
@@ -144,11 +149,12 @@ class SecretService:
         return self._unwrap(found[0].key_id, record.owner, found[0].wrapped)
 
     def _retrying(self, operation: Callable[[], T]) -> T:
-        """Re-run a write whose version number a concurrent writer took first."""
+        """Re-run a write whose version number a concurrent writer took first, or whose
+        connection broke before its commit (a failover: the retry goes to the new primary)."""
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 return operation()
-            except ConflictError:
+            except (ConflictError, ConnectionLostError):
                 if attempt == WRITE_ATTEMPTS - 1:
                     raise
                 self._data_keys.clear()
