@@ -74,6 +74,9 @@ class ReplicatedPostgres:
                 "cluster_name": f"'{STANDBY_NAME}'",
                 "hot_standby": "on",
                 "wal_receiver_status_interval": "'1s'",
+                # After its primary vanished the startup process waits this long before trying
+                # again, and a promotion asked meanwhile can wait as long (5 s by default).
+                "wal_retrieve_retry_interval": "'200ms'",
             },
         )
         self.failed_over = False
