@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -161,6 +162,28 @@ def test_fxctl_uses_the_multi_host_url(sync_pair: ReplicatedPostgres, tmp_path: 
     done = fxctl(["secrets", "history", "CLI", "--scope", "platform", "--json"], env=env)
     assert done.returncode == 0, done.stderr
     assert '"version": 2' in done.stdout
+
+
+def test_a_url_with_hosts_and_ports_in_its_authority_migrates_and_fails_over(
+        sync_pair: ReplicatedPostgres, tmp_path: Path) -> None:
+    """``postgresql://u@host1:port1,host2:port2/db``, libpq's usual multi-host form, which the
+    schema migration (SQLAlchemy) must read as libpq does."""
+    hosts = ",".join(f"{quote(str(server.host), safe='')}:{server.port}"
+                     for server in sync_pair.servers)
+    url = f"postgresql://postgres@{hosts}/fx?target_session_attrs=read-write"
+    settings = _settings(sync_pair, tmp_path).model_copy(update={"database_url": url})
+    service = open_secret_service(settings)  # a fresh database: the schema is created
+    try:
+        service.set(Owner.of(Scope.PLATFORM), "AUTHORITY", "one")
+    finally:
+        service.close()
+    sync_pair.fail_over()
+    service = open_secret_service(settings)
+    try:
+        assert service.get(Owner.of(Scope.PLATFORM), "AUTHORITY") == "one"
+        assert _server_of(service) == str(sync_pair.standby.host)
+    finally:
+        service.close()
 
 
 # --- a burst across the failover ----------------------------------------------------------
