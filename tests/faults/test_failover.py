@@ -39,6 +39,7 @@ from fx_operator.services.secrets import SecretService
 from fx_operator.storage import run_keys, run_records
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 from fx_operator.storage.run_records import RunRecord
+from support.cluster import cluster
 from support.pg_replication import ReplicatedPostgres
 from support.postgres import PostgresNotFoundError
 from support.processes import fxctl
@@ -51,6 +52,7 @@ PACKAGE = "etl"
 WRITERS = 4
 ACKS_BEFORE_CRASH = 15  # per writer and kind of write, before the primary is killed
 ACKS_AFTER_FAILOVER = 15  # per writer and kind, on the new primary, before the burst ends
+EXECUTIONS = 10  # through the operator, half of them created after the failover
 BURST_DEADLINE_S = 120.0  # a safety net for a hung test, not a measured time
 
 
@@ -184,6 +186,37 @@ def test_a_url_with_hosts_and_ports_in_its_authority_migrates_and_fails_over(
         assert _server_of(service) == str(sync_pair.standby.host)
     finally:
         service.close()
+
+
+def test_executions_admitted_across_a_failover_all_succeed(sync_pair: ReplicatedPostgres,
+                                                           tmp_path: Path) -> None:
+    """The operator itself (kopf on the emulator, run pods played by local processes) on the
+    multi-host URL: Executions created before, during and after the failover all succeed, each
+    with one Job, and the operator is not restarted."""
+    with cluster(tmp_path, sync_pair.dsn) as k8s:
+        k8s.package("team-a", "burst", {"main.py": (
+            "from fx_ef import context\n"
+            "assert context.secrets.get('TOKEN') == 'burst-value'\n"
+            "print('ran on', context.params.get('execution_id'))\n")})
+        k8s.sealed_secret("team-a", "burst-secrets", {"TOKEN": "burst-value"}, "package",
+                          package="burst")
+        k8s.ready("packages", "team-a", "burst")
+        k8s.ready("scopedsecrets", "team-a", "burst-secrets")
+        names = [f"burst-{i}" for i in range(EXECUTIONS)]
+        for name in names[: EXECUTIONS // 2]:
+            k8s.execution("team-a", name, "burst")
+        k8s.wait_for(lambda: any((k8s.get("executions", "team-a", name).get("status") or {})
+                                 .get("runId") for name in names[: EXECUTIONS // 2]),
+                   "a first admission")
+        sync_pair.fail_over()  # some admitted, some running, some not seen yet
+        for name in names[EXECUTIONS // 2:]:
+            k8s.execution("team-a", name, "burst")
+        for name in names:
+            status = k8s.finished("team-a", name)["status"]
+            assert status["phase"] == "Succeeded", (name, status)
+            jobs = k8s.batch.list_namespaced_job("team-a",
+                                                 label_selector=f"fx.dev/execution={name}")
+            assert len(jobs.items) == 1, name
 
 
 # --- a burst across the failover ----------------------------------------------------------
