@@ -11,7 +11,9 @@ The tree::
     ├── PermissionDeniedError     a run asked for what its tenancy does not allow (P5)
     ├── RunError                  a package folder or a run could not be prepared or started
     └── StoreError                the store failed (connection, migration); may be retried
-        └── ConflictError         a concurrent write won; retry the operation
+        ├── ConflictError         a concurrent write won; retry the operation
+        ├── ConnectionLostError   the connection broke before the commit: nothing was written
+        └── CommitUnknownError    the connection broke during the commit: written or not
 
 Messages never carry a secret value: they name keys, scopes and versions only.
 """
@@ -81,3 +83,13 @@ class StoreError(FxError):
 
 class ConflictError(StoreError):
     """A concurrent writer got there first; retrying the operation is safe."""
+
+
+class ConnectionLostError(StoreError):
+    """The connection to PostgreSQL broke before the transaction's commit was sent (the server
+    crashed or failed over): nothing was written, and retrying the operation is safe."""
+
+
+class CommitUnknownError(StoreError):
+    """The connection broke while the commit was on its way: the write may or may not have
+    been applied. Never report it as done; retry only an operation that is idempotent."""

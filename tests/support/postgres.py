@@ -20,6 +20,13 @@ Usage::
         dsn = pg.create_database("t1")   # postgresql://postgres@/t1?host=...&port=...
         psycopg.connect(dsn)
         pg.dump("t1")                    # plain SQL bytes
+
+A streaming standby of a running server (``tests/support/pg_replication.py``)::
+
+    standby = PostgresServer(base_backup_of=primary, settings={"cluster_name": "'s1'"})
+    standby.start()      # pg_basebackup -R: a copy that follows the primary
+    primary.kill()       # SIGKILL of the postmaster and its children: a crash
+    standby.promote()    # pg_ctl promote: the standby accepts writes
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
@@ -57,7 +65,7 @@ INSTALL_HINT = (
     "/usr/lib/postgresql/<version>/bin) or point FX_PG_BINDIR at the folder holding them."
 )
 
-_REQUIRED = ("initdb", "pg_ctl", "postgres", "pg_dump")
+_REQUIRED = ("initdb", "pg_ctl", "postgres", "pg_dump")  # and pg_basebackup for a standby
 _SERVER_USER = "postgres"  # the OS user that runs the server when we are root
 _SUPERUSER = "postgres"  # the database superuser created by initdb
 _DBNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -146,6 +154,8 @@ class PostgresServer:
         tcp: bool = False,
         start_timeout: int = 60,
         durable: bool = False,
+        settings: Mapping[str, str] | None = None,
+        base_backup_of: PostgresServer | None = None,
     ) -> None:
         _check_dbname(dbname)
         self.bindir: Path = Path(bindir) if bindir is not None else find_bindir()
@@ -156,6 +166,11 @@ class PostgresServer:
         self.tcp = tcp
         self.durable = durable  # keep fsync on: benchmarks measure what a user's server does
         self.start_timeout = start_timeout
+        # postgresql.conf lines (values quoted as the file wants them), after our own: they win.
+        self.settings = dict(settings or {})
+        # A standby: its data directory is a base backup of this running server (pg_basebackup
+        # -R), so it starts in recovery and streams the primary's WAL.
+        self.base_backup_of = base_backup_of
         self.port: int = _free_port()
         self.tmpdir: Path | None = None
         self.startup_seconds: float | None = None
@@ -189,22 +204,10 @@ class PostgresServer:
             if self._as_root:
                 pw = _server_user()
                 os.chown(self.tmpdir, pw.pw_uid, pw.pw_gid)
-            self._run(
-                [
-                    str(self.bindir / "initdb"),
-                    "--pgdata",
-                    str(self.datadir),
-                    "--username",
-                    self.user,
-                    "--auth",
-                    "trust",
-                    "--encoding",
-                    "UTF8",
-                    "--no-locale",
-                    "--no-sync",
-                ],
-                what="initdb",
-            )
+            if self.base_backup_of is not None:
+                self._copy_base_backup(self.base_backup_of)
+            else:
+                self._initdb()
             self._write_config()
             self._run(
                 [
@@ -221,11 +224,55 @@ class PostgresServer:
                 what="pg_ctl start",
             )
             self._running = True
-            self._create(self.dbname)
+            if self.base_backup_of is None:  # a standby has the primary's databases
+                self._create(self.dbname)
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - t0
+
+    def _initdb(self) -> None:
+        self._run(
+            [
+                str(self.bindir / "initdb"),
+                "--pgdata",
+                str(self.datadir),
+                "--username",
+                self.user,
+                "--auth",
+                "trust",
+                "--encoding",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            what="initdb",
+        )
+
+    def _copy_base_backup(self, primary: PostgresServer) -> None:
+        """The standby's data directory: the primary's, with its standby.signal and
+        primary_conninfo (-R); WAL of the copy streamed alongside (-X stream)."""
+        self._run(
+            [
+                str(self.bindir / "pg_basebackup"),
+                "--pgdata",
+                str(self.datadir),
+                "--host",
+                str(primary.host),
+                "--port",
+                str(primary.port),
+                "--username",
+                primary.user,
+                "--no-password",
+                "--write-recovery-conf",
+                "--wal-method",
+                "stream",
+                "--checkpoint",
+                "fast",
+                "--no-sync",
+            ],
+            what="pg_basebackup",
+        )
 
     def stop(self) -> None:
         """Kill the server (immediate shutdown) and delete its directory. Idempotent."""
@@ -255,6 +302,33 @@ class PostgresServer:
             except (RuntimeError, OSError, subprocess.SubprocessError):
                 _kill_postmaster(datadir)
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Crash the server: SIGKILL to the postmaster and every process it started, at once,
+        as when its machine dies (no shutdown checkpoint, no goodbye to clients or standbys).
+        ``stop()`` still removes the directory."""
+        if self.tmpdir is None:
+            raise RuntimeError("PostgresServer is not started")
+        postmaster = int((self.datadir / "postmaster.pid").read_text().splitlines()[0])
+        for pid in (postmaster, *_children(postmaster)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self._running = False
+
+    def promote(self) -> None:
+        """End a standby's recovery: from now on it takes writes (``pg_ctl promote --wait``)."""
+        self._run(
+            [
+                str(self.bindir / "pg_ctl"),
+                "--pgdata",
+                str(self.datadir),
+                "--wait",
+                "--timeout",
+                str(self.start_timeout),
+                "promote",
+            ],
+            what="pg_ctl promote",
+        )
 
     # -- paths and URLs ----------------------------------------------------------
 
@@ -347,6 +421,7 @@ class PostgresServer:
         }
         if not self.durable:
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        settings |= self.settings
         conf = self.datadir / "postgresql.conf"
         with conf.open("a") as f:
             f.write("\n# added by tests/support/postgres.py\n")
@@ -400,6 +475,15 @@ def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["LC_ALL"] = "C"
     return env
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux: /proc/<pid>/task/*/children)."""
+    children: list[int] = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        with contextlib.suppress(OSError):
+            children.extend(int(child) for child in Path(path).read_text().split())
+    return children
 
 
 def _kill_postmaster(datadir: Path) -> None:

@@ -14,7 +14,13 @@ from fx_operator.domain import crypto, internal_keys
 from fx_operator.domain.crypto import DataKey, MasterKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.domain.secrets_file import parse_secrets_file, validate_name, validate_value
-from fx_operator.exceptions import ConflictError, IntegrityError, MasterKeyError, NotFoundError
+from fx_operator.exceptions import (
+    ConflictError,
+    ConnectionLostError,
+    IntegrityError,
+    MasterKeyError,
+    NotFoundError,
+)
 from fx_operator.services import package_state
 from fx_operator.storage import run_keys
 from fx_operator.storage.backends import Transaction, utcnow
@@ -174,11 +180,12 @@ class SecretService:
         return self._unwrap(key_id, owner, found[0].wrapped)
 
     def _retrying(self, operation: Callable[[], T]) -> T:
-        """Re-run a write whose version number a concurrent writer took first."""
+        """Re-run a write whose version number a concurrent writer took first, or whose
+        connection broke before its commit (a failover: the retry goes to the new primary)."""
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 return operation()
-            except ConflictError:
+            except (ConflictError, ConnectionLostError):
                 if attempt == WRITE_ATTEMPTS - 1:
                     raise
                 self._data_keys.clear()

@@ -20,11 +20,21 @@ HEAD_REVISION = "0005"
 
 
 def sqlalchemy_url(url: str) -> str:
-    """Our URLs are libpq's (postgresql://) or sqlite:///; SQLAlchemy must use psycopg 3."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
+    """Our URLs are libpq's (postgresql://) or sqlite:///; SQLAlchemy must use psycopg 3.
+
+    SQLAlchemy cannot read every URL libpq can: ``postgresql://u@pg-a:5432,pg-b:5432/fx``, the
+    usual way to name the servers of a replicated cluster, fails on its port. So libpq parses
+    the URL, and its parameters travel as query parameters, which psycopg hands back to libpq
+    as they are (``host=pg-a,pg-b&port=5432,5432``)."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url
+    from psycopg.conninfo import conninfo_to_dict
+    from sqlalchemy.engine import URL
+
+    params = {key: str(value) for key, value in conninfo_to_dict(url).items()}
+    user, password, dbname = (params.pop(key, None) for key in ("user", "password", "dbname"))
+    return URL.create("postgresql+psycopg", username=user, password=password, database=dbname,
+                      query=params).render_as_string(hide_password=False)
 
 
 def schema_revision(backend: Backend) -> str | None:
