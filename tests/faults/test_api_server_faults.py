@@ -18,7 +18,7 @@ from support.faults import INTERNAL_ERROR, TOO_MANY_REQUESTS, Failure, FaultyEmu
 from support.operator_process import ProcessCluster
 from support.postgres import PostgresServer
 
-OPERATOR_TOKEN = "fx-operator-api-faults"  # noqa: S105 (a name for the emulator to tell callers by)
+OPERATOR_TOKEN = "fx-operator-api-faults"
 DATABASE = "faults_api"
 NAMESPACE = "team-a"
 CANARY = "api-fault-canary-91c4e2-do-not-leak"

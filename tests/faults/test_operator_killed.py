@@ -21,7 +21,7 @@ from support.faults import FaultyEmulator, by_token
 from support.operator_process import ProcessCluster
 from support.postgres import PostgresServer
 
-OPERATOR_TOKEN = "fx-operator-killed"  # noqa: S105 (a name for the emulator to tell callers by)
+OPERATOR_TOKEN = "fx-operator-killed"
 DATABASE = "faults_killed"
 NAMESPACE = "team-a"
 CANARY = "kill-canary-5be07d-do-not-leak"

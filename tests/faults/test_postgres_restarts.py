@@ -4,9 +4,10 @@
 (sessions ended, checkpoint), once ``-m immediate`` (a crash, recovered from the WAL).
 
 Each script retries a write that failed (as a careful script does while its store restarts) and
-prints the writes that were acknowledged; afterwards a last run of the package reads them all back through
-``fx_ef`` and every one is there with its value. The server keeps ``synchronous_commit`` on (the
-default, ``durable=True``): with it off a crash may drop commits it already acknowledged.
+prints the writes that were acknowledged; afterwards a last run of the package reads them all
+back through ``fx_ef`` and every one is there with its value. The server keeps
+``synchronous_commit`` on (the default, ``durable=True``): with it off a crash may drop commits
+it already acknowledged.
 """
 
 from __future__ import annotations
