@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fx_operator.domain.scopes import Owner, Scope
 from support.cluster import cluster
 from support.fault_checks import assert_nowhere, assert_ran_once
 from support.operator_process import ProcessCluster
 from support.postgres import PostgresServer
+from support.stores import open_service, settings_for
 
 NAMESPACE = "team-a"
 DATABASE = "faults_pg"
@@ -121,3 +124,23 @@ def test_a_postgres_restart_during_a_burst_loses_no_acknowledged_write_and_no_ru
         "secrets": [n for n in acked if n.startswith("W_")]})
     status = assert_ran_once(cluster_, dsn, NAMESPACE, "read-back", "lost: ")
     assert "lost: []" in status["result"]["outputTail"], status["result"]
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_the_store_serves_its_first_request_after_postgres_restarted(
+        durable_postgres: PostgresServer, tmp_path: Path, mode: str) -> None:
+    """The pool's idle connections died with the server: none is handed out after it is back,
+    so the first write after a restart succeeds instead of failing with the dead session."""
+    database = f"faults_pool_{mode}"
+    dsn = durable_postgres.create_database(database)
+    service = open_service(settings_for("postgres", tmp_path, dsn))
+    owner = Owner.of(Scope.PROJECT, NAMESPACE)
+    try:
+        service.set(owner, "BEFORE", "written-before")  # a connection now idles in the pool
+        durable_postgres.restart(mode)
+        service.set(owner, "AFTER", "written-after")
+        assert service.get(owner, "BEFORE") == "written-before"
+        assert service.get(owner, "AFTER") == "written-after"
+    finally:
+        service.close()
+        durable_postgres.drop_database(database)

@@ -140,9 +140,11 @@ class PostgresBackend(Backend):
         self.url = url
         # autocommit: a single statement is its own transaction (one round trip, no BEGIN or
         # COMMIT); ``transaction()`` still wraps several statements in BEGIN ... COMMIT.
+        # check: an idle connection is tested (an empty query) before it is handed out, so that
+        # after the server restarted (or failed over) no request fails on a dead session.
         self.pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False,
                                    kwargs={"autocommit": True, "options": _SESSION_OPTIONS},
-                                   name="fx-store")
+                                   check=ConnectionPool.check_connection, name="fx-store")
         try:
             self.pool.open(wait=True, timeout=15)
         except psycopg.Error as e:
