@@ -30,6 +30,8 @@ DATABASE = "faults_pg"
 CANARY = "pg-restart-canary-2d8f60-do-not-leak"
 EXECUTIONS = 50
 WRITES_EACH = 4  # 2 state values, 2 project secrets: 200 writes in all
+#: A bound for a burst's run on 2 shared cores (a hang, not a speed, is what it catches).
+RUN_TIMEOUT = 240
 # One package (the state is the package's): a run writes, or, given the names, reads them back.
 SCRIPT = """
 import json, time
@@ -113,7 +115,7 @@ def test_a_postgres_restart_during_a_burst_loses_no_acknowledged_write_and_no_ru
 
     acked: list[str] = []
     for name in names:
-        status = assert_ran_once(cluster_, dsn, NAMESPACE, name, "acked: ")
+        status = assert_ran_once(cluster_, dsn, NAMESPACE, name, "acked: ", timeout=RUN_TIMEOUT)
         assert "canary: ***" in status["result"]["outputTail"]
         acked += _acked(status)
     assert len(acked) == EXECUTIONS * WRITES_EACH  # each write acknowledged, at some try

@@ -22,11 +22,14 @@ def run_actions(dsn: str, run_id: str) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
-def assert_ran_once(k8s: Cluster, dsn: str, namespace: str, name: str,
-                    output: str) -> dict[str, Any]:
+def assert_ran_once(k8s: Cluster, dsn: str, namespace: str, name: str, output: str, *,
+                    timeout: float | None = None) -> dict[str, Any]:
     """The Execution Succeeded with ``output``, from one Job, one pod, and one delivery of its
     run's key (no refused second claim); its run is closed. Returns its status."""
-    status: dict[str, Any] = k8s.finished(namespace, name)["status"]
+    try:
+        status: dict[str, Any] = k8s.finished(namespace, name, timeout)["status"]
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{_where_it_stands(k8s, namespace, name)}") from None
     assert status["phase"] == "Succeeded", (name, status)
     assert output in status["result"]["outputTail"], (name, status["result"])
     jobs = k8s.batch.list_namespaced_job(namespace, label_selector=f"fx.dev/execution={name}")
@@ -38,6 +41,16 @@ def assert_ran_once(k8s: Cluster, dsn: str, namespace: str, name: str,
     assert ACTION_REFUSED not in actions, (name, actions)
     k8s.wait_for(lambda: run_closed(dsn, status["runId"]), f"run {status['runId']} closed")
     return status
+
+
+def _where_it_stands(k8s: Cluster, namespace: str, name: str) -> str:
+    """An unfinished run as ``kubectl describe`` would show it: its status, Job and pods."""
+    execution = k8s.get("executions", namespace, name).get("status")
+    jobs = k8s.batch.list_namespaced_job(namespace, label_selector=f"fx.dev/execution={name}")
+    pods = k8s.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name(name)}")
+    return "\n".join([f"status: {execution}",
+                      *(f"job {j.metadata.name}: {j.status}" for j in jobs.items),
+                      *(f"pod {p.metadata.name}: {p.status}" for p in pods.items)])
 
 
 def assert_nowhere(canary: str, *places: tuple[str, str | bytes]) -> None:
