@@ -28,10 +28,13 @@ SCRIPT = ("from fx_ef import context\n"
 #: How long the API server fails the operator's requests (a few of kopf's retry intervals).
 WINDOW_SECONDS = 6.0
 EXECUTIONS = 3
+#: How long the operator waits for one answer (FX_API_TIMEOUT_SECONDS, 60 by default): short
+#: here, for the black hole below; longer than the stall of the 504s.
+API_TIMEOUT_SECONDS = 4
 FAULTS: dict[str, list[Failure]] = {
     "500": [INTERNAL_ERROR],
     "429": [TOO_MANY_REQUESTS],
-    "timeouts": [timeout(stall=2.0)],
+    "timeouts": [timeout(stall=API_TIMEOUT_SECONDS / 2)],
 }
 
 
@@ -47,7 +50,8 @@ def k8s(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServe
     emulator = FaultyEmulator()
     emulator.register_token(OPERATOR_TOKEN, namespace="fx-system", service_account="fx-operator")
     with cluster(tmp_path_factory.mktemp("api-faults"), dsn, emulator=emulator,
-                 operator_token=OPERATOR_TOKEN, kind=ProcessCluster) as machine:
+                 operator_token=OPERATOR_TOKEN, kind=ProcessCluster,
+                 FX_API_TIMEOUT_SECONDS=str(API_TIMEOUT_SECONDS)) as machine:
         assert isinstance(machine, ProcessCluster)
         machine.package(NAMESPACE, "storm", {"main.py": SCRIPT})
         machine.sealed_secret(NAMESPACE, "storm-secrets", {"CANARY": CANARY}, "package",
@@ -84,3 +88,29 @@ def test_the_operator_recovers_from_a_failing_api_server_without_a_restart(
         status = assert_ran_once(k8s, dsn, NAMESPACE, name, "after the storm")
         assert "canary: ***" in status["result"]["outputTail"]
     assert k8s.pid == pid, "the operator was restarted"
+
+
+def test_the_operator_recovers_from_requests_the_api_server_never_answers(
+        k8s: ProcessCluster, dsn: str) -> None:
+    """A black hole for a while (a load balancer failing over, a half-open connection): the
+    operator's requests of that time are never answered. Its calls time out and are retried:
+    nothing it does waits forever for one answer."""
+    assert isinstance(k8s.server.emulator, FaultyEmulator)
+    faults = k8s.server.emulator.faults
+    pid = k8s.pid
+    names = [f"silence-{i}" for i in range(EXECUTIONS)]
+    hold = faults.hold(lambda call: _operators(call.token))
+    unanswered = []
+    try:
+        for name in names:
+            k8s.execution(NAMESPACE, name, "storm")
+        k8s.wait_for(lambda: hold.arrived, "the operator's calls to hang")
+        time.sleep(WINDOW_SECONDS)
+        unanswered = faults.stop()  # served again, but what was asked meanwhile never is
+        for name in names:
+            assert_ran_once(k8s, dsn, NAMESPACE, name, "after the storm")
+        assert k8s.pid == pid, "the operator was restarted"
+    finally:
+        for held in unanswered:
+            held.release()
+        faults.clear()

@@ -12,7 +12,8 @@ faulted request changes nothing:
 * :meth:`FaultSwitch.fail` — the requests are answered, in turn, with the failures given: a 500,
   a 429 with ``Retry-After`` (the API server's priority and fairness), or a 504 after a stall (the
   API server's own request timeout, ``Timeout: request did not complete``);
-* :meth:`FaultSwitch.clear` — every rule off; held requests are released.
+* :meth:`FaultSwitch.clear` — every rule off; held requests are released;
+  :meth:`FaultSwitch.stop` — every rule off, held requests left hanging (a black hole).
 """
 
 from __future__ import annotations
@@ -120,10 +121,16 @@ class FaultSwitch:
             return sum(rule.answered for rule in self._failing)
 
     def clear(self) -> None:
+        """Every rule off; held requests are released (answered 503, without effect)."""
+        for hold in self.stop():
+            hold.release()
+
+    def stop(self) -> list[Hold]:
+        """Every rule off, but the requests held so far stay held (a server that never answers
+        them: a network black hole) until the caller releases the holds returned."""
         with self._lock:
             holds, self._holds, self._failing = self._holds, [], []
-        for hold in holds:
-            hold.release()
+        return holds
 
     def pick(self, call: ApiCall) -> Hold | Failure | None:
         with self._lock:
