@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from fx_operator.domain.job_spec import job_name
 from support.cluster import cluster
 from support.fault_checks import assert_nowhere, assert_ran_once
 from support.faults import INTERNAL_ERROR, TOO_MANY_REQUESTS, Failure, FaultyEmulator, timeout
@@ -114,3 +115,36 @@ def test_the_operator_recovers_from_requests_the_api_server_never_answers(
         for held in unanswered:
             held.release()
         faults.clear()
+
+
+def test_a_run_that_ends_while_the_api_server_fails_still_ends_its_execution(
+        k8s: ProcessCluster, dsn: str) -> None:
+    """The pod's last event comes while the operator cannot read or write Executions: the end
+    is not lost with that event (the pod sends no other), it is written once the API is back."""
+    assert isinstance(k8s.server.emulator, FaultyEmulator)
+    faults = k8s.server.emulator.faults
+    pid = k8s.pid
+    names = [f"ends-in-storm-{i}" for i in range(EXECUTIONS)]
+    k8s.runner.paused.set()
+    try:
+        for name in names:
+            k8s.execution(NAMESPACE, name, "storm")
+        k8s.wait_for(lambda: all((k8s.get("executions", NAMESPACE, n).get("status") or {})
+                                 .get("runId") for n in names), "the runs admitted")
+        faults.fail(lambda call: _operators(call.token) and call.resource == "executions",
+                    [INTERNAL_ERROR])
+        k8s.runner.paused.clear()
+        k8s.wait_for(lambda: all(_pod_phase(k8s, n) == "Succeeded" for n in names),
+                     "the pods to end", timeout=120)
+        time.sleep(WINDOW_SECONDS)  # the fault outlasts the pods' last events
+    finally:
+        k8s.runner.paused.clear()
+        faults.clear()
+    for name in names:
+        assert_ran_once(k8s, dsn, NAMESPACE, name, "after the storm")
+    assert k8s.pid == pid
+
+
+def _pod_phase(k8s: ProcessCluster, name: str) -> str | None:
+    pods = k8s.core.list_namespaced_pod(NAMESPACE, label_selector=f"job-name={job_name(name)}")
+    return next((str(p.status.phase) for p in pods.items), None)
