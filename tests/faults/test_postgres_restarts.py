@@ -13,14 +13,21 @@ it already acknowledged.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fx_operator.domain.scopes import Owner, Scope
+from fx_operator.exceptions import StoreError
+from fx_operator.services.broker import PodIdentity
+from fx_operator.services.run_keys import ACTION_DELIVER, RunKeyService, RunRefused
+from fx_operator.storage.backends import Transaction
+from fx_operator.storage.secret_store import SecretStore
 from support.cluster import cluster
-from support.fault_checks import assert_nowhere, assert_ran_once
+from support.fault_checks import assert_nowhere, assert_ran_once, run_actions
 from support.operator_process import ProcessCluster
 from support.postgres import PostgresServer
 from support.stores import open_service, settings_for
@@ -146,3 +153,52 @@ def test_the_store_serves_its_first_request_after_postgres_restarted(
     finally:
         service.close()
         durable_postgres.drop_database(database)
+
+
+class _AnswerLostAfterCommit:
+    """The store, but the next transaction's commit lands and its answer is lost: what a client
+    sees when the server crashes right after writing the commit (no test can time a real crash
+    into that gap; the commit itself is real)."""
+
+    def __init__(self, store: SecretStore) -> None:
+        self._store = store
+        self.lose_next = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self._store.transaction() as tx:
+            yield tx
+        if self.lose_next:
+            self.lose_next = False
+            raise StoreError("PostgreSQL: OperationalError: consuming input failed: server "
+                             "closed the connection unexpectedly")
+
+
+def test_a_claim_that_landed_unanswered_is_delivered_when_the_pod_asks_again(
+        postgres_dsn: str, tmp_path: Path) -> None:
+    """The broker answered 503 (the store failed) and the pod asks again, as it does: the claim
+    had landed, so it gets its key now, once, instead of ``already-delivered`` failing its run."""
+    service = open_service(settings_for("postgres", tmp_path, postgres_dsn))
+    try:
+        store = _AnswerLostAfterCommit(service.store)
+        keys = RunKeyService(store, service.master_key)  # type: ignore[arg-type]
+        run, pod = "run-unanswered", PodIdentity(NAMESPACE, "fx-run-x-abcde", "uid-1", "default")
+        key = os.urandom(32)
+        keys.register(run, NAMESPACE, "x", "fx-run-x", "writer", key, False)
+        store.lose_next = True
+        with pytest.raises(StoreError):
+            keys.claim(run, pod, run)
+        record = keys.get(run)
+        assert record is not None and record.delivered_to_pod == pod.pod_uid  # it landed
+        other = PodIdentity(NAMESPACE, "fx-run-x-fghij", "uid-2", "default")
+        with pytest.raises(RunRefused):
+            keys.claim(run, other, run)  # another pod of the run: never
+        assert keys.claim(run, pod, run) == key
+        with pytest.raises(RunRefused):
+            keys.claim(run, pod, run)  # once
+        assert run_actions(postgres_dsn, run).count(ACTION_DELIVER) == 1
+    finally:
+        service.close()
