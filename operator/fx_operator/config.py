@@ -27,7 +27,8 @@ The operator's own settings (ignored by local runs), each ``FX_`` + the name in 
   ``broker_audience`` (``fx-broker``): the run pods' token audience;
   ``broker_ca_configmap`` (``fx-broker-ca``): the CA's ConfigMap in each namespace;
   ``broker_dns_names``: JSON list of names in its certificate (default: broker_url's host);
-* ``job_ttl_seconds`` (3600), ``metrics_port`` (9090).
+* ``job_ttl_seconds`` (3600), ``metrics_port`` (9090);
+* ``api_timeout_seconds`` (60): how long one call waits for the API server's answer.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ class Settings(BaseSettings):
         default=30, gt=0, description="Longest a Schedule waits before looking again at its "
         "Executions and spec (its next time wakes it sooner).")
     metrics_port: int = Field(default=9090, ge=0, le=65535)
+    api_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="How long one call waits for the API server's answer "
+        "before it fails and is retried (the API server's own request timeout is 60 s).")
 
     def may_write_platform(self, namespace: str, package: str) -> bool:
         return f"{namespace}/{package}" in self.platform_writers

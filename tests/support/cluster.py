@@ -187,7 +187,8 @@ class Cluster(ClusterView):
 @contextmanager
 def cluster(tmp_path: Path, dsn: str, *, emulator: KubeEmulator | None = None,
             operator_token: str | None = None, watched: tuple[str, ...] = (),
-            peering: str | None = None, **settings: str) -> Iterator[Cluster]:
+            peering: str | None = None, kind: type[Cluster] = Cluster,
+            **settings: str) -> Iterator[Cluster]:
     """The whole cluster, its operator started. ``FX_*`` settings as keywords.
 
     ``emulator``: one set up by the caller (e.g. recording calls). ``operator_token``: the
@@ -195,6 +196,7 @@ def cluster(tmp_path: Path, dsn: str, *, emulator: KubeEmulator | None = None,
     the one of the tests and the pod runner, so that the emulator's ``recorded_calls`` tell its
     requests apart. ``watched``: the namespaces kopf watches (default: all). ``peering``: kopf
     peering of that name (its CRDs and object must be in the emulator) instead of standalone.
+    ``kind``: a subclass of :class:`Cluster` that runs the operator otherwise (e.g. as a process).
     """
     emulator = emulator if emulator is not None else KubeEmulator()
     emulator.load_crds(REPO / "crds")
@@ -226,7 +228,7 @@ def cluster(tmp_path: Path, dsn: str, *, emulator: KubeEmulator | None = None,
         os.environ.update(env)
         runner = PodRunner(server, workdir=tmp_path / "pods")
         runner.start()
-        machine = Cluster(server, runner, api, env, capture, operator_token=operator_token,
+        machine = kind(server, runner, api, env, capture, operator_token=operator_token,
                           watched=watched, peering=peering)
         try:
             machine.start_operator()

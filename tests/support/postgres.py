@@ -20,6 +20,7 @@ Usage::
         dsn = pg.create_database("t1")   # postgresql://postgres@/t1?host=...&port=...
         psycopg.connect(dsn)
         pg.dump("t1")                    # plain SQL bytes
+        pg.restart("immediate")          # a crash and a recovery, same port
 
 A streaming standby of a running server (``tests/support/pg_replication.py``)::
 
@@ -329,6 +330,20 @@ class PostgresServer:
             ],
             what="pg_ctl promote",
         )
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop the server (``pg_ctl stop -m fast``: sessions ended, a checkpoint; ``immediate``:
+        a crash, recovered from the WAL at start) and start it again on the same port and socket.
+        Only what was committed (and, with ``synchronous_commit`` off, flushed) survives."""
+        if mode not in ("smart", "fast", "immediate"):
+            raise ValueError(f"not a pg_ctl shutdown mode: {mode!r}")
+        if not self._running:
+            raise RuntimeError("PostgresServer is not started")
+        pg_ctl = str(self.bindir / "pg_ctl")
+        self._run([pg_ctl, "--pgdata", str(self.datadir), "--mode", mode, "--wait",
+                   "--timeout", "30", "stop"], what="pg_ctl stop")
+        self._run([pg_ctl, "--pgdata", str(self.datadir), "--log", str(self.logfile), "--wait",
+                   "--timeout", str(self.start_timeout), "start"], what="pg_ctl start")
 
     # -- paths and URLs ----------------------------------------------------------
 

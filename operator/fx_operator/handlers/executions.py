@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
 
 from fx_operator.domain.conditions import Outcome
 from fx_operator.domain.job_spec import GROUP, LABEL_MANAGED_BY, LABEL_RUN, MANAGER, VERSION
+from fx_operator.exceptions import StoreError
 from fx_operator.handlers.common import app_of, apply, retrying
 from fx_operator.services.app import OperatorApp
 from fx_operator.storage.kube import KubeError
@@ -22,6 +26,13 @@ ADMISSION_TRIES = 60
 #: rule) fails the Execution: a few seconds for RBAC still being applied (an install or upgrade in
 #: progress), then the refusal is reported on the Execution rather than retried for 10 minutes.
 FORBIDDEN_TRIES = 3
+#: A run's pod or Job sends no event after its last one, and kopf does not retry event handlers:
+#: recording what an event says is retried here while the API server or the store fails (delays
+#: doubling up to EVENT_RETRY_MAX_DELAY: ~10 minutes in all, as admission), or its end is lost.
+EVENT_TRIES = 25
+EVENT_RETRY_MAX_DELAY = 30.0
+
+log = logging.getLogger(__name__)
 
 
 @kopf.on.resume(GROUP, VERSION, "executions", id="admission", retries=ADMISSION_TRIES)
@@ -57,9 +68,10 @@ def gives_up(error: BaseException | None, retry: int) -> bool:
 @kopf.on.event("", "v1", "pods", labels=_RUN_OBJECTS)
 async def run_pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     app = app_of(memo)
-    async with retrying():
-        observed = await app.executions.observe_pod(dict(body))
-    await _report(app, observed)
+
+    async def record() -> None:
+        await _report(app, await app.executions.observe_pod(dict(body)))
+    await _until_recorded(record, f"pod {body.metadata.namespace}/{body.metadata.name}")
 
 
 def _job_failed(body: kopf.Body, **_: Any) -> bool:
@@ -78,12 +90,30 @@ def _job_failed_or_gone(type: str, body: kopf.Body, **_: Any) -> bool:
 @kopf.on.event("batch", "v1", "jobs", labels=_RUN_OBJECTS, when=_job_failed_or_gone)
 async def run_job_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     app = app_of(memo)
-    async with retrying():
+
+    async def record() -> None:
         if type == "DELETED":
             await app.executions.forget_run(dict(body))
             return
-        observed = await app.executions.observe_job(dict(body))
-    await _report(app, observed)
+        await _report(app, await app.executions.observe_job(dict(body)))
+    await _until_recorded(record, f"Job {body.metadata.namespace}/{body.metadata.name}")
+
+
+async def _until_recorded(record: Callable[[], Awaitable[None]], what: str) -> None:
+    """Record an event, again while the API server or the store fails (see EVENT_TRIES)."""
+    delay = 1.0
+    for attempt in range(1, EVENT_TRIES + 1):
+        try:
+            async with retrying():
+                await record()
+            return
+        except kopf.TemporaryError as e:
+            if attempt == EVENT_TRIES or not isinstance(e.__cause__, (KubeError, StoreError)):
+                raise
+            log.warning("recording the state of %s failed (try %d), again in %.0f s: %s",
+                        what, attempt, delay, e)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, EVENT_RETRY_MAX_DELAY)
 
 
 async def _report(app: OperatorApp, observed: tuple[dict[str, Any], Outcome] | None) -> None:

@@ -107,7 +107,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.diffbase_storage = ExecutionDiffBase(
         prefix="fx.dev", key="last-handled-configuration")
     settings.posting.level = 30  # only warnings and errors become Events, never debug chatter
-    memo.app = await OperatorApp.start(Settings())
+    config = Settings()
+    # kopf's own calls (patches, Events) wait no longer than ours for an answer (kopf: 5 min).
+    settings.networking.request_timeout = config.api_timeout_seconds
+    memo.app = await OperatorApp.start(config)
     freeze_start_up_objects()
 
 

@@ -64,7 +64,8 @@ class OperatorApp:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(CONNECTIONS, thread_name_prefix="fx-io"))
         secrets = await asyncio.to_thread(open_secret_service, settings)
-        kube = kube or Kube(await asyncio.to_thread(load_api_client))
+        kube = kube or Kube(await asyncio.to_thread(load_api_client),
+                            timeout=settings.api_timeout_seconds)
         await kube.open()
         dns_names = settings.broker_dns_names or [urlsplit(settings.broker_url).hostname or
                                                   "localhost"]

@@ -8,12 +8,13 @@ pod's name and uid, never the key.
 from __future__ import annotations
 
 import logging
+import threading
 from enum import Enum
 from typing import Protocol
 
 from fx_operator.domain import internal_keys
 from fx_operator.domain.crypto import MasterKey
-from fx_operator.exceptions import MasterKeyError, PermissionDeniedError, RunError
+from fx_operator.exceptions import MasterKeyError, PermissionDeniedError, RunError, StoreError
 from fx_operator.services.runs import RunGrant
 from fx_operator.services.secrets import MASTER_KEY_META, hold_master_key
 from fx_operator.storage import run_keys
@@ -116,6 +117,11 @@ class RunKeyService:
     def __init__(self, store: SecretStore, master_key: MasterKey) -> None:
         self.store = store
         self.master_key = master_key
+        #: Claims whose commit failed with the connection (the server crashed or restarted):
+        #: it may have landed, the pod never got the key. Run id -> (pod uid, key), handed to
+        #: that pod when it asks again and the row says the claim did land (see ``claim``).
+        self._unconfirmed: dict[str, tuple[str, bytes]] = {}
+        self._unconfirmed_lock = threading.Lock()
 
     def register(self, run_id: str, namespace: str, execution: str, job_name: str,
                  package: str, key: bytes, allow_platform_write: bool, *,
@@ -144,27 +150,52 @@ class RunKeyService:
         return True
 
     def claim(self, run_id: str, caller: Caller, pod_run_id: str | None) -> bytes:
-        """The run's key for its own live pod, once; ``RunRefused`` otherwise (audited)."""
-        with self.store.transaction() as tx:
-            record = run_keys.get(tx, run_id)
-            refusal = _check(record, run_id, caller, pod_run_id)
-            if refusal is None:
-                assert record is not None
-                wrapped = run_keys.claim_key(tx, run_id, caller.pod_uid)
-                if wrapped is not None:
-                    # Unwrapped inside the claim's transaction: if it fails, nothing was claimed.
-                    key = internal_keys.unwrap(self.master_key, internal_keys.RUN_KEY, run_id,
-                                               wrapped)
-                    self.store.audit(tx, AuditRecord(
-                        _actor(caller), ACTION_DELIVER, record.namespace, record.package,
-                        run_id=run_id, entries=[_pod_entry(caller)]))
-                    log.info("run key of run %s delivered to pod %s/%s", run_id,
-                             caller.namespace, caller.pod_name)
-                    return key
-                current = run_keys.get(tx, run_id) or record
-                refusal = (Refusal.FINISHED if current.finished_at is not None
-                           else Refusal.DELIVERED)
-            self._audit_refusal(tx, run_id, refusal, caller, record)
+        """The run's key for its own live pod, once; ``RunRefused`` otherwise (audited).
+
+        A claim whose commit fails with the connection may still have landed (the server wrote
+        it, its answer was lost): the key is kept in memory, and when the same pod asks again
+        and the row says it was delivered to that pod, it gets the key then — its one delivery,
+        audited once — instead of a refusal that fails the run.
+        """
+        with self._unconfirmed_lock:
+            unconfirmed = self._unconfirmed.get(run_id)
+        claimed: bytes | None = None
+        try:
+            with self.store.transaction() as tx:
+                record = run_keys.get(tx, run_id)
+                refusal = _check(record, run_id, caller, pod_run_id)
+                if refusal is None:
+                    assert record is not None
+                    if unconfirmed is not None and unconfirmed[0] == caller.pod_uid and \
+                            record.delivered_to_pod == caller.pod_uid and \
+                            record.finished_at is None:
+                        with self._unconfirmed_lock:
+                            self._unconfirmed.pop(run_id, None)
+                        log.info("run key of run %s delivered to pod %s/%s (its claim had "
+                                 "landed, unconfirmed)", run_id, caller.namespace,
+                                 caller.pod_name)
+                        return unconfirmed[1]
+                    wrapped = run_keys.claim_key(tx, run_id, caller.pod_uid)
+                    if wrapped is not None:
+                        # Unwrapped inside the claim's transaction: if it fails, nothing was
+                        # claimed.
+                        claimed = internal_keys.unwrap(self.master_key, internal_keys.RUN_KEY,
+                                                       run_id, wrapped)
+                        self.store.audit(tx, AuditRecord(
+                            _actor(caller), ACTION_DELIVER, record.namespace, record.package,
+                            run_id=run_id, entries=[_pod_entry(caller)]))
+                        log.info("run key of run %s delivered to pod %s/%s", run_id,
+                                 caller.namespace, caller.pod_name)
+                        return claimed
+                    current = run_keys.get(tx, run_id) or record
+                    refusal = (Refusal.FINISHED if current.finished_at is not None
+                               else Refusal.DELIVERED)
+                self._audit_refusal(tx, run_id, refusal, caller, record)
+        except StoreError:
+            if claimed is not None:  # the commit's outcome is unknown
+                with self._unconfirmed_lock:
+                    self._unconfirmed[run_id] = (caller.pod_uid, claimed)
+            raise
         log.warning("run key of run %s refused to pod %s/%s: %s", run_id, caller.namespace,
                     caller.pod_name, refusal.code)
         raise RunRefused(refusal, run_id)
@@ -203,6 +234,8 @@ class RunKeyService:
 
     def finish(self, run_id: str) -> None:
         """The run ended (any outcome): its key can no longer be claimed. Idempotent."""
+        with self._unconfirmed_lock:
+            self._unconfirmed.pop(run_id, None)
         with self.store.transaction() as tx:
             finished = run_keys.mark_finished(tx, run_id)
         if finished:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
+import urllib3.exceptions
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -37,6 +38,10 @@ CONNECTIONS = 32  # API connections, and worker threads for blocking calls (see 
 # (in-cluster, the client itself re-reads its token file once a minute), so ten seconds is
 # well inside their lifetime.
 AUTH_HEADERS_SECONDS = 10.0
+#: How long one call waits for the API server's answer (its own request timeout is 60 s): an
+#: answer that never comes (a black hole, a half-open connection) fails the call, to be retried,
+#: instead of holding its handler, and what waits on it, forever.
+REQUEST_TIMEOUT_SECONDS = 60.0
 
 
 class KubeError(FxError):
@@ -86,8 +91,10 @@ def load_api_client() -> client.ApiClient:
 class Kube:
     """The operator's view of the cluster: a few typed calls, nothing more."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, *,
+                 timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
         self.api_client = api_client
+        self.timeout = timeout
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
@@ -116,7 +123,8 @@ class Kube:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context,
-                                                                    limit=CONNECTIONS))
+                                                                    limit=CONNECTIONS),
+                                     timeout=aiohttp.ClientTimeout(total=self.timeout))
 
     async def _send(self, what: str, method: str, path: str, body: dict[str, Any], *,
                     content_type: str = "application/json") -> None:
@@ -152,11 +160,13 @@ class Kube:
             return await asyncio.to_thread(call)
         except ApiException as e:
             raise _refused(what, e.status, e.body, e.reason) from e
+        except urllib3.exceptions.HTTPError as e:  # no answer: timed out, refused, reset
+            raise KubeError(f"{what}: {e}") from e
 
     async def _read(self, what: str, call: Callable[..., Any]) -> dict[str, Any] | None:
         """An object as plain JSON (not the client's models); None when it does not exist."""
         def read() -> dict[str, Any]:
-            response = call(_preload_content=False)
+            response = call(_preload_content=False, _request_timeout=self.timeout)
             try:
                 return dict(json.loads(response.data))
             finally:
@@ -170,12 +180,14 @@ class Kube:
 
     async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         return await self._call(f"reading {plural} {namespace}/{name}", lambda: dict(
-            self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)))
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name,
+                                                     _request_timeout=self.timeout)))
 
     async def create_custom(self, plural: str, namespace: str,
                             body: dict[str, Any]) -> dict[str, Any]:
         return await self._call(f"creating {plural} in {namespace}", lambda: dict(
-            self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)))
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body,
+                                                        _request_timeout=self.timeout)))
 
     async def patch_custom_status(self, plural: str, namespace: str, name: str,
                                   status: dict[str, Any]) -> None:
@@ -219,11 +231,11 @@ class Kube:
         for _ in range(2):
             try:
                 current = await self._call(what, lambda: self.core.read_namespaced_config_map(
-                    meta["name"], meta["namespace"]))
+                    meta["name"], meta["namespace"], _request_timeout=self.timeout))
             except KubeNotFound:
                 try:
                     await self._call(what, lambda: self.core.create_namespaced_config_map(
-                        meta["namespace"], body))
+                        meta["namespace"], body, _request_timeout=self.timeout))
                     return
                 except KubeError as e:
                     if e.status != 409:
@@ -234,7 +246,8 @@ class Kube:
                 return
             await self._call(what, lambda: self.core.patch_namespaced_config_map(
                 meta["name"], meta["namespace"],
-                {"metadata": {"annotations": meta.get("annotations", {})}, "data": body["data"]}))
+                {"metadata": {"annotations": meta.get("annotations", {})}, "data": body["data"]},
+                _request_timeout=self.timeout))
             return
         raise KubeError(f"{what}: created and deleted again while being written", 409)
 
@@ -289,9 +302,12 @@ class Kube:
         review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                   "spec": {"token": token, "audiences": [audience]}}
         try:
-            answer = await asyncio.to_thread(self.auth.create_token_review, review)
+            answer = await asyncio.to_thread(self.auth.create_token_review, review,
+                                             _request_timeout=self.timeout)
         except ApiException as e:  # its body may echo the request, token included: not shown
             raise KubeError(f"reviewing a run pod's token: {e.status}", e.status) from None
+        except urllib3.exceptions.HTTPError as e:
+            raise KubeError(f"reviewing a run pod's token: {e}") from e
         status = self.api_client.sanitize_for_serialization(answer).get("status") or {}
         if not status.get("authenticated") or audience not in (status.get("audiences") or
                                                                [audience]):
