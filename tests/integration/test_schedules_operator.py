@@ -42,9 +42,21 @@ def k8s(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture
-def clock() -> Iterator[MovableClock]:
+def clock(k8s: Cluster) -> Iterator[MovableClock]:
+    """The movable clock; the test's Schedules are deleted after it (their daemons stop)."""
+    before = {s["metadata"]["name"] for s in _schedules(k8s)}
     with schedule_clock() as moving:
         yield moving
+        for name in {s["metadata"]["name"] for s in _schedules(k8s)} - before:
+            k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "schedules", name)
+        k8s.wait_for(lambda: {s["metadata"]["name"] for s in _schedules(k8s)} <= before,
+                     "the test's Schedules to be deleted")
+
+
+def _schedules(k8s: Cluster) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = k8s.custom.list_namespaced_custom_object(
+        GROUP, VERSION, NS, "schedules")["items"]
+    return found
 
 
 def _made(k8s: Cluster, schedule: str) -> list[dict[str, Any]]:
@@ -116,6 +128,7 @@ def test_forbid_skips_while_one_runs_and_replace_stops_it(k8s: Cluster, clock: M
         _name("forbid", replacing)], "the first run to be deleted")
     flag.touch()
     assert k8s.finished(NS, _name("forbid", replacing))["status"]["phase"] == "Succeeded"
+    k8s.wait_for(lambda: _status(k8s, "forbid").get("activeCount") == 0, "no active run")
 
 
 def test_suspend_then_resume_catches_up_once(k8s: Cluster, clock: MovableClock) -> None:
@@ -174,7 +187,8 @@ def test_history_limits_prune_the_oldest(k8s: Cluster, clock: MovableClock) -> N
         _name("pruned", minutes[-1])], "the older runs to be pruned")
 
 
-def test_a_bad_schedule_is_refused_by_field_and_the_rest_is_served(k8s: Cluster) -> None:
+def test_a_bad_schedule_is_refused_by_field_and_the_rest_is_served(k8s: Cluster,
+                                                                  clock: MovableClock) -> None:
     k8s.schedule(NS, "bad", "tick", "61 * * * *")
     k8s.schedule(NS, "badzone", "tick", "@daily", timeZone="Mars/Olympus")
     for name, message in (("bad", "spec.schedule"), ("badzone", "spec.timeZone")):
