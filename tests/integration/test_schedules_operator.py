@@ -7,16 +7,21 @@ every 0.5 s here (``FX_SCHEDULE_RECHECK_SECONDS``), so a jump of the clock is ac
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fx_operator.domain.job_spec import GROUP, VERSION
 from support.clock import MovableClock, schedule_clock
 from support.cluster import Cluster, cluster
 from support.postgres import PostgresServer
+from support.processes import fxctl
 from support.scenarios import package_secrets
 
 NS = "team-a"
@@ -197,3 +202,40 @@ def test_a_bad_schedule_is_refused_by_field_and_the_rest_is_served(k8s: Cluster,
         ready = next(c for c in _status(k8s, name)["conditions"] if c["type"] == "Ready")
         assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     k8s.assert_still_serving(NS)
+
+
+def _fxctl(*args: str) -> subprocess.CompletedProcess[str]:
+    """fxctl as a user runs it (a process), on the cluster's kubeconfig."""
+    return fxctl(list(args), env={"KUBECONFIG": os.environ["KUBECONFIG"]})
+
+
+def test_the_cli_creates_lists_suspends_resumes_and_triggers(k8s: Cluster,
+                                                             clock: MovableClock) -> None:
+    bad = _fxctl("schedule", "create", "cli", "-n", NS, "--package", "tick", "--cron", "* * *")
+    assert bad.returncode == 2 and "spec.schedule: '* * *': five fields" in bad.stderr
+    dry = _fxctl("schedule", "create", "cli", "-n", NS, "--package", "tick", "--cron",
+                 "@hourly", "--tz", "Europe/Berlin", "--param", "n=3", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert yaml.safe_load(dry.stdout)["spec"]["params"] == {"n": 3}
+    made = _fxctl("schedule", "create", "cli", "-n", NS, "--package", "tick", "--cron",
+                  "@hourly", "--tz", "Europe/Berlin", "--param", "n=3", "--concurrency",
+                  "Forbid")
+    assert made.returncode == 0 and "first run at" in made.stdout, made.stderr
+    k8s.wait_for(lambda: _status(k8s, "cli").get("nextScheduleTime"), "the first look")
+    listed = json.loads(_fxctl("schedule", "list", "-n", NS, "-o", "json").stdout)
+    row = next(r for r in listed if r["name"] == "cli")
+    assert (row["schedule"], row["suspend"], row["ready"]) == ("@hourly", False, "Scheduled")
+
+    assert "suspended" in _fxctl("schedule", "suspend", "cli", "-n", NS).stdout
+    assert k8s.get("schedules", NS, "cli")["spec"]["suspend"] is True
+    assert "resumed" in _fxctl("schedule", "resume", "cli", "-n", NS).stdout
+    assert k8s.get("schedules", NS, "cli")["spec"]["suspend"] is False
+
+    triggered = _fxctl("schedule", "trigger", "cli", "-n", NS)
+    assert triggered.returncode == 0, triggered.stderr
+    name = triggered.stdout.split()[1].split("/")[1]
+    status = k8s.finished(NS, name)["status"]
+    assert status["phase"] == "Succeeded" and "run 3 ***" in status["result"]["outputTail"]
+    assert _made(k8s, "cli")[0]["metadata"]["ownerReferences"][0]["name"] == "cli"
+    missing = _fxctl("schedule", "trigger", "nope", "-n", NS)
+    assert missing.returncode == 1 and "no Schedule team-a/nope" in missing.stderr
