@@ -407,3 +407,40 @@ def test_deleting_a_finished_execution_removes_its_job_and_pod(real: RealCluster
             and not real.core.list_namespaced_pod("finished", label_selector=selector).items
     real.wait_for(gone, "the garbage collector to delete the finished Job and its pod",
                   timeout=90)
+
+
+# --- schedules -----------------------------------------------------------------------------------
+
+def test_a_schedule_runs_on_the_minute_and_its_executions_go_with_it(real: RealCluster) -> None:
+    """The real clock (at most a minute's wait), the real API server's owner references and
+    the controller-manager's garbage collector: deleting the Schedule deletes its Executions."""
+    real.apply(package("team-b", "sched", {"main.py": "print('scheduled run')\n"}))
+    real.ready("packages", "team-b", "sched")
+    made = real.fxctl("schedule", "create", "every", "-n", "team-b", "--package", "sched",
+                      "--cron", "* * * * *", "--concurrency", "Forbid", "--keep-succeeded", "5")
+    assert made.returncode == 0, made.stderr
+    triggered = real.fxctl("schedule", "trigger", "every", "-n", "team-b")
+    assert triggered.returncode == 0, triggered.stderr
+    manual = triggered.stdout.split()[1].split("/")[1]
+    assert real.finished("team-b", manual)["status"]["phase"] == "Succeeded"
+
+    def scheduled() -> list[str]:
+        listed = real.kubectl("-n", "team-b", "get", "executions", "-l", "fx.dev/schedule=every",
+                              "-o", "json")
+        return [e["metadata"]["name"] for e in json.loads(listed.stdout)["items"]
+                if "-manual-" not in e["metadata"]["name"]]
+
+    first = real.wait_for(lambda: scheduled() or None, "the next minute's Execution", timeout=100)
+    status = real.finished("team-b", first[0])["status"]
+    assert status["phase"] == "Succeeded" and "scheduled run" in status["result"]["outputTail"]
+    assert "ExecutionCreated" in reasons(real, "team-b", "every", "ExecutionCreated")
+    schedule = real.get("schedules", "team-b", "every")
+    assert schedule["status"]["lastExecution"] in first
+
+    real.kubectl("-n", "team-b", "delete", "schedule", "every", "--wait=true")
+
+    def all_gone() -> bool:
+        names = real.kubectl("-n", "team-b", "get", "executions", "-o", "name").stdout
+        return not scheduled() and manual not in names
+
+    real.wait_for(all_gone, "the garbage collector to delete the Schedule's Executions")
