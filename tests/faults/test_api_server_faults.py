@@ -13,8 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from fx_operator.domain.job_spec import job_name
-from support.cluster import cluster
-from support.fault_checks import assert_nowhere, assert_ran_once
+from support.fault_checks import assert_ran_once, cluster_with_a_package
 from support.faults import INTERNAL_ERROR, TOO_MANY_REQUESTS, Failure, FaultyEmulator, timeout
 from support.operator_process import ProcessCluster
 from support.postgres import PostgresServer
@@ -50,19 +49,12 @@ def k8s(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServe
         dsn: str) -> Iterator[ProcessCluster]:
     emulator = FaultyEmulator()
     emulator.register_token(OPERATOR_TOKEN, namespace="fx-system", service_account="fx-operator")
-    with cluster(tmp_path_factory.mktemp("api-faults"), dsn, emulator=emulator,
-                 operator_token=OPERATOR_TOKEN, kind=ProcessCluster,
-                 FX_API_TIMEOUT_SECONDS=str(API_TIMEOUT_SECONDS)) as machine:
-        assert isinstance(machine, ProcessCluster)
-        machine.package(NAMESPACE, "storm", {"main.py": SCRIPT})
-        machine.sealed_secret(NAMESPACE, "storm-secrets", {"CANARY": CANARY}, "package",
-                              package="storm")
-        machine.ready("packages", NAMESPACE, "storm")
-        machine.ready("scopedsecrets", NAMESPACE, "storm-secrets")
+    with cluster_with_a_package(
+            tmp_path_factory.mktemp("api-faults"), dsn, lambda: postgres_server.dump(DATABASE),
+            namespace=NAMESPACE, package="storm", script=SCRIPT, canary=CANARY,
+            emulator=emulator, operator_token=OPERATOR_TOKEN,
+            FX_API_TIMEOUT_SECONDS=str(API_TIMEOUT_SECONDS)) as machine:
         yield machine
-        assert_nowhere(CANARY, ("the cluster's objects, the logs and the runs' output",
-                                machine.everything_seen()),
-                       ("the database", postgres_server.dump(DATABASE)))
 
 
 def _operators(token: str) -> bool:

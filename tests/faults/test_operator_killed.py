@@ -15,8 +15,7 @@ from contextlib import AbstractContextManager, contextmanager
 
 import psycopg
 import pytest
-from support.cluster import cluster
-from support.fault_checks import assert_nowhere, assert_ran_once
+from support.fault_checks import assert_ran_once, cluster_with_a_package
 from support.faults import FaultyEmulator, by_token
 from support.operator_process import ProcessCluster
 from support.postgres import PostgresServer
@@ -43,18 +42,12 @@ def k8s(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServe
         postgres_dsn_killed: str) -> Iterator[ProcessCluster]:
     emulator = FaultyEmulator()
     emulator.register_token(OPERATOR_TOKEN, namespace="fx-system", service_account="fx-operator")
-    with cluster(tmp_path_factory.mktemp("killed"), postgres_dsn_killed, emulator=emulator,
-                 operator_token=OPERATOR_TOKEN, kind=ProcessCluster) as machine:
-        assert isinstance(machine, ProcessCluster)
-        machine.package(NAMESPACE, "once", {"main.py": SCRIPT})
-        machine.sealed_secret(NAMESPACE, "once-secrets", {"CANARY": CANARY}, "package",
-                              package="once")
-        machine.ready("packages", NAMESPACE, "once")
-        machine.ready("scopedsecrets", NAMESPACE, "once-secrets")
+    with cluster_with_a_package(
+            tmp_path_factory.mktemp("killed"), postgres_dsn_killed,
+            lambda: postgres_server.dump(DATABASE), namespace=NAMESPACE, package="once",
+            script=SCRIPT, canary=CANARY, emulator=emulator,
+            operator_token=OPERATOR_TOKEN) as machine:
         yield machine
-        assert_nowhere(CANARY, ("the cluster's objects, the logs and the runs' output",
-                                machine.everything_seen()),
-                       ("the database", postgres_server.dump(DATABASE)))
 
 
 # --- pinning the operator at a step ---------------------------------------------------------------

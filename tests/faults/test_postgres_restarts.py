@@ -26,8 +26,7 @@ from fx_operator.services.broker import PodIdentity
 from fx_operator.services.run_keys import ACTION_DELIVER, RunKeyService, RunRefused
 from fx_operator.storage.backends import Transaction
 from fx_operator.storage.secret_store import SecretStore
-from support.cluster import cluster
-from support.fault_checks import assert_nowhere, assert_ran_once, run_actions
+from support.fault_checks import assert_ran_once, cluster_with_a_package, run_actions
 from support.operator_process import ProcessCluster
 from support.postgres import PostgresServer
 from support.stores import open_service, settings_for
@@ -81,17 +80,10 @@ def durable_postgres(postgres_server: PostgresServer) -> Iterator[PostgresServer
 def k8s(tmp_path_factory: pytest.TempPathFactory,
         durable_postgres: PostgresServer) -> Iterator[tuple[ProcessCluster, str]]:
     dsn = durable_postgres.create_database(DATABASE)
-    with cluster(tmp_path_factory.mktemp("pg-restarts"), dsn, kind=ProcessCluster) as machine:
-        assert isinstance(machine, ProcessCluster)
-        machine.package(NAMESPACE, "writer", {"main.py": SCRIPT})
-        machine.sealed_secret(NAMESPACE, "writer-secrets", {"CANARY": CANARY}, "package",
-                              package="writer")
-        machine.ready("packages", NAMESPACE, "writer")
-        machine.ready("scopedsecrets", NAMESPACE, "writer-secrets")
+    with cluster_with_a_package(
+            tmp_path_factory.mktemp("pg-restarts"), dsn, lambda: durable_postgres.dump(DATABASE),
+            namespace=NAMESPACE, package="writer", script=SCRIPT, canary=CANARY) as machine:
         yield machine, dsn
-        assert_nowhere(CANARY, ("the cluster's objects, the logs and the runs' output",
-                                machine.everything_seen()),
-                       ("the database", durable_postgres.dump(DATABASE)))
 
 
 def _phases(k8s: ProcessCluster) -> list[str]:

@@ -95,23 +95,10 @@ def test_package_yaml_text(text: str) -> None:
     _parses_or_refuses(text)
 
 
-def _load(raw: bytes) -> None:
-    with tempfile.TemporaryDirectory(prefix="fx-fuzz-") as folder:
-        path = Path(folder) / "etl"
-        path.mkdir()
-        (path / "main.py").write_text("print('hi')\n")
-        (path / "package.yaml").write_bytes(raw)
-        try:
-            load_package_folder(path)
-        except (ValidationError, RunError) as e:
-            message_is_clean(e)
-            event("refused")
-
-
 @fuzz_settings(100)
 @given(st.one_of(DOCUMENTS.map(fz.encode), fz.mutated(DOCUMENTS.map(fz.encode)), fz.RAW_BYTES))
 def test_package_folder_loader(raw: bytes) -> None:
-    _load(raw)
+    _strict_load(raw)
 
 
 # --- a Package resource's spec, as the API server hands it over (JSON) ---------------------------

@@ -4,13 +4,18 @@ canary showed nowhere (P1, P2, P4, P6 in ``DESIGN.md``)."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from fx_operator.domain.job_spec import job_name
 from fx_operator.services.run_keys import ACTION_DELIVER, ACTION_REFUSED
 
-from support.cluster import Cluster
+from support.cluster import Cluster, cluster
+from support.kube_emulator import KubeEmulator
+from support.operator_process import ProcessCluster
 from support.scenarios import run_closed
 
 
@@ -63,3 +68,26 @@ def assert_nowhere(canary: str, *places: tuple[str, str | bytes]) -> None:
 
 
 __all__ = ["assert_nowhere", "assert_ran_once", "run_actions"]
+
+
+@contextmanager
+def cluster_with_a_package(folder: Path, dsn: str, dump: Callable[[], bytes], *, namespace: str,
+                           package: str, script: str, canary: str,
+                           emulator: KubeEmulator | None = None,
+                           operator_token: str | None = None,
+                           **settings: str) -> Iterator[ProcessCluster]:
+    """A cluster whose operator is a process, with one Package whose package-scope secret is
+    ``canary``, both ready; afterwards the canary must show nowhere (objects, logs, the runs'
+    output, the database ``dump``)."""
+    extra: dict[str, Any] = dict(settings)  # FX_* settings only (mypy: not ``watched``)
+    with cluster(folder, dsn, emulator=emulator, operator_token=operator_token,
+                 kind=ProcessCluster, **extra) as machine:
+        assert isinstance(machine, ProcessCluster)
+        machine.package(namespace, package, {"main.py": script})
+        machine.sealed_secret(namespace, f"{package}-secrets", {"CANARY": canary}, "package",
+                              package=package)
+        machine.ready("packages", namespace, package)
+        machine.ready("scopedsecrets", namespace, f"{package}-secrets")
+        yield machine
+        assert_nowhere(canary, ("the cluster's objects, the logs and the runs' output",
+                                machine.everything_seen()), ("the database", dump()))

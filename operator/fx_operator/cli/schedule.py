@@ -150,23 +150,11 @@ def resume(name: str, namespace: str) -> None:
 @namespace_option
 def trigger(name: str, namespace: str) -> None:
     """Run the Schedule's Package once now, as the Schedule would (its params, owned by it)."""
-    from fx_operator.services.schedules import SCHEDULE_LABEL
+    from fx_operator.services.schedules import execution_body
 
     kube = _kube()
     found = _read(kube, namespace, name)
-    spec = parse_schedule_spec(found.get("spec"))
-    execution_spec: dict[str, Any] = {"package": spec.package}
-    if spec.params:
-        execution_spec["params"] = spec.params
-    if spec.timeout_seconds is not None:
-        execution_spec["timeoutSeconds"] = spec.timeout_seconds
-    body = {"apiVersion": API_VERSION, "kind": "Execution",
-            "metadata": {"generateName": f"{name}-manual-", "namespace": namespace,
-                         "labels": {SCHEDULE_LABEL: name},
-                         "ownerReferences": [{"apiVersion": API_VERSION, "kind": "Schedule",
-                                              "name": name, "uid": found["metadata"]["uid"],
-                                              "controller": True}]},
-            "spec": execution_spec}
+    body = execution_body(found["metadata"], parse_schedule_spec(found.get("spec")))
     created = asyncio.run(kube.create_custom("executions", namespace, body))
     click.echo(f"execution {namespace}/{created['metadata']['name']} created "
                f"(kubectl -n {namespace} get execution {created['metadata']['name']})")

@@ -78,6 +78,30 @@ def bounded_execution_name(schedule: str, time: datetime) -> str:
     return execution_name(f"{schedule[:230]}-{digest}", time)
 
 
+def execution_body(schedule: dict[str, Any], spec: ScheduleSpec, *, name: str | None = None,
+                   scheduled_at: datetime | None = None) -> dict[str, Any]:
+    """An Execution of the Schedule (``schedule`` is its metadata): its Package and params,
+    labelled with it and owned by it. Without ``name``, a generated ``<schedule>-manual-…``."""
+    execution_spec: dict[str, Any] = {"package": spec.package}
+    if spec.params:
+        execution_spec["params"] = spec.params
+    if spec.timeout_seconds is not None:
+        execution_spec["timeoutSeconds"] = spec.timeout_seconds
+    metadata: dict[str, Any] = {
+        "namespace": schedule["namespace"], "labels": {SCHEDULE_LABEL: schedule["name"]},
+        "ownerReferences": [{"apiVersion": API_VERSION, "kind": "Schedule",
+                             "name": schedule["name"], "uid": schedule["uid"],
+                             "controller": True}]}
+    if name is not None:
+        metadata["name"] = name
+    else:
+        metadata["generateName"] = f"{schedule['name']}-manual-"
+    if scheduled_at is not None:
+        metadata["annotations"] = {SCHEDULED_AT: _iso(scheduled_at)}
+    return {"apiVersion": API_VERSION, "kind": "Execution", "metadata": metadata,
+            "spec": execution_spec}
+
+
 @dataclass(frozen=True)
 class Look:
     """One look at a Schedule: what to write and post (None: nothing changed), and when to look
@@ -178,19 +202,7 @@ class ScheduleService:
                       time: datetime) -> bool:
         """Make the Execution; False when it exists already (made before a crash)."""
         meta = schedule["metadata"]
-        execution_spec: dict[str, Any] = {"package": spec.package}
-        if spec.params:
-            execution_spec["params"] = spec.params
-        if spec.timeout_seconds is not None:
-            execution_spec["timeoutSeconds"] = spec.timeout_seconds
-        body = {"apiVersion": API_VERSION, "kind": "Execution",
-                "metadata": {"name": name, "namespace": meta["namespace"],
-                             "labels": {SCHEDULE_LABEL: meta["name"]},
-                             "annotations": {SCHEDULED_AT: _iso(time)},
-                             "ownerReferences": [{
-                                 "apiVersion": API_VERSION, "kind": "Schedule",
-                                 "name": meta["name"], "uid": meta["uid"], "controller": True}]},
-                "spec": execution_spec}
+        body = execution_body(meta, spec, name=name, scheduled_at=time)
         try:
             await self.kube.create_custom("executions", meta["namespace"], body)
         except KubeError as e:
