@@ -32,9 +32,9 @@ from typing import Any
 
 import pytest
 from fx_operator.domain.job_spec import GROUP, VERSION
-from fx_operator.handlers import common as handlers_common
 from fx_operator.handlers.executions import FORBIDDEN_TRIES
 from fx_operator.services.packages import PackageService
+from fx_operator.storage.kube import KubeError
 from kubernetes import client
 from kubernetes import config as kubernetes_config
 from support.clock import schedule_clock
@@ -415,7 +415,7 @@ def test_a_call_the_rbac_forbids_fails_the_execution_with_the_refusal(
     """A rule missing (here ``get packages``, as the chart once lacked it) is reported on the
     Execution after a few tries: phase Failed, reason ApiError with the server's refusal, and a
     Warning Event; not ten minutes of retries without a status."""
-    monkeypatch.setattr(handlers_common, "STORE_RETRY_DELAY", 1)  # the tries' delay: 10 s
+    monkeypatch.setattr(KubeError, "retry_after", 1)  # the tries' delay: 10 s
     granted = permissions(one(helm_template(helm), "ClusterRole")["rules"]) - {
         (GROUP, "packages", "get")}
     with _enforcing(tmp_path, postgres_server, "rbac_forbidden", granted) as (k8s, emulator):

@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
-from fx_operator.cli.main import EXIT_BAD_INPUT, main
+from fx_operator.cli.main import main
 from fx_operator.cli.run import _params
 from fx_operator.domain.nesting import MAX_DEPTH
 from fx_operator.domain.package_spec import parse_package_spec
-from fx_operator.exceptions import ValidationError
+from fx_operator.exceptions import EXIT_BAD_INPUT, ValidationError
 
 
 def _refused(text: str) -> dict[str, str]:

@@ -8,10 +8,8 @@ from typing import Any
 
 import click
 
-from fx_operator.exceptions import FxError, ValidationError
+from fx_operator.exceptions import EXIT_FAILURE, FxError
 
-EXIT_FAILURE = 1
-EXIT_BAD_INPUT = 2
 # Modules of the ``operator`` extra: a plain ``pip install`` lacks them.
 OPERATOR_EXTRA = frozenset({"kopf", "kubernetes", "aiohttp", "prometheus_client"})
 EXTRA_HINT = "pip install 'fx-executor[operator]'"
@@ -76,12 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except ValidationError as e:
+    except FxError as e:  # the class says the exit code (FxError.exit_code)
         click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    except FxError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_FAILURE)
+        sys.exit(e.exit_code)
     except ModuleNotFoundError as e:
         hint = _missing_extra(e)
         if hint is None:

@@ -27,7 +27,6 @@ from fx_operator.storage.secret_store import VersionRecord
 
 SCOPES = click.Choice([s.value for s in Scope])
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_BAD_INPUT = 2
 
 
 def _owner_options(command: F) -> F:

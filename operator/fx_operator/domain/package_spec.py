@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from fx_operator.domain.conditions import Reason
 from fx_operator.domain.nesting import too_deep
 from fx_operator.domain.scopes import OWNER_NAME_PATTERN
 from fx_operator.domain.yaml_values import TooDeepError, json_problems, load_json_values
@@ -123,7 +124,8 @@ def package_definition(name: str, spec: dict[str, Any]) -> PackageDefinition:
         script_name = item["name"]
         if script_name == SECRETS_FILE_NAME:
             problems.append(Problem(f"{where}.name", "a Package carries no secrets.json: seal it "
-                                    "into a ScopedSecret (fxctl seal)"))
+                                    "into a ScopedSecret (fxctl seal)",
+                                    Reason.SECRETS_FILE_IN_PACKAGE))
         elif "/" in script_name or script_name.startswith("."):
             problems.append(Problem(f"{where}.name", f"{script_name!r} must be a plain file name"))
         elif script_name in scripts:
@@ -141,12 +143,13 @@ def package_definition(name: str, spec: dict[str, Any]) -> PackageDefinition:
             entrypoint = python_scripts[0]
         elif scripts:
             problems.append(Problem("spec.entrypoint", "name the script to run: the package has "
-                                    f"{len(python_scripts)} .py scripts"))
+                                    f"{len(python_scripts)} .py scripts", Reason.NO_ENTRYPOINT))
     elif not isinstance(entrypoint, str):
         problems.append(Problem("spec.entrypoint", f"must be a script's name, not "
-                                f"{type(entrypoint).__name__}"))
+                                f"{type(entrypoint).__name__}", Reason.NO_ENTRYPOINT))
     elif entrypoint not in scripts:
-        problems.append(Problem("spec.entrypoint", f"{entrypoint!r} is not one of the scripts"))
+        problems.append(Problem("spec.entrypoint", f"{entrypoint!r} is not one of the scripts",
+                                Reason.NO_ENTRYPOINT))
     compat = spec.get("compat")
     if compat not in (None, "ferris"):
         problems.append(Problem("spec.compat", f"{compat!r} is not 'ferris'"))

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
+from fx_operator.domain.conditions import Reason
 from fx_operator.domain.nesting import MAX_DEPTH, MAX_INT_DIGITS, text_too_deep
 from fx_operator.exceptions import IntegrityError, Problem, ValidationError
 
@@ -58,6 +59,13 @@ PUBLIC_KEY_FIELD = "publicKey"
 MAX_TARGET_PART_BYTES = 0xFFFF
 _SHOWN_NAME_CHARS = 128  # the longest valid secret name is shown whole
 
+
+
+class SealedForAnotherObject(IntegrityError):
+    """A sealed value that does not open here: sealed for another object, key or format, or
+    altered. The ScopedSecret gets the reason below, never the value."""
+
+    reason = Reason.SEALED_FOR_ANOTHER_OBJECT
 
 @dataclass(frozen=True)
 class SealTarget:
@@ -220,22 +228,23 @@ class SealingKeyPair:
         return self._private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
     def open(self, target: SealTarget, sealed_text: str) -> Any:
-        """The JSON value sealed for ``target``. IntegrityError when it was sealed for another
-        target or key, or altered; ValidationError when it cannot be opened or parsed for what
-        it holds (see the module). Both name the target, never a value."""
+        """The JSON value sealed for ``target``. SealedForAnotherObject when it was sealed for
+        another target or key, or altered; ValidationError when it cannot be opened or parsed
+        for what it holds (see the module). Both name the target, never a value."""
         where = target.where
         try:
             sealed = base64.b64decode(sealed_text, validate=True)
         except (binascii.Error, ValueError):
-            raise IntegrityError(f"sealed value of {where} is not base64") from None
+            raise SealedForAnotherObject(f"sealed value of {where} is not base64") from None
         if len(sealed) < _HEADER.size + NONCE_BYTES + 16:
-            raise IntegrityError(f"sealed value of {where} is truncated")
+            raise SealedForAnotherObject(f"sealed value of {where} is truncated")
         version, key_id, ephemeral_raw = _HEADER.unpack_from(sealed)
         if version != SEALED_VERSION:
-            raise IntegrityError(f"sealed value of {where} has unknown format {version}")
+            raise SealedForAnotherObject(f"sealed value of {where} has unknown format {version}")
         if key_id != _key_id(self.public.raw):
-            raise IntegrityError(f"sealed value of {where} was sealed for another operator key "
-                                 f"({key_id.hex()}, this operator's is {self.public.key_id})")
+            raise SealedForAnotherObject(
+                f"sealed value of {where} was sealed for another operator key "
+                f"({key_id.hex()}, this operator's is {self.public.key_id})")
         header = sealed[:_HEADER.size]
         nonce = sealed[_HEADER.size:_HEADER.size + NONCE_BYTES]
         aad = target.associated_data(header)
@@ -250,7 +259,7 @@ class SealingKeyPair:
         try:
             plaintext = AESGCM(key).decrypt(nonce, sealed[_HEADER.size + NONCE_BYTES:], aad)
         except InvalidTag:
-            raise IntegrityError(
+            raise SealedForAnotherObject(
                 f"sealed value of {where} does not open: it was sealed for another namespace, "
                 "scope, package or name, or altered") from None
         return parse_plaintext(target, plaintext)

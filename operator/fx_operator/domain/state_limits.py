@@ -21,7 +21,7 @@ A value or a state too large is a :class:`StateLimitError` (HTTP 413); a key too
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from typing import Final
 
 from fx_operator.exceptions import Problem, ValidationError
 
@@ -37,7 +37,7 @@ _SHOWN_KEY_CHARS = 64
 class StateLimitError(ValidationError):
     """A state write that would exceed a size limit; the channel answers it with 413."""
 
-    http_status: ClassVar[int] = 413
+    http_status = 413
 
 
 def shown_key(key: str) -> str:

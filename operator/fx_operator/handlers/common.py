@@ -9,13 +9,8 @@ from typing import Any
 import kopf
 
 from fx_operator.domain.conditions import Outcome
-from fx_operator.exceptions import StoreError
+from fx_operator.exceptions import FxError
 from fx_operator.services.app import OperatorApp
-from fx_operator.services.executions import NotReadyYet
-from fx_operator.storage.kube import KubeError
-
-NOT_READY_DELAY = 2
-STORE_RETRY_DELAY = 10
 
 
 def app_of(memo: Any) -> OperatorApp:
@@ -45,10 +40,12 @@ async def apply(app: OperatorApp, body: Any, patch: kopf.Patch | None,
 
 @asynccontextmanager
 async def retrying() -> AsyncIterator[None]:
-    """Our errors with retry meaning, as kopf's: not ready yet, or the store or API failed."""
+    """Our errors as kopf's: those whose class says retrying helps (``FxError.retry_after``:
+    not ready yet, the store or the API server failed) become kopf's temporary errors, with
+    that delay; the others end the handler as they are."""
     try:
         yield
-    except NotReadyYet as e:
-        raise kopf.TemporaryError(str(e), delay=NOT_READY_DELAY) from e
-    except (StoreError, KubeError) as e:
-        raise kopf.TemporaryError(str(e), delay=STORE_RETRY_DELAY) from e
+    except FxError as e:
+        if e.retry_after is None:
+            raise
+        raise kopf.TemporaryError(str(e), delay=e.retry_after) from e

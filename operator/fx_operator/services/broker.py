@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from fx_ef import contract
-from fx_operator.exceptions import FxError, IntegrityError, MasterKeyError, StoreError
+from fx_operator.exceptions import FxError
 from fx_operator.services.channel import MAX_BODY_BYTES, dispatch
 from fx_operator.services.run_keys import Caller, Refusal, RunKeyService, RunRefused
 from fx_operator.services.runs import RunService
@@ -157,13 +157,13 @@ class _Broker:
 
     @staticmethod
     def _failed(what: str, run_id: str, error: FxError) -> web.Response:
-        if isinstance(error, StoreError):
-            log.warning("%s of run %s failed in the store: %s", what, run_id, error)
-            return _json(503, {"error": "the broker's store is not available; retry"})
-        if isinstance(error, (MasterKeyError, IntegrityError)):
-            log.error("%s of run %s: the run's key does not open: %s", what, run_id, error)
-        else:
-            log.error("%s of run %s failed: %s", what, run_id, error)
+        """An error of ours past the refusals: the pod may retry what its class says may pass
+        (the store, say); the rest is the broker's own failure, told to the log only."""
+        if error.retry_after is not None:
+            log.warning("%s of run %s failed for now (%s): %s", what, run_id,
+                        type(error).__name__, error)
+            return _json(503, {"error": "the broker cannot answer now; retry"})
+        log.error("%s of run %s failed (%s): %s", what, run_id, type(error).__name__, error)
         return _json(500, {"error": "the broker failed to answer"})
 
 

@@ -9,14 +9,7 @@ from typing import Any, Final
 
 from fx_ef import contract
 from fx_operator.domain import channel_requests
-from fx_operator.domain.state_limits import StateLimitError
-from fx_operator.exceptions import (
-    FxError,
-    NotFoundError,
-    PermissionDeniedError,
-    StoreError,
-    ValidationError,
-)
+from fx_operator.exceptions import FxError
 from fx_operator.services.runs import RunGrant, RunService
 
 log = logging.getLogger(__name__)
@@ -44,18 +37,10 @@ def dispatch(service: RunService, grant: RunGrant, method: str, path: str, raw: 
             service.put_state(grant, channel_requests.parse_state_write(raw))
             return 200, {}  # never the state: see state_limits
         return 404, {"error": f"no such channel request: {method} {path}"}
-    except ValueError as e:
+    except ValueError as e:  # the body's own parse (channel_requests), before any error of ours
         return 400, {"error": f"bad request: {e}"}
-    except StateLimitError as e:
+    except FxError as e:  # the class says which answer (FxError.http_status)
+        if e.retry_after is not None:
+            log.warning("channel request of run %s failed, may be retried: %s", grant.run_id, e)
+            return e.http_status, {"error": f"failed for now, retry: {e}"}
         return e.http_status, {"error": str(e)}
-    except ValidationError as e:
-        return 400, {"error": str(e)}
-    except PermissionDeniedError as e:
-        return 403, {"error": str(e)}
-    except NotFoundError as e:
-        return 404, {"error": str(e)}
-    except StoreError as e:
-        log.warning("channel request of run %s failed in the store: %s", grant.run_id, e)
-        return 503, {"error": f"the store failed: {e}"}
-    except FxError as e:
-        return 500, {"error": str(e)}

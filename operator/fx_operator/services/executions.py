@@ -35,7 +35,7 @@ from fx_operator.domain.conditions import (
 )
 from fx_operator.domain.nesting import too_deep
 from fx_operator.domain.package_spec import PackageDefinition
-from fx_operator.exceptions import FxError, StoreError, ValidationError
+from fx_operator.exceptions import FxError, ValidationError
 from fx_operator.services.metrics import Metrics
 from fx_operator.services.packages import PackageService
 from fx_operator.services.secrets import SecretService
@@ -49,9 +49,17 @@ STEP_ADMITTED, STEP_DELIVERY, STEP_SCRIPT = "Admitted", "SecretsDelivered", "Scr
 class NotReadyYet(FxError):
     """Something the Execution needs is still being set up; try again shortly."""
 
+    reason = Reason.PACKAGE_NOT_READY
+    retry_after = 2.0
+
+    def after_retries(self) -> str:
+        return f"{self}, and retrying gave up waiting; create a new Execution"
+
 
 class PackageNotUsable(FxError):
     """The Package exists but cannot run: its own condition says why."""
+
+    reason = Reason.PACKAGE_NOT_READY
 
 
 class RunKeys(Protocol):
@@ -262,22 +270,14 @@ class ExecutionService:
         if one was registered before the failure, is closed: no Job will ever claim it.
         """
         namespace = body["metadata"]["namespace"]
+        reason = (error.reason if isinstance(error, FxError) else None) or Reason.API_ERROR
         if isinstance(error, KubeError) and error.forbidden:
-            reason = Reason.API_ERROR
             message = (f"{error}; the operator's service account is not allowed this call: "
                        f"grant it in the operator's RBAC (its ClusterRole, or its Role in "
                        f"{namespace}), then create a new Execution")
-        elif isinstance(error, KubeError):
-            reason = Reason.API_ERROR
-            message = f"the API server kept failing, admission gave up: {error}"
-        elif isinstance(error, StoreError):
-            reason = Reason.STORE_UNAVAILABLE
-            message = f"the secret store kept failing, admission gave up: {error}"
-        elif isinstance(error, NotReadyYet):
-            reason = Reason.PACKAGE_NOT_READY
-            message = f"{error}, and admission gave up waiting; create a new Execution"
+        elif isinstance(error, FxError):
+            message = f"admission gave up: {error.after_retries()}"
         else:
-            reason = Reason.API_ERROR
             message = f"admission gave up: {error}"
         try:
             await asyncio.to_thread(self.run_keys.finish, run_id_of(body))

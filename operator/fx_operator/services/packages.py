@@ -39,7 +39,7 @@ class PackageService:
             package = self.definition(body)
             await self._refuse_secrets_in_scripts(namespace, package)
         except ValidationError as e:
-            reason = _reason_of(e)
+            reason = e.reason or Reason.INVALID_SPEC
             message = str(e)
             return Outcome({"observedGeneration": generation, "conditions": with_condition(
                 conditions, type_=READY, ok=False, reason=reason, message=message,
@@ -70,16 +70,6 @@ class PackageService:
         if found:
             raise ValidationError(
                 [Problem("spec.scripts", f"the value of secret {secret!r} appears in a script: "
-                         "read it with context.secrets.get instead") for secret in found],
+                         "read it with context.secrets.get instead", Reason.SECRET_IN_SCRIPT)
+                 for secret in found],
                 source=f"Package {package.name}")
-
-
-def _reason_of(error: ValidationError) -> Reason:
-    text = str(error)
-    if "secrets.json" in text:
-        return Reason.SECRETS_FILE_IN_PACKAGE
-    if "appears in a script" in text:
-        return Reason.SECRET_IN_SCRIPT
-    if "spec.entrypoint" in text:
-        return Reason.NO_ENTRYPOINT
-    return Reason.INVALID_SPEC

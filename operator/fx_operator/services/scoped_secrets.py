@@ -34,7 +34,8 @@ def owner_of(namespace: str, spec: dict[str, Any], settings: Settings) -> Owner:
     if scope == Scope.PLATFORM.value and namespace != settings.platform_namespace:
         raise ValidationError(Problem(
             "spec.scope", f"platform scope is accepted only in the platform namespace "
-            f"{settings.platform_namespace!r}, not in {namespace!r}"), source="ScopedSecret")
+            f"{settings.platform_namespace!r}, not in {namespace!r}",
+            Reason.PLATFORM_SCOPE_NOT_ALLOWED), source="ScopedSecret")
     if scope == Scope.PACKAGE.value and not spec.get("package"):
         raise ValidationError(Problem("spec.package", "package scope needs spec.package"),
                               source="ScopedSecret")
@@ -72,7 +73,7 @@ class ScopedSecretService:
                                         actor=self._actor(body), action="remove")
             versions = await asyncio.to_thread(self.secrets.current_versions, owner)
         except (ValidationError, IntegrityError) as e:
-            reason = _reason_of(e)
+            reason = e.reason or Reason.INVALID_SECRET
             message = str(e)
             log.warning("ScopedSecret %s/%s refused: %s", namespace, meta["name"], message)
             return Outcome({"observedGeneration": generation, "conditions": with_condition(
@@ -118,12 +119,3 @@ class ScopedSecretService:
         removed = await asyncio.to_thread(self.secrets.delete_many, owner, names,
                                           actor=self._actor(body), action="remove")
         return sorted(removed)
-
-
-def _reason_of(error: Exception) -> Reason:
-    if isinstance(error, IntegrityError):
-        return Reason.SEALED_FOR_ANOTHER_OBJECT
-    text = str(error)
-    if "platform scope is accepted only" in text:
-        return Reason.PLATFORM_SCOPE_NOT_ALLOWED
-    return Reason.INVALID_SECRET

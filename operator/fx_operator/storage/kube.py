@@ -26,6 +26,7 @@ import urllib3.exceptions
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from fx_operator.domain.conditions import Reason
 from fx_operator.domain.job_spec import GROUP, LABEL_RUN, VERSION
 from fx_operator.exceptions import FxError
 
@@ -47,9 +48,16 @@ REQUEST_TIMEOUT_SECONDS = 60.0
 class KubeError(FxError):
     """The API server refused or failed a call; retrying later may succeed."""
 
+    reason = Reason.API_ERROR
+    retry_after = 10.0
+    http_status = 502
+
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+    def after_retries(self) -> str:
+        return f"the API server kept failing: {self}"
 
     @property
     def forbidden(self) -> bool:
