@@ -129,7 +129,15 @@ def test_seed_fx_ef_script_masked_by_default(local: Local) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "DB NAME: ***", "DB PASS: ***", "PACKAGE NAME: secrets-fx-ef"]
-    assert "DB_NAME<-package v1, DB_PASS<-package v1" in done.stderr
+    # least privilege: only what the script reads, though three canaries are in its chain
+    assert "secrets: DB_NAME<-package v1, DB_PASS<-package v1\n" in done.stderr
+    service = open_service(local.settings())
+    try:
+        audit = service.audit_records(run_id=run_id_of(done))
+    finally:
+        service.close()
+    assert [sorted(e["name"] for e in a.entries) for a in audit if a.action == "resolve"] == [
+        ["DB_NAME", "DB_PASS"]]
 
 
 def test_seed_fx_ef_script_shows_real_values_with_no_mask(local: Local) -> None:
@@ -147,8 +155,9 @@ def test_seed_ferris_script_with_the_opt_in(local: Local) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[:3] == ["DB NAME: ***", "DB PASS: ***", "PACKAGE NAME: secrets-ferris"]
-    assert "DB_PASS -> ***" in lines
-    assert "CANARY_PLATFORM -> ***" in lines  # argv holds every resolved secret, masked here
+    # argv holds only the names the script reads, not the canaries of the chain
+    assert [line for line in lines if " -> " in line] == ["DB_NAME -> ***", "DB_PASS -> ***"]
+    assert "secrets: DB_NAME<-package v1, DB_PASS<-package v1\n" in done.stderr
     environ = lines[-1]
     assert environ.startswith("environ(") and "FX_DATABASE_URL" not in environ
     unmasked = local.run(EXAMPLES / "secrets-ferris", "--no-mask")
@@ -174,6 +183,16 @@ PRECEDENCE_SCRIPT = """
     names = ["ALL", "PROJ_PLAT", "PLAT", "EMPTY", "ZERO", "FALSE", "OBJ", "MISSING"]
     print(json.dumps({n: context.secrets.get(n) for n in names}))
 """
+# The script reads its names through a variable: the finder cannot see them, so it declares them
+# (least privilege: a run receives only what its package declares or reads literally).
+PRECEDENCE_SPEC = """
+    secrets:
+      names: [{name: ALL, required: false}, {name: PROJ_PLAT, required: false},
+              {name: PLAT, required: false}, {name: EMPTY, required: false},
+              {name: ZERO, required: false}, {name: "FALSE", required: false},
+              {name: OBJ, required: false}, {name: MISSING, required: false},
+              {name: SHADOWED, required: false}]
+"""
 
 
 def test_precedence_over_the_three_scopes(local: Local, tmp_path: Path) -> None:
@@ -188,7 +207,7 @@ def test_precedence_over_the_three_scopes(local: Local, tmp_path: Path) -> None:
                  ["OBJ", '{"a": 1}', "--scope", "platform"],
                  ["ALL", "other-project", "--scope", "project", "--project", "other"]):
         assert local.fxctl("secrets", "set", *args).returncode == 0
-    folder = package(tmp_path, PRECEDENCE_SCRIPT, secrets={
+    folder = package(tmp_path, PRECEDENCE_SCRIPT, spec=PRECEDENCE_SPEC, secrets={
         "ALL": "package-all", "EMPTY": "", "ZERO": 0, "FALSE": False, "OBJ": {}})
     done = local.run(folder, "--no-mask")
     assert done.returncode == 0, done.stderr
@@ -202,7 +221,8 @@ def test_precedence_over_the_three_scopes(local: Local, tmp_path: Path) -> None:
 def test_precedence_on_postgres(local_pg: Local, tmp_path: Path) -> None:
     local_pg.fxctl("secrets", "set", "PLAT", "platform-only", "--scope", "platform")
     local_pg.fxctl("secrets", "set", "ALL", "project-all", "--scope", "project")
-    folder = package(tmp_path, PRECEDENCE_SCRIPT, secrets={"ALL": "package-all"})
+    folder = package(tmp_path, PRECEDENCE_SCRIPT, spec=PRECEDENCE_SPEC,
+                     secrets={"ALL": "package-all"})
     done = local_pg.run(folder, "--no-mask")
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
@@ -248,7 +268,8 @@ def test_set_from_a_script_is_stored_audited_and_masked(local: Local, tmp_path: 
     assert sorted(writes) == ["NEW_TOKEN", "SHADOWED"]
     # the package-scope value still wins over the project value the script wrote
     again = local.run(package(tmp_path, PRECEDENCE_SCRIPT.replace('"ALL"', '"SHADOWED"'),
-                              name="reader", secrets={"SHADOWED": "package-value"}), "--no-mask")
+                              name="reader", spec=PRECEDENCE_SPEC,
+                              secrets={"SHADOWED": "package-value"}), "--no-mask")
     assert '"SHADOWED": "package-value"' in again.stdout
 
 
