@@ -430,3 +430,71 @@ def test_results_list_and_show(local: Local) -> None:
     assert "DB_PASS: package v1" in shown.stdout and "DB PASS: ***" in shown.stdout
     missing = local.fxctl("results", "run-nope")
     assert missing.returncode == 1 and "no run 'run-nope'" in missing.stderr
+
+
+# --- least privilege ---------------------------------------------------------------------------
+
+LEAST_SCRIPT = """
+    import json, os, sys
+    from fx_ef import context
+    from ferris_ef import get_secret
+    print("DB NAME:", context.secrets.get("DB_NAME"))
+    print("DB PASS:", get_secret("DB_PASS"))
+    with open(os.environ["FX_BUNDLE"]) as f:
+        print("bundle:", json.dumps(sorted(json.load(f)["secrets"])))
+    print("argv:", json.dumps(sorted(json.loads(sys.argv[1])["secrets"])))
+    name = "CANARY_" + "PLATFORM"  # a dynamic read: neither declared nor found
+    print("undelivered:", context.secrets.get(name))
+"""
+
+
+def test_a_canary_neither_declared_nor_used_reaches_no_part_of_the_run(
+        local: Local, tmp_path: Path) -> None:
+    folder = package(tmp_path, LEAST_SCRIPT, spec="compat: ferris\n",
+                     secrets={"DB_NAME": "test_db", "DB_PASS": "supersecretpas$"})
+    done = local.run(folder)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert 'bundle: ["DB_NAME", "DB_PASS"]' in lines
+    assert 'argv: ["DB_NAME", "DB_PASS"]' in lines
+    assert "undelivered: None" in lines
+    assert "secrets: DB_NAME<-package v1, DB_PASS<-package v1; asked for, not delivered: " \
+        "CANARY_PLATFORM\n" in done.stderr
+    run_id = run_id_of(done)
+    stored = json.loads(local.fxctl("results", run_id, "--json").stdout)[0]
+    assert sorted(stored["manifest"]) == ["DB_NAME", "DB_PASS"]
+    assert stored["missing_names"] == ["CANARY_PLATFORM"]
+    service = open_service(local.settings())
+    try:
+        audit = service.audit_records(run_id=run_id)
+    finally:
+        service.close()
+    assert {e["name"] for a in audit for e in a.entries} == {"DB_NAME", "DB_PASS"}
+
+
+def test_a_required_name_missing_refuses_the_run(local: Local, tmp_path: Path) -> None:
+    folder = package(tmp_path, "print('never runs')\n", spec="""
+        secrets:
+          names: [{name: API_TOKEN}, {name: CANARY_PROJECT, scope: platform},
+                  {name: OPTIONAL, required: false}]
+    """)
+    done = local.run(folder)
+    assert done.returncode == 1
+    assert "never runs" not in done.stdout
+    assert done.stderr.strip().splitlines() == [
+        "error: run of default/pkg refused: required secret 'API_TOKEN' is not set at any "
+        "scope; required secret 'CANARY_PROJECT' is not set at platform scope"]
+    assert json.loads(local.fxctl("results", "--json").stdout) == []
+
+
+def test_a_pinned_name_is_delivered_from_its_scope_only(local: Local, tmp_path: Path) -> None:
+    assert local.fxctl("secrets", "set", "REGION", "eu-project", "--scope", "project") \
+        .returncode == 0
+    folder = package(tmp_path, """
+        from fx_ef import context
+        print(context.secrets.get("REGION"))
+    """, secrets={"REGION": "package-region"},
+        spec="secrets: {names: [{name: REGION, scope: project}]}\n")
+    done = local.run(folder, "--no-mask")
+    assert done.stdout.strip() == "eu-project"
+    assert "secrets: REGION<-project v1" in done.stderr

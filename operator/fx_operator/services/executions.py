@@ -474,6 +474,9 @@ def _result(message: str | None) -> dict[str, Any] | None:
     unmasked = result.get("unmasked_names")
     if isinstance(unmasked, list) and unmasked:  # names only: values too short to mask
         shown["unmaskedSecrets"] = [str(name) for name in unmasked]
+    missing = result.get("missing_names")
+    if isinstance(missing, list) and missing:  # asked for, not delivered: names only
+        shown["missingSecrets"] = [str(name) for name in missing]
     return shown
 
 

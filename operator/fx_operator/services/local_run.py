@@ -258,4 +258,6 @@ def _record(result_file: Path, folder: PackageFolder, run_id: str, exit_code: in
         result.get("signal"), bool(result.get("timed_out")),
         datetime.fromisoformat(result["started_at"]), datetime.fromisoformat(result["finished_at"]),
         float(result["duration_s"]), str(result["output_tail"]),
-        bool(result.get("output_truncated")), resolution.manifest_dict())
+        bool(result.get("output_truncated")), resolution.manifest_dict(),
+        tuple(str(n) for n in result.get("unmasked_names") or ()),
+        tuple(str(n) for n in result.get("missing_names") or ()))
