@@ -498,3 +498,37 @@ def test_a_pinned_name_is_delivered_from_its_scope_only(local: Local, tmp_path: 
     done = local.run(folder, "--no-mask")
     assert done.stdout.strip() == "eu-project"
     assert "secrets: REGION<-project v1" in done.stderr
+
+
+def test_explain_a_folder_shadowed_pinned_missing_and_unused_names(local: Local,
+                                                                    tmp_path: Path) -> None:
+    for name, value, scope in (("SHARED", "plat", "platform"), ("SHARED", "proj", "project"),
+                               ("REGION", "eu", "project")):
+        assert local.fxctl("secrets", "set", name, value, "--scope", scope).returncode == 0
+    folder = package(tmp_path, """
+        from fx_ef import context
+        context.secrets.get("SHARED"); context.secrets.get("GONE")
+        name = "X"; context.secrets.get(name)
+    """, secrets={"SHARED": "pkg-value"}, spec="""
+        secrets:
+          names: [{name: REGION, scope: platform}, {name: UNUSED, required: false},
+                  {name: SHARED}]
+    """)
+    done = local.fxctl("explain", str(folder))
+    assert done.returncode == 0, done.stderr
+    lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
+    assert lines == [
+        "package default/pkg: runs receive declared and found names",
+        "GONE - [found] not delivered: set nowhere at any scope",
+        "REGION - [declared, required, pinned to platform] not delivered: project: pinned to "
+        "platform scope (required: runs fail before they start)",
+        "SHARED package (secrets.json, not imported yet) [both, required] delivered from "
+        "package scope (declared); shadows project v1, platform v1",
+        "UNUSED - [declared] not delivered: set nowhere at any scope",
+        "declared but not read literally by any script: REGION, UNUSED",
+        "read by the scripts but not delivered: GONE",
+        "dynamic read at main.py:4: declare the names it needs, or secrets.all"]
+    assert "CANARY" not in done.stdout  # in the chain, but neither declared nor read
+    as_json = json.loads(local.fxctl("explain", str(folder), "--json").stdout)
+    assert {n["name"]: n["delivered"] for n in as_json["names"]} == {
+        "GONE": False, "REGION": False, "SHARED": True, "UNUSED": False}

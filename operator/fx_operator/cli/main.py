@@ -48,7 +48,8 @@ class LazyGroup(click.Group):
                    "seal": "fx_operator.cli.cluster:seal",
                    "operator": "fx_operator.cli.cluster:operator",
                    "completion": "fx_operator.cli.completion:completion",
-                   "gc": "fx_operator.cli.gc:gc"})
+                   "gc": "fx_operator.cli.gc:gc",
+                   "explain": "fx_operator.cli.explain:explain_command"})
 @click.version_option(package_name="fx-executor", prog_name="fxctl")
 def cli() -> None:
     """Run packages of Python scripts and hand them secrets safely.

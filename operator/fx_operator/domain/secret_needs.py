@@ -117,3 +117,60 @@ class SecretNeeds:
     def unused(self) -> list[str]:
         """Declared names no script reads literally (they may still be read dynamically)."""
         return sorted(set(self.declared) - set(self.found.names))
+
+
+@dataclass(frozen=True)
+class NameReport:
+    """One name of a package, explained: where it would come from, and why (never a value)."""
+
+    name: str
+    origin: Origin | None  # None: only delivered because of ``all``
+    required: bool
+    pinned: str | None
+    scope: str | None  # the scope it is delivered from; None when not delivered
+    version: int | None
+    shadows: tuple[tuple[str, int], ...]  # (scope, version) set for the name but not winning
+    delivered: bool
+    why: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "origin": self.origin.value if self.origin else "all",
+                "required": self.required, "pinned": self.pinned, "scope": self.scope,
+                "version": self.version, "delivered": self.delivered, "why": self.why,
+                "shadows": [f"{scope} v{version}" for scope, version in self.shadows]}
+
+
+_ORDER = ("package", "project", "platform")
+
+
+def explain(needs: SecretNeeds, chain: Mapping[str, Mapping[str, int]]) -> list[NameReport]:
+    """Each name a package's runs ask for (or, with ``all``, every name of its chain), given
+    ``chain``: name -> {scope: current version} over the package's three owners."""
+    names = set(needs.declared) | set(needs.found.names)
+    if needs.all:
+        names |= set(chain)
+    reports = []
+    for name in sorted(names):
+        declared = needs.declared.get(name)
+        at = chain.get(name, {})
+        allowed = [s for s in _ORDER if s in at and needs.allows(s, name)]
+        winner = allowed[0] if allowed else None
+        shadows = tuple((s, at[s]) for s in _ORDER
+                        if winner is not None and s in at and s != winner)
+        fails = " (required: runs fail before they start)" if declared and declared.required \
+            else ""
+        if winner is not None:
+            why = "declared" if declared else "read by the scripts" if name in needs.found.names \
+                else "the package opts into all names"
+            why = f"delivered from {winner} scope ({why})"
+        elif at:
+            refused = [f"{s}: {needs.why_not(s, name)}" for s in _ORDER if s in at]
+            why = "not delivered: " + "; ".join(refused) + fails
+        else:
+            pin = f"at {declared.scope} scope" if declared and declared.scope else "at any scope"
+            why = f"not delivered: set nowhere {pin}{fails}"
+        reports.append(NameReport(
+            name, needs.origin(name), bool(declared and declared.required),
+            declared.scope if declared else None, winner,
+            at[winner] if winner else None, shadows, winner is not None, why))
+    return reports

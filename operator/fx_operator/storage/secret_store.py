@@ -366,6 +366,17 @@ class SecretStore:
                           f"{' AND '.join(where)} ORDER BY scope, project, package, name", params)
         return [_version(r) for r in rows]
 
+    def chain_versions(self, tx: Transaction, project: str,
+                       package: str) -> dict[str, dict[str, int]]:
+        """Name -> {scope: current version} over a package's three owners: what could be
+        delivered, shadowed ones too (no blob read: for explaining, never for running)."""
+        rows = tx.execute(f"SELECT v.scope, v.name, v.version FROM secret_versions v "
+                          f"WHERE {_OWNER_CHAIN}", {"project": project, "package": package})
+        found: dict[str, dict[str, int]] = {}
+        for scope, name, version in rows:
+            found.setdefault(name, {})[scope] = int(version)
+        return found
+
     # --- resolution -----------------------------------------------------------------------
 
     def resolve(self, project: str, package: str, names: Sequence[str] | None, *, actor: str,
