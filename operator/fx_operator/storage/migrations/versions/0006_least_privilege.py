@@ -3,11 +3,9 @@
 * ``run_results.unmasked_names`` and ``run_results.missing_names``: JSON lists of names (never
   values) — secrets too short to mask, and names the script asked for that the run did not
   receive. Older rows read as empty lists.
-* Audit entries of resolutions carry each value's data key id (``keyId``) from now on, so that
-  ``fxctl audit consumers --data-key ID`` finds the runs a key's values went to.
 * ``audit_resolved_entries`` (PostgreSQL): a GIN index (``jsonb_path_ops``) over the entries of
-  resolution records, which ``fxctl audit consumers NAME --version N`` probes with ``@>``; a
-  million records answer in milliseconds instead of a scan of every entry (bench/bench_audit.py).
+  resolution records, for finding the runs that received a name's version with ``@>`` (the
+  query of the coming ``fxctl audit consumers``) without a scan of every entry.
   A GIN index's pending list keeps an insert's cost low. SQLite (the embedded store, one user's
   runs) scans with ``json_each``, narrowed by ``audit_by_action_at``.
 
