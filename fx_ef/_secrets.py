@@ -23,11 +23,12 @@ _CONTAINERS = (dict, list)
 class Secrets:
     """The run's secrets, resolved when the run was built: package > project > platform."""
 
-    __slots__ = ("_owner", "_values")
+    __slots__ = ("_asked", "_owner", "_values")
 
     def __init__(self, owner: Context) -> None:
         self._owner = owner
         self._values: dict[str, Any] | None = None  # filled by the context's first load
+        self._asked: set[str] = set()  # names asked for but not delivered, reported once each
 
     def get(self, name: str) -> Any:
         """The value of ``name`` (a JSON value), or ``None`` when no scope has it.
@@ -41,6 +42,9 @@ class Secrets:
         value = values.get(name)
         if value.__class__ in _CONTAINERS:
             return _copy(value)
+        if value is None and name not in values and name not in self._asked:
+            self._asked.add(name)  # off the hot path: a delivered name never comes here
+            _report_missing(self._owner._environ, name)
         return value
 
     def set(self, name: str, value: Any, context: str = "project") -> None:
@@ -128,6 +132,22 @@ def _write_local(data: RunData, name: str, value: Any, scope: str) -> None:
     except OSError as e:
         raise SecretWriteError(f"cannot write secret {name!r} into {data.source}: "
                                f"{e.strerror or e}") from None
+
+
+def _report_missing(environ: Mapping[str, str], name: object) -> None:
+    """Tell the executor a name the script asked for that the run did not receive (names
+    only: one JSON line on ``FX_MASK_FD``), for the run's result. Best effort: a broken pipe
+    costs the report, never the script's ``get``."""
+    from fx_ef import contract
+
+    fd_text = environ.get(contract.ENV_MASK_FD)
+    if not fd_text or not isinstance(name, str):
+        return
+    import json
+    from contextlib import suppress
+
+    with suppress(OSError, ValueError):
+        os.write(int(fd_text), (json.dumps({"missing": name}) + "\n").encode())
 
 
 def _report_for_masking(environ: Mapping[str, str], name: str, value: Any) -> None:

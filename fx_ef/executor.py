@@ -74,6 +74,7 @@ class RunResult(TypedDict):
     output_truncated: bool
     masked_output: bool
     unmasked_names: list[str]
+    missing_names: list[str]  # asked for by the script, not delivered to the run (names only)
     bundle_removed: bool
 
 
@@ -248,7 +249,8 @@ class _Tail:
 
 
 def _pump(pid: int, out_r: int, err_r: int, mask_r: int, masker: Masker, tail: _Tail,
-          show_raw: bool, deadline: float | None, grace: float) -> tuple[int, bool]:
+          show_raw: bool, deadline: float | None, grace: float,
+          missing: list[str]) -> tuple[int, bool]:
     """Stream the script's output until it exits; returns (wait status, timed out)."""
     outputs = {out_r: _Output(sys.stdout.buffer, masker, tail, show_raw),
                err_r: _Output(sys.stderr.buffer, masker, tail, show_raw)}
@@ -282,7 +284,7 @@ def _pump(pid: int, out_r: int, err_r: int, mask_r: int, masker: Masker, tail: _
         for fd in ready:
             data = os.read(fd, _READ_SIZE)
             if fd == mask_r:
-                mask_buffer = _take_mask_lines(mask_buffer + data, masker)
+                mask_buffer = _take_mask_lines(mask_buffer + data, masker, missing)
             else:
                 outputs[fd].feed(data, final=not data)
             if not data:
@@ -294,11 +296,20 @@ def _pump(pid: int, out_r: int, err_r: int, mask_r: int, masker: Masker, tail: _
     return status, timed_out
 
 
-def _take_mask_lines(buffer: bytes, masker: Masker) -> bytes:
+_MAX_MISSING_NAMES = 32  # a script asking for endless names does not grow the result
+
+
+def _take_mask_lines(buffer: bytes, masker: Masker, missing: list[str]) -> bytes:
+    """Values the script set (to mask from now on) and names it asked for in vain."""
     *lines, rest = buffer.split(b"\n")
     for line in lines:
         try:
             announced = json.loads(line)
+            if "missing" in announced:
+                name = str(announced["missing"])[:64]
+                if name not in missing and len(missing) < _MAX_MISSING_NAMES:
+                    missing.append(name)
+                continue
             masker.add(str(announced["name"]), announced["value"])
         except (ValueError, KeyError, TypeError):
             continue  # not ours to trust blindly, and nothing to mask
@@ -406,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     err_r, err_w = os.pipe()
     mask_r, mask_w = os.pipe()
     started_at, t0 = time.time(), time.monotonic()
+    missing: list[str] = []
     sys.stdout.flush()
     sys.stderr.flush()
     set_dumpable(False)  # before the fork: the script never sees an executor it could open
@@ -424,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         deadline = t0 + args.timeout if args.timeout else None
         status, timed_out = _pump(pid, out_r, err_r, mask_r, masker, tail,
-                                  args.no_mask, deadline, args.grace)
+                                  args.no_mask, deadline, args.grace, missing)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -443,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         finished_at=_timestamp(time.time()),
         duration_s=round(duration, 6), output_tail=tail.text(),
         output_truncated=tail.truncated, masked_output=not args.no_mask,
-        unmasked_names=masker.unmasked_names, bundle_removed=removed)
+        unmasked_names=masker.unmasked_names, missing_names=sorted(missing),
+        bundle_removed=removed)
     if args.result is not None:
         try:
             write_result(result, args.result, args.result_max_bytes)

@@ -21,6 +21,10 @@ The operator's own settings (ignored by local runs), each ``FX_`` + the name in 
   scope;
 * ``platform_writers`` (none): JSON list of ``namespace/package`` whose runs may write platform
   scope;
+* ``allow_all_secrets`` (true): whether a Package may opt into every name of its chain
+  (``spec.secrets.all``); false fails its Executions at admission;
+* ``platform_secrets_declared_only`` (false): a platform-scope value is delivered only for names
+  the Package declares in ``spec.secrets``, not for names merely found in its scripts;
 * ``runtime_image``: the run pods' image, unless a Package names one;
 * ``broker_url`` (``https://fx-broker.fx-system.svc:8443``): the broker as run pods reach it;
   ``broker_host``, ``broker_port`` (``0.0.0.0``, 8443): where it listens;
@@ -78,6 +82,12 @@ class Settings(BaseSettings):
     platform_writers: list[str] = Field(
         default_factory=list,
         description="namespace/package pairs whose runs may write platform-scope secrets.")
+    allow_all_secrets: bool = Field(
+        default=True, description="Whether a Package may opt into every secret name of its "
+        "chain (spec.secrets.all).")
+    platform_secrets_declared_only: bool = Field(
+        default=False, description="Deliver platform-scope values only for names a Package "
+        "declares (not for names merely found in its scripts).")
     runtime_image: str = Field(default="ghcr.io/fx-dev/fx-runtime:0.1.0",
                                description="Image of run pods unless a Package names one.")
     broker_url: str = Field(default="https://fx-broker.fx-system.svc:8443",

@@ -129,7 +129,15 @@ def test_seed_fx_ef_script_masked_by_default(local: Local) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "DB NAME: ***", "DB PASS: ***", "PACKAGE NAME: secrets-fx-ef"]
-    assert "DB_NAME<-package v1, DB_PASS<-package v1" in done.stderr
+    # least privilege: only what the script reads, though three canaries are in its chain
+    assert "secrets: DB_NAME<-package v1, DB_PASS<-package v1\n" in done.stderr
+    service = open_service(local.settings())
+    try:
+        audit = service.audit_records(run_id=run_id_of(done))
+    finally:
+        service.close()
+    assert [sorted(e["name"] for e in a.entries) for a in audit if a.action == "resolve"] == [
+        ["DB_NAME", "DB_PASS"]]
 
 
 def test_seed_fx_ef_script_shows_real_values_with_no_mask(local: Local) -> None:
@@ -147,8 +155,9 @@ def test_seed_ferris_script_with_the_opt_in(local: Local) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[:3] == ["DB NAME: ***", "DB PASS: ***", "PACKAGE NAME: secrets-ferris"]
-    assert "DB_PASS -> ***" in lines
-    assert "CANARY_PLATFORM -> ***" in lines  # argv holds every resolved secret, masked here
+    # argv holds only the names the script reads, not the canaries of the chain
+    assert [line for line in lines if " -> " in line] == ["DB_NAME -> ***", "DB_PASS -> ***"]
+    assert "secrets: DB_NAME<-package v1, DB_PASS<-package v1\n" in done.stderr
     environ = lines[-1]
     assert environ.startswith("environ(") and "FX_DATABASE_URL" not in environ
     unmasked = local.run(EXAMPLES / "secrets-ferris", "--no-mask")
@@ -174,6 +183,16 @@ PRECEDENCE_SCRIPT = """
     names = ["ALL", "PROJ_PLAT", "PLAT", "EMPTY", "ZERO", "FALSE", "OBJ", "MISSING"]
     print(json.dumps({n: context.secrets.get(n) for n in names}))
 """
+# The script reads its names through a variable: the finder cannot see them, so it declares them
+# (least privilege: a run receives only what its package declares or reads literally).
+PRECEDENCE_SPEC = """
+    secrets:
+      names: [{name: ALL, required: false}, {name: PROJ_PLAT, required: false},
+              {name: PLAT, required: false}, {name: EMPTY, required: false},
+              {name: ZERO, required: false}, {name: "FALSE", required: false},
+              {name: OBJ, required: false}, {name: MISSING, required: false},
+              {name: SHADOWED, required: false}]
+"""
 
 
 def test_precedence_over_the_three_scopes(local: Local, tmp_path: Path) -> None:
@@ -188,7 +207,7 @@ def test_precedence_over_the_three_scopes(local: Local, tmp_path: Path) -> None:
                  ["OBJ", '{"a": 1}', "--scope", "platform"],
                  ["ALL", "other-project", "--scope", "project", "--project", "other"]):
         assert local.fxctl("secrets", "set", *args).returncode == 0
-    folder = package(tmp_path, PRECEDENCE_SCRIPT, secrets={
+    folder = package(tmp_path, PRECEDENCE_SCRIPT, spec=PRECEDENCE_SPEC, secrets={
         "ALL": "package-all", "EMPTY": "", "ZERO": 0, "FALSE": False, "OBJ": {}})
     done = local.run(folder, "--no-mask")
     assert done.returncode == 0, done.stderr
@@ -202,7 +221,8 @@ def test_precedence_over_the_three_scopes(local: Local, tmp_path: Path) -> None:
 def test_precedence_on_postgres(local_pg: Local, tmp_path: Path) -> None:
     local_pg.fxctl("secrets", "set", "PLAT", "platform-only", "--scope", "platform")
     local_pg.fxctl("secrets", "set", "ALL", "project-all", "--scope", "project")
-    folder = package(tmp_path, PRECEDENCE_SCRIPT, secrets={"ALL": "package-all"})
+    folder = package(tmp_path, PRECEDENCE_SCRIPT, spec=PRECEDENCE_SPEC,
+                     secrets={"ALL": "package-all"})
     done = local_pg.run(folder, "--no-mask")
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
@@ -248,7 +268,8 @@ def test_set_from_a_script_is_stored_audited_and_masked(local: Local, tmp_path: 
     assert sorted(writes) == ["NEW_TOKEN", "SHADOWED"]
     # the package-scope value still wins over the project value the script wrote
     again = local.run(package(tmp_path, PRECEDENCE_SCRIPT.replace('"ALL"', '"SHADOWED"'),
-                              name="reader", secrets={"SHADOWED": "package-value"}), "--no-mask")
+                              name="reader", spec=PRECEDENCE_SPEC,
+                              secrets={"SHADOWED": "package-value"}), "--no-mask")
     assert '"SHADOWED": "package-value"' in again.stdout
 
 
@@ -409,3 +430,105 @@ def test_results_list_and_show(local: Local) -> None:
     assert "DB_PASS: package v1" in shown.stdout and "DB PASS: ***" in shown.stdout
     missing = local.fxctl("results", "run-nope")
     assert missing.returncode == 1 and "no run 'run-nope'" in missing.stderr
+
+
+# --- least privilege ---------------------------------------------------------------------------
+
+LEAST_SCRIPT = """
+    import json, os, sys
+    from fx_ef import context
+    from ferris_ef import get_secret
+    print("DB NAME:", context.secrets.get("DB_NAME"))
+    print("DB PASS:", get_secret("DB_PASS"))
+    with open(os.environ["FX_BUNDLE"]) as f:
+        print("bundle:", json.dumps(sorted(json.load(f)["secrets"])))
+    print("argv:", json.dumps(sorted(json.loads(sys.argv[1])["secrets"])))
+    name = "CANARY_" + "PLATFORM"  # a dynamic read: neither declared nor found
+    print("undelivered:", context.secrets.get(name))
+"""
+
+
+def test_a_canary_neither_declared_nor_used_reaches_no_part_of_the_run(
+        local: Local, tmp_path: Path) -> None:
+    folder = package(tmp_path, LEAST_SCRIPT, spec="compat: ferris\n",
+                     secrets={"DB_NAME": "test_db", "DB_PASS": "supersecretpas$"})
+    done = local.run(folder)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert 'bundle: ["DB_NAME", "DB_PASS"]' in lines
+    assert 'argv: ["DB_NAME", "DB_PASS"]' in lines
+    assert "undelivered: None" in lines
+    assert "secrets: DB_NAME<-package v1, DB_PASS<-package v1; asked for, not delivered: " \
+        "CANARY_PLATFORM\n" in done.stderr
+    run_id = run_id_of(done)
+    stored = json.loads(local.fxctl("results", run_id, "--json").stdout)[0]
+    assert sorted(stored["manifest"]) == ["DB_NAME", "DB_PASS"]
+    assert stored["missing_names"] == ["CANARY_PLATFORM"]
+    service = open_service(local.settings())
+    try:
+        audit = service.audit_records(run_id=run_id)
+    finally:
+        service.close()
+    assert {e["name"] for a in audit for e in a.entries} == {"DB_NAME", "DB_PASS"}
+
+
+def test_a_required_name_missing_refuses_the_run(local: Local, tmp_path: Path) -> None:
+    folder = package(tmp_path, "print('never runs')\n", spec="""
+        secrets:
+          names: [{name: API_TOKEN}, {name: CANARY_PROJECT, scope: platform},
+                  {name: OPTIONAL, required: false}]
+    """)
+    done = local.run(folder)
+    assert done.returncode == 1
+    assert "never runs" not in done.stdout
+    assert done.stderr.strip().splitlines() == [
+        "error: run of default/pkg refused: required secret 'API_TOKEN' is not set at any "
+        "scope; required secret 'CANARY_PROJECT' is not set at platform scope"]
+    assert json.loads(local.fxctl("results", "--json").stdout) == []
+
+
+def test_a_pinned_name_is_delivered_from_its_scope_only(local: Local, tmp_path: Path) -> None:
+    assert local.fxctl("secrets", "set", "REGION", "eu-project", "--scope", "project") \
+        .returncode == 0
+    folder = package(tmp_path, """
+        from fx_ef import context
+        print(context.secrets.get("REGION"))
+    """, secrets={"REGION": "package-region"},
+        spec="secrets: {names: [{name: REGION, scope: project}]}\n")
+    done = local.run(folder, "--no-mask")
+    assert done.stdout.strip() == "eu-project"
+    assert "secrets: REGION<-project v1" in done.stderr
+
+
+def test_explain_a_folder_shadowed_pinned_missing_and_unused_names(local: Local,
+                                                                    tmp_path: Path) -> None:
+    for name, value, scope in (("SHARED", "plat", "platform"), ("SHARED", "proj", "project"),
+                               ("REGION", "eu", "project")):
+        assert local.fxctl("secrets", "set", name, value, "--scope", scope).returncode == 0
+    folder = package(tmp_path, """
+        from fx_ef import context
+        context.secrets.get("SHARED"); context.secrets.get("GONE")
+        name = "X"; context.secrets.get(name)
+    """, secrets={"SHARED": "pkg-value"}, spec="""
+        secrets:
+          names: [{name: REGION, scope: platform}, {name: UNUSED, required: false},
+                  {name: SHARED}]
+    """)
+    done = local.fxctl("explain", str(folder))
+    assert done.returncode == 0, done.stderr
+    lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
+    assert lines == [
+        "package default/pkg: runs receive declared and found names",
+        "GONE - [found] not delivered: set nowhere at any scope",
+        "REGION - [declared, required, pinned to platform] not delivered: project: pinned to "
+        "platform scope (required: runs fail before they start)",
+        "SHARED package (secrets.json, not imported yet) [both, required] delivered from "
+        "package scope (declared); shadows project v1, platform v1",
+        "UNUSED - [declared] not delivered: set nowhere at any scope",
+        "declared but not read literally by any script: REGION, UNUSED",
+        "read by the scripts but not delivered: GONE",
+        "dynamic read at main.py:4: declare the names it needs, or secrets.all"]
+    assert "CANARY" not in done.stdout  # in the chain, but neither declared nor read
+    as_json = json.loads(local.fxctl("explain", str(folder), "--json").stdout)
+    assert {n["name"]: n["delivered"] for n in as_json["names"]} == {
+        "GONE": False, "REGION": False, "SHARED": True, "UNUSED": False}

@@ -109,6 +109,70 @@ def test_the_seeds_scripts_as_packages(k8s: Cluster, package: str, script: str,
     assert "DB NAME: ***" in tail and "DB PASS: ***" in tail
     assert f"PACKAGE NAME: {package}" in tail
     assert "supersecretpas$" not in tail
+    # least privilege: the platform and project canaries of the chain are not the run's
+    assert sorted(status["manifest"]) == ["DB_NAME", "DB_PASS"]
+    if spec:  # the ferris opt-in: argv holds exactly the two names too
+        assert [line for line in tail.splitlines() if " -> " in line] == [
+            "DB_NAME -> ***", "DB_PASS -> ***"]
+    assert _audited_names(k8s, status["runId"]) == {"DB_NAME", "DB_PASS"}
+
+
+def _audited_names(k8s: Cluster, run_id: str) -> set[str]:
+    """The names in the audit records of a run (its resolution), read from the database."""
+    import psycopg
+
+    with psycopg.connect(k8s.env["FX_DATABASE_URL"]) as conn:
+        rows = conn.execute("SELECT entries FROM audit WHERE run_id = %s", (run_id,)).fetchall()
+    return {str(e["name"]) for (entries,) in rows for e in json.loads(entries) if "name" in e}
+
+
+LEAST_SCRIPT = """\
+import json, os, sys
+from fx_ef import context
+from ferris_ef import get_secret
+print("DB NAME:", context.secrets.get("DB_NAME"))
+print("DB PASS:", get_secret("DB_PASS"))
+with open(os.environ["FX_BUNDLE"]) as f:
+    print("bundle:", json.dumps(sorted(json.load(f)["secrets"])))
+print("argv:", json.dumps(sorted(json.loads(sys.argv[1])["secrets"])))
+name = "CANARY_" + "PLATFORM"  # a dynamic read: neither declared nor found
+print("undelivered:", context.secrets.get(name))
+"""
+
+
+def test_a_canary_neither_declared_nor_used_reaches_no_part_of_the_run(k8s: Cluster) -> None:
+    k8s.package("team-b", "least", {"main.py": LEAST_SCRIPT}, compat="ferris")
+    k8s.sealed_secret("team-b", "least-secrets", SEED_SECRETS, "package", package="least")
+    k8s.ready("packages", "team-b", "least")
+    k8s.ready("scopedsecrets", "team-b", "least-secrets")
+    status = _run(k8s, "team-b", "least-1", "least")["status"]
+    assert status["phase"] == "Succeeded", status
+    lines = status["result"]["outputTail"].splitlines()
+    assert 'bundle: ["DB_NAME", "DB_PASS"]' in lines
+    assert 'argv: ["DB_NAME", "DB_PASS"]' in lines
+    assert "undelivered: None" in lines
+    assert status["result"]["missingSecrets"] == ["CANARY_PLATFORM"]
+    assert sorted(status["manifest"]) == ["DB_NAME", "DB_PASS"]
+    assert _audited_names(k8s, status["runId"]) == {"DB_NAME", "DB_PASS"}
+
+
+def test_a_required_name_missing_fails_at_admission_without_a_job(k8s: Cluster) -> None:
+    k8s.package("team-b", "needy", {"main.py": "print('never runs')\n"},
+                secrets={"names": [{"name": "API_TOKEN"},
+                                   {"name": "CANARY_PROJECT", "scope": "platform"}]})
+    k8s.ready("packages", "team-b", "needy")
+    status = _run(k8s, "team-b", "needy-1", "needy")["status"]
+    assert status["phase"] == "Failed", status
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "SecretMissing")
+    assert "'API_TOKEN' is not set at any scope" in ready["message"]
+    assert "'CANARY_PROJECT' is not set at platform scope" in ready["message"]
+    (event,) = k8s.events("team-b", "needy-1", "SecretMissing")
+    assert event["type"] == "Warning" and "API_TOKEN" in event["message"]
+    jobs = k8s.batch.list_namespaced_job("team-b").items
+    assert job_name("needy-1") not in {j.metadata.name for j in jobs}
+    assert "runId" not in status and not [p for p in k8s.runner.pods.values()
+                                          if p.job == job_name("needy-1")]
 
 
 def test_a_failing_script_fails_the_execution(k8s: Cluster) -> None:

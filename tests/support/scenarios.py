@@ -12,9 +12,13 @@ from kubernetes import client
 SCOPES_SCRIPT = """
 import json
 from fx_ef import context
-names = ["CANARY_PLATFORM", "CANARY_PROJECT", "CANARY_PACKAGE", "SHARED", "ONLY_PLATFORM",
-         "EMPTY", "MISSING"]
-values = {n: context.secrets.get(n) for n in names}
+# Each name read literally: runs receive only the names their package declares or reads so.
+values = {"CANARY_PLATFORM": context.secrets.get("CANARY_PLATFORM"),
+          "CANARY_PROJECT": context.secrets.get("CANARY_PROJECT"),
+          "CANARY_PACKAGE": context.secrets.get("CANARY_PACKAGE"),
+          "SHARED": context.secrets.get("SHARED"),
+          "ONLY_PLATFORM": context.secrets.get("ONLY_PLATFORM"),
+          "EMPTY": context.secrets.get("EMPTY"), "MISSING": context.secrets.get("MISSING")}
 print("canary:", values["CANARY_PACKAGE"])
 print(json.dumps({n: (None if v is None else ("empty" if v == "" else "set"))
                   for n, v in values.items()}))

@@ -47,7 +47,8 @@ class LazyGroup(click.Group):
                    "operator": "fx_operator.cli.cluster:operator",
                    "completion": "fx_operator.cli.completion:completion",
                    "gc": "fx_operator.cli.gc:gc",
-                   "schedule": "fx_operator.cli.schedule:schedule"})
+                   "schedule": "fx_operator.cli.schedule:schedule",
+                   "explain": "fx_operator.cli.explain:explain_command"})
 @click.version_option(package_name="fx-executor", prog_name="fxctl")
 def cli() -> None:
     """Run packages of Python scripts and hand them secrets safely.

@@ -95,8 +95,18 @@ def run(target: str, project: str | None, params: tuple[str, ...], no_mask: bool
                        for name, entry in record.manifest.items())
     click.echo(f"fxctl: run {record.run_id} of {record.project}/{record.package}: "
                f"{_outcome(record)} in {record.duration_s:.2f}s"
-               f"{'; secrets: ' + scopes if scopes else ''}", err=True)
+               f"{'; secrets: ' + scopes if scopes else ''}{_names_noted(record)}", err=True)
     click.get_current_context().exit(record.exit_code)
+
+
+def _names_noted(record: RunRecord) -> str:
+    """The summary's notes on names (never values): unmaskable, and asked for in vain."""
+    notes = ""
+    if record.unmasked_names:
+        notes += f"; too short to mask: {', '.join(record.unmasked_names)}"
+    if record.missing_names:
+        notes += f"; asked for, not delivered: {', '.join(record.missing_names)}"
+    return notes
 
 
 def _outcome(record: RunRecord) -> str:
@@ -134,6 +144,8 @@ def results(run_id: str | None, project: str | None, package: str | None, limit:
     if output != "table":
         emit([{**_summary(record), "signal": record.signal, "timed_out": record.timed_out,
                "finished": record.finished_at, "manifest": record.manifest,
+               "unmasked_names": list(record.unmasked_names),
+               "missing_names": list(record.missing_names),
                "output_tail": record.output_tail,
                "output_truncated": record.output_truncated}], [], output=output,
              name_column="run")

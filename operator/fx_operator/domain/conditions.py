@@ -44,6 +44,8 @@ class Reason(StrEnum):
     SCRIPT_FAILED = "ScriptFailed"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     POD_FAILED = "PodFailed"
+    SECRET_MISSING = "SecretMissing"  # noqa: S105 (a reason, not a password)
+    ALL_SECRETS_FORBIDDEN = "AllSecretsForbidden"
     # Schedule
     SCHEDULED = "Scheduled"
     SUSPENDED = "Suspended"

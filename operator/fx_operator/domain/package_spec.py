@@ -9,6 +9,12 @@ Every field is optional::
     config: {...}           # read with context.config.get
     compat: ferris          # opt in to ferris_ef's sys.argv[1] JSON (holds the secrets!)
     timeout: 600            # seconds before the script is stopped
+    secrets:                # the secret names runs receive (besides those the scripts read)
+      names:
+        - {name: DB_PASS}                    # required (the default), any scope
+        - {name: REGION, required: false}    # delivered when it exists somewhere
+        - {name: API_KEY, scope: project}    # must exist at project scope, no fallback
+      all: false            # true: every name in the chain (scripts reading names dynamically)
 
 It is read as JSON values (:mod:`fx_operator.domain.yaml_values`): unquoted dates stay text,
 and NaN, infinities, binary data, sets or nesting deeper than the operator allows are refused,
@@ -21,16 +27,53 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from fx_operator.domain.conditions import Reason
 from fx_operator.domain.nesting import too_deep
 from fx_operator.domain.scopes import OWNER_NAME_PATTERN
+from fx_operator.domain.secrets_file import NAME_PATTERN as SECRET_NAME_PATTERN
 from fx_operator.domain.yaml_values import TooDeepError, json_problems, load_json_values
 from fx_operator.exceptions import Problem, ValidationError
 
 ENTRYPOINT_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.py$"
+
+
+class DeclaredSecret(BaseModel):
+    """One name a package declares: required or not, pinned to one scope or not."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="rust-regex")
+
+    name: str = Field(pattern=SECRET_NAME_PATTERN.pattern, description="The secret's name.")
+    required: bool = Field(default=True, description="A run fails before it starts when a "
+                           "required name resolves nowhere (or not at its pinned scope).")
+    scope: Literal["package", "project", "platform"] | None = Field(
+        default=None, description="Pins the name to exactly this scope: no fallback.")
+
+
+class SecretsSpec(BaseModel):
+    """What a package declares of its secrets: ``names`` (besides those its scripts read
+    literally, found by :mod:`fx_operator.domain.secret_finder`) and the ``all`` opt-in.
+
+    One object rather than a bare list so that both forms, the list and ``{all: true}``, have
+    one structural schema in the Package CRD (which cannot say "a list or an object").
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="rust-regex")
+
+    names: tuple[DeclaredSecret, ...] = Field(default=(), description="Names the package uses.")
+    all: bool = Field(default=False, description="Deliver every name in the package's chain "
+                      "(for scripts whose names cannot be found statically).")
+
+    @model_validator(mode="after")
+    def _each_name_once(self) -> SecretsSpec:
+        seen: set[str] = set()
+        for declared in self.names:
+            if declared.name in seen:
+                raise ValueError(f"{declared.name!r} is declared twice")
+            seen.add(declared.name)
+        return self
 
 
 class PackageSpec(BaseModel):
@@ -50,6 +93,8 @@ class PackageSpec(BaseModel):
         default=None, description="'ferris': pass sys.argv[1] JSON with the secrets (opt-in).")
     timeout: float | None = Field(default=None, gt=0, le=7 * 24 * 3600,
                                   description="Seconds before the script is stopped.")
+    secrets: SecretsSpec = Field(default_factory=SecretsSpec,
+                                 description="Secret names the package declares.")
 
 
 def parse_package_spec(text: str, *, source: str = "package.yaml") -> PackageSpec:
@@ -77,12 +122,20 @@ def parse_package_spec(text: str, *, source: str = "package.yaml") -> PackageSpe
         raise ValidationError(problems, source=source) from None
 
 
-def _message(error: Any) -> str:
+def _message(error: Any, top: type[BaseModel] = PackageSpec) -> str:
     if error["type"] == "extra_forbidden":
-        return f"unknown field (known: {', '.join(PackageSpec.model_fields)})"
+        return f"unknown field (known: {', '.join(_model_at(top, error['loc']).model_fields)})"
     if error["type"] == "string_pattern_mismatch":
         return f"{error['input']!r} does not match {error['ctx']['pattern']}"
     return str(error["msg"])
+
+
+def _model_at(top: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The model an unknown field at ``loc`` was found in (``loc`` ends with the field)."""
+    path = [p for p in loc[:-1] if not isinstance(p, int)]
+    if top is PackageSpec and path[:1] == ["secrets"]:
+        top, path = SecretsSpec, path[1:]
+    return DeclaredSecret if top is SecretsSpec and path[:1] == ["names"] else top
 
 
 # --- a Package resource's spec -------------------------------------------------------------------
@@ -104,6 +157,7 @@ class PackageDefinition:
     compat: str | None = None
     timeout_seconds: int | None = None
     resources: dict[str, Any] = field(default_factory=dict)
+    secrets: SecretsSpec = field(default_factory=SecretsSpec)
 
 
 def package_definition(name: str, spec: dict[str, Any]) -> PackageDefinition:
@@ -161,8 +215,21 @@ def package_definition(name: str, spec: dict[str, Any]) -> PackageDefinition:
             problems.append(Problem(f"spec.{key}", "must be an object"))
         elif (nesting := too_deep(spec.get(key, {}))) is not None:
             problems.append(Problem(f"spec.{key}", nesting))
+    secrets = _secrets_spec(spec.get("secrets"), "spec.secrets", problems)
     if problems:
         raise ValidationError(problems, source=source)
     return PackageDefinition(name, scripts, str(entrypoint), spec.get("image"),
                              dict(spec.get("params") or {}), dict(spec.get("config") or {}),
-                             compat, timeout, dict(spec.get("resources") or {}))
+                             compat, timeout, dict(spec.get("resources") or {}), secrets)
+
+
+def _secrets_spec(raw: Any, where: str, problems: list[Problem]) -> SecretsSpec:
+    """A Package's ``spec.secrets`` checked as package.yaml's is; problems appended."""
+    if raw is None:
+        return SecretsSpec()
+    try:
+        return SecretsSpec.model_validate(raw)
+    except PydanticValidationError as e:
+        problems.extend(Problem(".".join([where, *(str(p) for p in error["loc"])]),
+                                _message(error, SecretsSpec)) for error in e.errors())
+        return SecretsSpec()

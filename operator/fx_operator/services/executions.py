@@ -35,6 +35,7 @@ from fx_operator.domain.conditions import (
 )
 from fx_operator.domain.nesting import too_deep
 from fx_operator.domain.package_spec import PackageDefinition
+from fx_operator.domain.secret_needs import MissingSecret, SecretNeeds, find_in_scripts
 from fx_operator.exceptions import FxError, ValidationError
 from fx_operator.services.metrics import Metrics
 from fx_operator.services.packages import PackageService
@@ -136,8 +137,15 @@ class ExecutionService:
             timeout_seconds=spec.get("timeoutSeconds") or definition.timeout_seconds,
             resources=definition.resources)
         params = {**definition.params, **(spec.get("params") or {})}
+        if definition.secrets.all and not self.settings.allow_all_secrets:
+            return self._failed(body, Reason.ALL_SECRETS_FORBIDDEN,
+                                f"Package {definition.name} asks for every secret of its chain "
+                                "(spec.secrets.all), which the operator's configuration forbids "
+                                "(allowAllSecrets: false): declare the names in "
+                                "spec.secrets.names instead")
+        needs = self.needs(definition)
         sealed = await asyncio.to_thread(self._register_and_seal, plan, definition, params,
-                                         replace=False)
+                                         needs, replace=False)
         if sealed is None:
             # Admitted before (a restarted operator, a retry): never a second Job, and a pod
             # started from the earlier Secret must not meet a new key.
@@ -153,8 +161,10 @@ class ExecutionService:
                                          f"restart of the operator; status rebuilt")
                 return await self._caught_up(body, rebuilt)
             sealed = await asyncio.to_thread(self._register_and_seal, plan, definition, params,
-                                             replace=True)  # refused once delivered or ended
+                                             needs, replace=True)  # refused once delivered
             assert sealed is not None
+        if isinstance(sealed, list):
+            return self._failed(body, Reason.SECRET_MISSING, _missing_message(sealed))
         bundle_b64, manifest = sealed
         await self._publish_ca(namespace)
         created = await self.kube.create_run_objects(
@@ -202,12 +212,19 @@ class ExecutionService:
         return {str(e["name"]): {"scope": e["scope"], "version": e["version"]}
                 for e in sorted(latest.entries, key=lambda e: str(e["name"]))}
 
+    def needs(self, definition: PackageDefinition) -> SecretNeeds:
+        """The names runs of ``definition`` receive: declared and found in its scripts."""
+        return SecretNeeds.of(definition.secrets, find_in_scripts(definition.scripts),
+                              platform_declared_only=self.settings.platform_secrets_declared_only)
+
     def _register_and_seal(self, plan: job_spec.RunPlan, definition: PackageDefinition,
-                           params: dict[str, Any], *,
-                           replace: bool) -> tuple[str, dict[str, Any]] | None:
-        """In a worker thread: register a new run key, resolve the run's secrets and seal them
-        under that key; the base64 bundle and the manifest (no values). None when the run was
-        registered before and ``replace`` is False."""
+                           params: dict[str, Any], needs: SecretNeeds, *,
+                           replace: bool) -> tuple[str, dict[str, Any]] | list[MissingSecret] \
+            | None:
+        """In a worker thread: register a new run key, resolve the run's secrets (only the
+        names it needs) and seal them under that key; the base64 bundle and the manifest (no
+        values). None when the run was registered before and ``replace`` is False; the missing
+        required names when some are, the key erased at once (it sealed nothing)."""
         namespace, run_id = plan.namespace, plan.run_id
         allow_platform = self.settings.may_write_platform(namespace, definition.name)
         key = new_run_key()
@@ -217,9 +234,15 @@ class ExecutionService:
                                           definition.name, key, allow_platform, replace=replace):
                 return None
         with self.metrics.timing_store("resolve"):
-            resolution = self.secrets.resolve(namespace, definition.name, run_id=run_id,
+            resolution = self.secrets.resolve(namespace, definition.name, needs.names,
+                                              run_id=run_id,
                                               actor=f"operator:Execution/{namespace}/"
-                                                    f"{plan.execution}")
+                                                    f"{plan.execution}",
+                                              allowed=needs.allows if needs.restricted else None)
+        if missing := needs.missing(resolution.values):
+            del resolution, key
+            self.run_keys.finish(run_id)
+            return missing
         bundle = {
             "format": contract.BUNDLE_FORMAT, "run_id": run_id,
             "package": {"name": definition.name, "id": f"{namespace}/{definition.name}",
@@ -369,6 +392,11 @@ class ExecutionService:
         return execution, _final(execution, FAILED, reason, message, None, None)
 
 
+def _missing_message(missing: list[MissingSecret]) -> str:
+    return ("not started, no Job created: " + "; ".join(map(str, missing)) +
+            " (set it there, or declare it with required: false)")
+
+
 def usable_from_watch(package: dict[str, Any]) -> bool:
     """A Package as the watch last showed it is used as is only when Ready for its generation:
     a refused or unpublished one may be stale (fixed since), so the API is read instead."""
@@ -446,6 +474,9 @@ def _result(message: str | None) -> dict[str, Any] | None:
     unmasked = result.get("unmasked_names")
     if isinstance(unmasked, list) and unmasked:  # names only: values too short to mask
         shown["unmaskedSecrets"] = [str(name) for name in unmasked]
+    missing = result.get("missing_names")
+    if isinstance(missing, list) and missing:  # asked for, not delivered: names only
+        shown["missingSecrets"] = [str(name) for name in missing]
     return shown
 
 

@@ -33,6 +33,7 @@ from fx_ef import contract
 from fx_ef.bundle import new_run_key, seal_bundle
 from fx_operator.domain.package_spec import PackageSpec, parse_package_spec
 from fx_operator.domain.scopes import DEFAULT_PROJECT, OWNER_NAME_PATTERN
+from fx_operator.domain.secret_needs import SecretNeeds, find_in_scripts
 from fx_operator.exceptions import Problem, RunError, ValidationError
 from fx_operator.services.local_channel import LocalChannel
 from fx_operator.services.run_dirs import SECRETS_DIR_KIND, TMPFS, WORK_DIR_KIND, private_dir
@@ -89,6 +90,12 @@ def load_package_folder(path: Path, *, project: str | None = None) -> PackageFol
                          secrets_file if secrets_file.is_file() else None)
 
 
+def folder_needs(folder: PackageFolder) -> SecretNeeds:
+    """The names a run of ``folder`` receives: declared in package.yaml, read by its scripts."""
+    scripts = {p.name: p.read_bytes() for p in sorted(folder.path.glob("*.py")) if p.is_file()}
+    return SecretNeeds.of(folder.spec.secrets, find_in_scripts(scripts))
+
+
 def _utf8_text(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8")
@@ -136,8 +143,13 @@ class LocalRunner:
                 log.info("imported %s: %s", folder.secrets_file,
                          ", ".join(f"{n} v{v}" for n, v in sorted(written.items())))
         run_id = new_run_id()
-        resolution = self.secrets.resolve(folder.project, folder.name, run_id=run_id,
-                                          actor=f"run:{run_id}")
+        needs = folder_needs(folder)
+        resolution = self.secrets.resolve(folder.project, folder.name, needs.names,
+                                          run_id=run_id, actor=f"run:{run_id}",
+                                          allowed=needs.allows if needs.restricted else None)
+        if missing := needs.missing(resolution.values):
+            raise RunError(f"run of {folder.package_id} refused: "
+                           + "; ".join(map(str, missing)))
         grant = RunGrant(run_id, folder.project, folder.name, options.allow_platform_write)
         with private_dir(WORK_DIR_KIND, None) as work, \
                 private_dir(SECRETS_DIR_KIND, _tmpfs()) as tmp:
@@ -246,4 +258,6 @@ def _record(result_file: Path, folder: PackageFolder, run_id: str, exit_code: in
         result.get("signal"), bool(result.get("timed_out")),
         datetime.fromisoformat(result["started_at"]), datetime.fromisoformat(result["finished_at"]),
         float(result["duration_s"]), str(result["output_tail"]),
-        bool(result.get("output_truncated")), resolution.manifest_dict())
+        bool(result.get("output_truncated")), resolution.manifest_dict(),
+        tuple(str(n) for n in result.get("unmasked_names") or ()),
+        tuple(str(n) for n in result.get("missing_names") or ()))

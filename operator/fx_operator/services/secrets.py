@@ -28,6 +28,7 @@ from fx_operator.storage.secret_store import (
     AuditRecord,
     DataKeyRecord,
     ResolvedRow,
+    ScopeRule,
     SecretStore,
     VersionRecord,
 )
@@ -338,13 +339,19 @@ class SecretService:
         return value
 
     def resolve(self, project: str, package: str, names: Sequence[str] | None = None, *,
-                run_id: str | None = None, actor: str | None = None) -> Resolution:
-        """Package, then project, then platform: one query, audited, with its manifest."""
+                run_id: str | None = None, actor: str | None = None,
+                allowed: ScopeRule | None = None) -> Resolution:
+        """Package, then project, then platform: one query, audited, with its manifest.
+
+        ``names``: only these (None: every name of the chain); ``allowed(scope, name)``: only
+        values a run may receive (least privilege's pins and policy, ``SecretNeeds.allows``).
+        """
         chain = Owner.chain(project, package)
         owners = {owner.scope.value: owner for owner in chain}
         rows, opened = self.store.resolve(chain[0].project, chain[0].package, names,
                                           actor=actor or self.actor, run_id=run_id,
-                                          opening=lambda rows: self._open(rows, owners))
+                                          opening=lambda rows: self._open(rows, owners),
+                                          allowed=allowed)
         if opened is None:  # a data key was not held: read it now (another connection)
             self._read_keys(rows, owners)
             opened = self._open(rows, owners)

@@ -33,28 +33,34 @@ class RunRecord:
     output_tail: str
     output_truncated: bool
     manifest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unmasked_names: tuple[str, ...] = ()  # too short to mask (names only)
+    missing_names: tuple[str, ...] = ()  # asked for by the script, not delivered (names only)
 
 
 _RUN_COLUMNS = ("run_id, project, package, actor, exit_code, signal, timed_out, started_at, "
-                "finished_at, duration_s, output_tail, output_truncated, manifest")
+                "finished_at, duration_s, output_tail, output_truncated, manifest, "
+                "unmasked_names, missing_names")
 
 
 def _run(row: Any) -> RunRecord:
     return RunRecord(row[0], row[1], row[2], row[3], int(row[4]), row[5], bool(row[6]),
                      as_datetime(row[7]), as_datetime(row[8]), float(row[9]), row[10],
-                     bool(row[11]), json.loads(row[12]))
+                     bool(row[11]), json.loads(row[12]), tuple(json.loads(row[13])),
+                     tuple(json.loads(row[14])))
 
 
 def add_run(tx: Transaction, record: RunRecord) -> None:
     tx.execute(f"INSERT INTO run_results ({_RUN_COLUMNS}) VALUES (:run_id, :project, :package, "
                ":actor, :exit_code, :signal, :timed_out, :started_at, :finished_at, :duration_s, "
-               ":output_tail, :output_truncated, :manifest)",
+               ":output_tail, :output_truncated, :manifest, :unmasked_names, :missing_names)",
                {"run_id": record.run_id, "project": record.project, "package": record.package,
                 "actor": record.actor, "exit_code": record.exit_code, "signal": record.signal,
                 "timed_out": record.timed_out, "started_at": record.started_at,
                 "finished_at": record.finished_at, "duration_s": record.duration_s,
                 "output_tail": record.output_tail, "output_truncated": record.output_truncated,
-                "manifest": json.dumps(record.manifest)})
+                "manifest": json.dumps(record.manifest),
+                "unmasked_names": json.dumps(list(record.unmasked_names)),
+                "missing_names": json.dumps(list(record.missing_names))})
 
 
 def get_run(tx: Transaction, run_id: str) -> RunRecord | None:

@@ -129,12 +129,20 @@ def _resolve(names_filter: str) -> str:
 _RANK = {scope.value: rank for rank, scope in enumerate(PRECEDENCE)}
 
 
-def _most_specific(batches: Iterable[list[ResolvedRow]]) -> list[ResolvedRow]:
-    """Per name, the row of the most specific scope (package, then project, then platform),
-    in name order. Rows come in batches, each looked at as it arrives."""
+ScopeRule = Callable[[str, str], bool]
+"""Whether a value at (scope, name) may be delivered: least privilege's pins and policy."""
+
+
+def _most_specific(batches: Iterable[list[ResolvedRow]],
+                   allowed: ScopeRule | None = None) -> list[ResolvedRow]:
+    """Per name, the row of the most specific scope (package, then project, then platform)
+    that ``allowed`` accepts, in name order. Rows come in batches, each looked at as it
+    arrives."""
     best: dict[str, ResolvedRow] = {}
     for rows in batches:
         for row in rows:
+            if allowed is not None and not allowed(row[0], row[1]):
+                continue
             held = best.get(row[1])
             if held is None or _RANK[row[0]] < _RANK[held[0]]:
                 best[row[1]] = row
@@ -358,15 +366,27 @@ class SecretStore:
                           f"{' AND '.join(where)} ORDER BY scope, project, package, name", params)
         return [_version(r) for r in rows]
 
+    def chain_versions(self, tx: Transaction, project: str,
+                       package: str) -> dict[str, dict[str, int]]:
+        """Name -> {scope: current version} over a package's three owners: what could be
+        delivered, shadowed ones too (no blob read: for explaining, never for running)."""
+        rows = tx.execute(f"SELECT v.scope, v.name, v.version FROM secret_versions v "
+                          f"WHERE {_OWNER_CHAIN}", {"project": project, "package": package})
+        found: dict[str, dict[str, int]] = {}
+        for scope, name, version in rows:
+            found.setdefault(name, {})[scope] = int(version)
+        return found
+
     # --- resolution -----------------------------------------------------------------------
 
     def resolve(self, project: str, package: str, names: Sequence[str] | None, *, actor: str,
-                run_id: str | None,
-                opening: Callable[[list[ResolvedRow]], T]) -> tuple[list[ResolvedRow], T]:
+                run_id: str | None, opening: Callable[[list[ResolvedRow]], T],
+                allowed: ScopeRule | None = None) -> tuple[list[ResolvedRow], T]:
         """The winning version of each name for a package (read in one round trip, audited in
         the same transaction), and what ``opening`` makes of them. On PostgreSQL ``opening``
         runs while the audit record is being committed, and its result is returned only once
-        the commit is confirmed."""
+        the commit is confirmed. ``allowed`` drops rows a run may not receive (pins, policy):
+        they are neither winners, nor decrypted, nor in the audit record."""
         params: Params = {"project": project, "package": package}
         names_filter = ""
         if names is not None:
@@ -379,7 +399,7 @@ class SecretStore:
             record["read_commit"] = "on" if self.durable_read_audit else "off"
 
         def audited(batches: Iterable[list[ResolvedRow]]) -> tuple[list[ResolvedRow], Params]:
-            winners = _most_specific(batches)
+            winners = _most_specific(batches, allowed)
             return winners, {**record, "entries": _resolution_entries(winners)}
 
         return self.backend.read_then_write(_resolve(names_filter), params, write, audited,
