@@ -13,6 +13,8 @@ from enum import StrEnum
 from typing import Any
 
 READY = "Ready"
+#: A Package: whether every secret name its scripts read or it declares is set somewhere.
+SECRETS_AVAILABLE = "SecretsAvailable"
 SUCCEEDED = "Succeeded"
 # An Execution's phases, and the two it never leaves.
 PENDING, RUNNING, SUCCEEDED_PHASE, FAILED = "Pending", "Running", "Succeeded", "Failed"
@@ -44,6 +46,7 @@ class Reason(StrEnum):
     SCRIPT_FAILED = "ScriptFailed"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     POD_FAILED = "PodFailed"
+    SECRETS_SET = "SecretsSet"
     SECRET_MISSING = "SecretMissing"  # noqa: S105 (a reason, not a password)
     ALL_SECRETS_FORBIDDEN = "AllSecretsForbidden"
     # Schedule

@@ -13,13 +13,23 @@ from typing import Any
 
 from fx_ef.masking import Masker
 from fx_operator.domain import job_spec
-from fx_operator.domain.conditions import READY, EventNote, Outcome, Reason, with_condition
+from fx_operator.domain.conditions import (
+    READY,
+    SECRETS_AVAILABLE,
+    EventNote,
+    Outcome,
+    Reason,
+    with_condition,
+)
 from fx_operator.domain.package_spec import PackageDefinition, package_definition
+from fx_operator.domain.secret_needs import SecretNeeds, find_in_scripts
 from fx_operator.exceptions import Problem, ValidationError
 from fx_operator.services.secrets import SecretService
 from fx_operator.storage.kube import Kube
 
 log = logging.getLogger(__name__)
+#: Dynamic reads listed in a Package's status (the rest: fxctl explain).
+MAX_PLACES_SHOWN = 20
 
 
 class PackageService:
@@ -37,7 +47,7 @@ class PackageService:
         conditions = (body.get("status") or {}).get("conditions")
         try:
             package = self.definition(body)
-            await self._refuse_secrets_in_scripts(namespace, package)
+            chain = await self._refuse_secrets_in_scripts(namespace, package)
         except ValidationError as e:
             reason = e.reason or Reason.INVALID_SPEC
             message = str(e)
@@ -53,15 +63,27 @@ class PackageService:
                                for c in conditions or [])
         events = [] if previously_ready else [
             EventNote("Normal", Reason.SCRIPTS_PUBLISHED, message)]
+        needs = SecretNeeds.of(package.secrets, find_in_scripts(package.scripts))
+        unset = sorted(set(needs.names or ()) - chain)
+        available = (f"read or declared but set at no scope when the Package was published: "
+                     f"{', '.join(unset)} (runs get None for them; a required one fails its "
+                     "run at admission)") if unset else "every name read or declared is set"
+        conditions = with_condition(conditions, type_=SECRETS_AVAILABLE, ok=not unset,
+                                    reason=Reason.SECRET_MISSING if unset else Reason.SECRETS_SET,
+                                    message=available, generation=generation)
         return Outcome({
             "observedGeneration": generation, "scriptCount": len(package.scripts),
             "entrypoint": package.entrypoint, "configMap": config_map["metadata"]["name"],
             "contentHash": job_spec.content_hash(package.scripts),
+            "secretsFound": sorted(needs.found.names),
+            "secretsDynamic": [str(place) for place in needs.found.dynamic[:MAX_PLACES_SHOWN]],
             "conditions": with_condition(conditions, type_=READY, ok=True,
                                          reason=Reason.SCRIPTS_PUBLISHED, message=message,
                                          generation=generation)}, events)
 
-    async def _refuse_secrets_in_scripts(self, namespace: str, package: PackageDefinition) -> None:
+    async def _refuse_secrets_in_scripts(self, namespace: str,
+                                         package: PackageDefinition) -> set[str]:
+        """Refuse scripts that hold a stored value; the names set in the package's chain."""
         resolution = await asyncio.to_thread(
             self.secrets.resolve, namespace, package.name, actor="operator:package-check")
         found = sorted({secret for secret, value in resolution.values.items()
@@ -73,3 +95,4 @@ class PackageService:
                          "read it with context.secrets.get instead", Reason.SECRET_IN_SCRIPT)
                  for secret in found],
                 source=f"Package {package.name}")
+        return set(resolution.values)
