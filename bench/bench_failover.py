@@ -20,6 +20,7 @@ Run: ``python bench/bench_failover.py`` (env: ``BENCH_ROUNDS`` per mode, default
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import statistics
@@ -32,6 +33,7 @@ from pathlib import Path
 import psycopg
 from common import percentile  # also puts the project on sys.path
 from fx_operator.config import Settings
+from fx_operator.domain.channel_requests import parse_state_write
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.exceptions import CommitUnknownError, ConnectionLostError
 from fx_operator.services.opening import open_secret_service
@@ -40,6 +42,8 @@ from fx_operator.storage.master_keys import FileMasterKeyProvider
 from support.pg_replication import STANDBY_NAME, ReplicatedPostgres
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+#: Below the 1,000 state keys a package may hold (domain.state_limits).
+MAX_KEYS_PER_WRITER = 990
 WRITERS = int(os.environ.get("BENCH_WRITERS", "8"))
 MODES = os.environ.get("BENCH_MODES", "sync,async").split(",")
 BURST_S = 2.0
@@ -86,12 +90,15 @@ def one_round(synchronous: bool) -> Round:
         killed_at: list[float] = []
 
         def write(index: int) -> None:
-            writer, grant, i = writers[index], RunGrant(f"bench-{index}", "bench", "pkg"), 0
-            while not stop.is_set():
+            # A package of its own per writer: a package holds at most 1,000 state keys.
+            writer, i = writers[index], 0
+            grant = RunGrant(f"bench-{index}", "bench", f"pkg-{index}")
+            while not stop.is_set() and i < MAX_KEYS_PER_WRITER:
                 i += 1
                 key, value = f"w{index}-{i}", f"v{i}"
                 try:
-                    runs.put_state(grant, key, value)
+                    runs.put_state(grant, parse_state_write(
+                        json.dumps({"key": key, "value": value}).encode()))
                 except ConnectionLostError:
                     continue  # nothing written: the next key goes to the new primary
                 except CommitUnknownError:
@@ -116,10 +123,10 @@ def one_round(synchronous: bool) -> Round:
         stop.set()
         for thread in threads:
             thread.join(60)
-        stored = runs.get_state(RunGrant("check", "bench", "pkg"))
+        stored = [runs.get_state(RunGrant("check", "bench", f"pkg-{i}")) for i in range(WRITERS)]
         service.close()
-    lost = sum(1 for w in writers for key, value in w.acknowledged.items()
-               if stored.get(key) != value)
+    lost = sum(1 for i, w in enumerate(writers) for key, value in w.acknowledged.items()
+               if stored[i].get(key) != value)
     return Round(sum(len(w.acknowledged) for w in writers), lost,
                  sum(w.unknown for w in writers), lag_ms, unflushed,
                  [w.first_after_failover for w in writers if w.first_after_failover is not None])

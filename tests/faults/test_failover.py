@@ -13,6 +13,7 @@ writes acknowledged but never streamed are lost: measured and recorded, not asse
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import threading
@@ -29,6 +30,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 from fx_operator.config import Settings
+from fx_operator.domain.channel_requests import parse_state_write
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import CommitUnknownError, ConflictError, ConnectionLostError
@@ -36,7 +38,7 @@ from fx_operator.services.opening import open_secret_service
 from fx_operator.services.run_keys import RunKeyService
 from fx_operator.services.runs import RunGrant, RunService
 from fx_operator.services.secrets import SecretService
-from fx_operator.storage import run_keys, run_records
+from fx_operator.storage import run_keys
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 from fx_operator.storage.run_records import RunRecord
 from support.cluster import cluster
@@ -50,6 +52,7 @@ T = TypeVar("T")
 PROJECT = "team-a"
 PACKAGE = "etl"
 WRITERS = 4
+STATE_KEYS_PER_WRITER = 100  # reused: a package holds at most 1,000 state keys
 ACKS_BEFORE_CRASH = 15  # per writer and kind of write, before the primary is killed
 ACKS_AFTER_FAILOVER = 15  # per writer and kind, on the new primary, before the burst ends
 EXECUTIONS = 10  # through the operator, half of them created after the failover
@@ -115,11 +118,11 @@ def test_a_transaction_cut_before_its_commit_says_nothing_was_written(
     try:
         with pytest.raises(ConnectionLostError, match="before the commit"), \
                 service.store.transaction() as tx:
-            run_records.put_state(tx, PROJECT, PACKAGE, "cut", "value", None)
+            service.store.set_meta(tx, "cut", "value")
             sync_pair.fail_over()
             tx.execute("SELECT 1")
         with service.store.transaction() as tx:
-            assert "cut" not in run_records.get_state(tx, PROJECT, PACKAGE)
+            assert service.store.get_meta(tx, "cut") is None
     finally:
         service.close()
 
@@ -277,10 +280,14 @@ class Burst:
             while not self.stop.is_set():
                 i += 1
                 value = secrets.token_hex(8)
-                name, key, run_id = f"W{writer}_{i}", f"w{writer}-{i}", f"run-{writer}-{i}"
+                # State keys are reused: a package holds at most 1,000 (domain.state_limits),
+                # and the last acknowledged value of each must be the one read back.
+                name, key, run_id = (f"W{writer}_{i}", f"w{writer}-{i % STATE_KEYS_PER_WRITER}",
+                                     f"run-{writer}-{i}")
                 if self._once(ledger, partial(self.service.set, owner, name, value)):
                     self._acknowledged(ledger).secrets[name] = value
-                self._idempotent(partial(self.runs.put_state, grant, key, value))
+                write = parse_state_write(json.dumps({"key": key, "value": value}).encode())
+                self._idempotent(partial(self.runs.put_state, grant, write))
                 self._acknowledged(ledger).state[key] = value
                 self._execution(run_id)
                 self._acknowledged(ledger).runs.append(run_id)
