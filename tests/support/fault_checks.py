@@ -75,15 +75,16 @@ def cluster_with_a_package(folder: Path, dsn: str, dump: Callable[[], bytes], *,
                            package: str, script: str, canary: str,
                            emulator: KubeEmulator | None = None,
                            operator_token: str | None = None,
+                           package_spec: dict[str, Any] | None = None,
                            **settings: str) -> Iterator[ProcessCluster]:
     """A cluster whose operator is a process, with one Package whose package-scope secret is
-    ``canary``, both ready; afterwards the canary must show nowhere (objects, logs, the runs'
-    output, the database ``dump``)."""
+    ``canary``, both ready (``package_spec``: more of the Package's spec); afterwards the
+    canary must show nowhere (objects, logs, the runs' output, the database ``dump``)."""
     extra: dict[str, Any] = dict(settings)  # FX_* settings only (mypy: not ``watched``)
     with cluster(folder, dsn, emulator=emulator, operator_token=operator_token,
                  kind=ProcessCluster, **extra) as machine:
         assert isinstance(machine, ProcessCluster)
-        machine.package(namespace, package, {"main.py": script})
+        machine.package(namespace, package, {"main.py": script}, **(package_spec or {}))
         machine.sealed_secret(namespace, f"{package}-secrets", {"CANARY": canary}, "package",
                               package=package)
         machine.ready("packages", namespace, package)
