@@ -24,6 +24,7 @@ from fx_operator.config import Settings
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 from support.processes import REPO, child_env, fxctl
+from support.scenarios import LEAST_PRIVILEGE_SCRIPT
 from support.stores import open_service
 
 CANARIES = {"package": "pkg-canary-1b7e4d0c", "project": "proj-canary-93af20e1",
@@ -434,23 +435,11 @@ def test_results_list_and_show(local: Local) -> None:
 
 # --- least privilege ---------------------------------------------------------------------------
 
-LEAST_SCRIPT = """
-    import json, os, sys
-    from fx_ef import context
-    from ferris_ef import get_secret
-    print("DB NAME:", context.secrets.get("DB_NAME"))
-    print("DB PASS:", get_secret("DB_PASS"))
-    with open(os.environ["FX_BUNDLE"]) as f:
-        print("bundle:", json.dumps(sorted(json.load(f)["secrets"])))
-    print("argv:", json.dumps(sorted(json.loads(sys.argv[1])["secrets"])))
-    name = "CANARY_" + "PLATFORM"  # a dynamic read: neither declared nor found
-    print("undelivered:", context.secrets.get(name))
-"""
 
 
 def test_a_canary_neither_declared_nor_used_reaches_no_part_of_the_run(
         local: Local, tmp_path: Path) -> None:
-    folder = package(tmp_path, LEAST_SCRIPT, spec="compat: ferris\n",
+    folder = package(tmp_path, LEAST_PRIVILEGE_SCRIPT, spec="compat: ferris\n",
                      secrets={"DB_NAME": "test_db", "DB_PASS": "supersecretpas$"})
     done = local.run(folder)
     assert done.returncode == 0, done.stderr

@@ -20,6 +20,7 @@ from fx_operator.domain.job_spec import job_name
 from support.cluster import PLATFORM_NAMESPACE, Cluster, cluster
 from support.postgres import PostgresServer
 from support.scenarios import (
+    LEAST_PRIVILEGE_SCRIPT,
     SCOPES_SCRIPT,
     SCOPES_SEEN,
     package_secrets,
@@ -126,22 +127,10 @@ def _audited_names(k8s: Cluster, run_id: str) -> set[str]:
     return {str(e["name"]) for (entries,) in rows for e in json.loads(entries) if "name" in e}
 
 
-LEAST_SCRIPT = """\
-import json, os, sys
-from fx_ef import context
-from ferris_ef import get_secret
-print("DB NAME:", context.secrets.get("DB_NAME"))
-print("DB PASS:", get_secret("DB_PASS"))
-with open(os.environ["FX_BUNDLE"]) as f:
-    print("bundle:", json.dumps(sorted(json.load(f)["secrets"])))
-print("argv:", json.dumps(sorted(json.loads(sys.argv[1])["secrets"])))
-name = "CANARY_" + "PLATFORM"  # a dynamic read: neither declared nor found
-print("undelivered:", context.secrets.get(name))
-"""
 
 
 def test_a_canary_neither_declared_nor_used_reaches_no_part_of_the_run(k8s: Cluster) -> None:
-    k8s.package("team-b", "least", {"main.py": LEAST_SCRIPT}, compat="ferris")
+    k8s.package("team-b", "least", {"main.py": LEAST_PRIVILEGE_SCRIPT}, compat="ferris")
     k8s.sealed_secret("team-b", "least-secrets", SEED_SECRETS, "package", package="least")
     k8s.ready("packages", "team-b", "least")
     k8s.ready("scopedsecrets", "team-b", "least-secrets")

@@ -109,3 +109,19 @@ class ClusterView:
         found: dict[str, Any] = self.wait_for(check, f"execution {namespace}/{name}",
                                               timeout or self.run_timeout)
         return found
+
+
+#: A seed-like script (fx_ef and ferris_ef spellings, ferris argv) that prints which names it
+#: received, and reads one more name dynamically: what least privilege delivers, shown.
+LEAST_PRIVILEGE_SCRIPT = """\
+import json, os, sys
+from fx_ef import context
+from ferris_ef import get_secret
+print("DB NAME:", context.secrets.get("DB_NAME"))
+print("DB PASS:", get_secret("DB_PASS"))
+with open(os.environ["FX_BUNDLE"]) as f:
+    print("bundle:", json.dumps(sorted(json.load(f)["secrets"])))
+print("argv:", json.dumps(sorted(json.loads(sys.argv[1])["secrets"])))
+name = "CANARY_" + "PLATFORM"  # a dynamic read: neither declared nor found
+print("undelivered:", context.secrets.get(name))
+"""
