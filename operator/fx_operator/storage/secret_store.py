@@ -20,7 +20,6 @@ from fx_operator.domain.scopes import PRECEDENCE, Owner, Scope
 from fx_operator.storage.backends import (
     Backend,
     Params,
-    PostgresBackend,
     Row,
     SqliteBackend,
     Transaction,
@@ -30,6 +29,10 @@ from fx_operator.storage.backends import (
 from fx_operator.storage.migrating import ensure_current
 
 T = TypeVar("T")
+
+# From this many versions in one write on, they go in as one bulk insert (COPY on PostgreSQL):
+# below it, COPY's extra round trips (the column types, the copy itself) cost more than they save.
+BULK_ROWS = 64
 
 OWNER_MATCH = "scope = :scope AND project = :project AND package = :package"
 
@@ -190,6 +193,8 @@ class SecretStore:
     @classmethod
     def open_postgres(cls, url: str, *, pool_max_size: int = 10, migrate: bool = True,
                       durable_read_audit: bool = True) -> SecretStore:
+        from fx_operator.storage.postgres_backend import PostgresBackend  # psycopg: here only
+
         store = cls._migrated(PostgresBackend(url, max_size=pool_max_size), migrate)
         store.durable_read_audit = durable_read_audit
         return store
@@ -311,6 +316,12 @@ class SecretStore:
                    f"is_current AND {self.backend.names_filter('name', 'names')}",
                    {**_owner_params(owner), "false": False,
                     "names": self.backend.names_param([r.name for r in records])})
+        if len(records) >= BULK_ROWS:  # an import: COPY on PostgreSQL
+            scope, project, package = owner.scope.value, owner.project, owner.package
+            tx.insert_rows("secret_versions", _VERSION_COLUMNS.split(", "), (
+                (scope, project, package, r.name, r.version, r.blob, r.data_key_id,
+                 r.created_at, r.actor, True) for r in records))
+            return
         tx.executemany(
             f"INSERT INTO secret_versions ({_VERSION_COLUMNS}) VALUES (:scope, :project, "
             ":package, :name, :version, :blob, :data_key_id, :created_at, :actor, :is_current)",
