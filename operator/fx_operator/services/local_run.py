@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -56,6 +57,7 @@ class PackageFolder:
     entrypoint: str
     spec: PackageSpec
     secrets_file: Path | None
+    renamed_from: str | None = None  # the folder's name, when it is not a valid package name
 
     @property
     def package_id(self) -> str:
@@ -70,11 +72,11 @@ def load_package_folder(path: Path, *, project: str | None = None) -> PackageFol
     spec_path = path / SPEC_FILE
     spec = (parse_package_spec(_utf8_text(spec_path), source=str(spec_path))
             if spec_path.is_file() else PackageSpec())
-    name = spec.name or path.name
+    name = spec.name or package_name_of_folder(path.name)
     if not OWNER_NAME_PATTERN.fullmatch(name):
-        raise ValidationError(Problem("name", f"the folder's name {name!r} is not a valid package "
-                                      "name (lowercase letters, digits and '-'): set name in "
-                                      f"{SPEC_FILE}"), source=str(spec_path))
+        raise ValidationError(Problem("name", f"the folder's name {path.name!r} is not a valid "
+                                      "package name (lowercase letters, digits and '-'): set "
+                                      f"name in {SPEC_FILE}"), source=str(spec_path))
     chosen_project = project or spec.project or DEFAULT_PROJECT
     if not OWNER_NAME_PATTERN.fullmatch(chosen_project):
         raise ValidationError(Problem("project", f"{chosen_project!r} is not a valid project "
@@ -85,7 +87,16 @@ def load_package_folder(path: Path, *, project: str | None = None) -> PackageFol
         raise RunError(f"entrypoint {entrypoint!r} not found in {path}")
     secrets_file = path / SECRETS_FILE
     return PackageFolder(path, name, chosen_project, entrypoint, spec,
-                         secrets_file if secrets_file.is_file() else None)
+                         secrets_file if secrets_file.is_file() else None,
+                         renamed_from=None if name == path.name or spec.name else path.name)
+
+
+def package_name_of_folder(folder: str) -> str:
+    """The package name a folder's name stands for: Python folders use ``_`` (``secrets_demo``)
+    where a package name, a DNS-1123 label, uses ``-`` (``secrets-demo``). Lowercased, runs of
+    other characters made one ``-``, trimmed to 63 characters; may still be invalid (``__``)."""
+    name = re.sub(r"[^a-z0-9]+", "-", folder.lower())[:63]
+    return name.strip("-")
 
 
 def _utf8_text(path: Path) -> str:

@@ -65,8 +65,9 @@ class _PostgresTransaction(Transaction):
         """COPY in binary, inside the transaction: all rows or none. About 5x executemany's
         rate on 100k secrets (bench/bench_cli_scale.py)."""
         statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+        types = _column_types(self.conn, table, tuple(columns))  # before: COPY holds the line
         with self.conn.cursor() as cur, cur.copy(statement) as copy:
-            copy.set_types(_column_types(self.conn, table, tuple(columns)))
+            copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
 

@@ -75,6 +75,26 @@ class VersionRecord:
         return self.blob is None
 
 
+@dataclass(frozen=True, slots=True)
+class ListedSecret:
+    """A current version as listings show it: no blob, read or kept."""
+
+    owner: Owner
+    name: str
+    version: int
+    deleted: bool
+    created_at: datetime
+    actor: str
+
+    @property
+    def key(self) -> ListingKey:
+        """Where this row is in a listing's order: a page goes on after it."""
+        return (self.owner.scope.value, self.owner.project, self.owner.package, self.name)
+
+
+ListingKey = tuple[str, str, str, str]
+"""(scope, project, package, name): a listing's order, and where its next page starts."""
+
 ResolvedRow = tuple[str, str, int, bytes]
 """The winning current version of one name for a run: (scope, name, version, blob). A plain
 tuple, as the driver returns it: a run reads a hundred of them per resolution."""
@@ -368,6 +388,34 @@ class SecretStore:
         rows = tx.execute(f"SELECT {_VERSION_COLUMNS} FROM secret_versions WHERE "
                           f"{' AND '.join(where)} ORDER BY scope, project, package, name", params)
         return [_version(r) for r in rows]
+
+    def listing(self, tx: Transaction, *, scope: Scope | None = None, project: str | None = None,
+                package: str | None = None, include_deleted: bool = False,
+                after: ListingKey | None = None, limit: int | None = None) -> list[ListedSecret]:
+        """Current versions in (scope, project, package, name) order, metadata only: the blob
+        is neither fetched nor kept (on 100k secrets it was most of the bytes read). A page
+        starts after ``after`` (keyset paging on the one-current-version index)."""
+        where = ["is_current"]
+        params: Params = {}
+        for column, value in (("scope", scope), ("project", project), ("package", package)):
+            if value is not None:
+                where.append(f"{column} = :{column}")
+                params[column] = value.value if isinstance(value, Scope) else value
+        if not include_deleted:
+            where.append("blob IS NOT NULL")
+        if after is not None:
+            where.append("(scope, project, package, name) > (:after_scope, :after_project, "
+                         ":after_package, :after_name)")
+            params.update(zip(("after_scope", "after_project", "after_package", "after_name"),
+                              after, strict=True))
+        sql = ("SELECT scope, project, package, name, version, blob IS NULL, created_at, actor "
+               f"FROM secret_versions WHERE {' AND '.join(where)} "
+               "ORDER BY scope, project, package, name")
+        if limit is not None:
+            sql += " LIMIT :limit"
+            params["limit"] = limit
+        return [ListedSecret(_owner(r), r[3], r[4], bool(r[5]), as_datetime(r[6]), r[7])
+                for r in tx.execute(sql, params)]
 
     # --- resolution -----------------------------------------------------------------------
 
