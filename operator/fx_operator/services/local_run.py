@@ -91,12 +91,17 @@ def load_package_folder(path: Path, *, project: str | None = None) -> PackageFol
                          renamed_from=None if name == path.name or spec.name else path.name)
 
 
+_MENDABLE_FOLDER = re.compile(r"[A-Za-z0-9_. -]+")
+
+
 def package_name_of_folder(folder: str) -> str:
     """The package name a folder's name stands for: Python folders use ``_`` (``secrets_demo``)
-    where a package name, a DNS-1123 label, uses ``-`` (``secrets-demo``). Lowercased, runs of
-    other characters made one ``-``, trimmed to 63 characters; may still be invalid (``__``)."""
-    name = re.sub(r"[^a-z0-9]+", "-", folder.lower())[:63]
-    return name.strip("-")
+    where a package name, a DNS-1123 label, uses ``-`` (``secrets-demo``). Only letters, digits,
+    ``_``, ``.``, ``-`` and spaces are mended (lowercased, each run of the others one ``-``,
+    trimmed to 63 characters); any other name is left as it is, to be refused with the rule."""
+    if not _MENDABLE_FOLDER.fullmatch(folder):
+        return folder
+    return re.sub(r"[^a-z0-9]+", "-", folder.lower())[:63].strip("-")
 
 
 def _utf8_text(path: Path) -> str:
