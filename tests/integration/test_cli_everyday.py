@@ -88,7 +88,7 @@ def test_the_embedded_store_never_imports_psycopg(tmp_path: Path) -> None:
 
 def test_a_local_run_starts_one_interpreter_the_executor(tmp_path: Path) -> None:
     """The init step runs inside fxctl (same code): the only interpreter started is the
-    executor's, and it starts before the run is prepared."""
+    executor's."""
     log = tmp_path / "started.log"
     python = tmp_path / "python"
     python.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {sys.executable} "$@"\n')
@@ -105,20 +105,6 @@ def test_a_local_run_starts_one_interpreter_the_executor(tmp_path: Path) -> None
     assert record.exit_code == 0 and record.output_tail == "hello\n"
     started = log.read_text().splitlines()
     assert len(started) == 1 and started[0].startswith("-m fx_ef.local_executor"), started
-    assert "--start-fd" in started[0]
-
-
-def test_an_executor_never_told_to_go_runs_nothing(tmp_path: Path) -> None:
-    (tmp_path / "main.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
-    read_end, write_end = os.pipe()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fx_ef.local_executor", "--runner-pid", str(os.getpid()),
-         "--start-fd", str(read_end), "--bundle", str(tmp_path / "none.json"),
-         "--package-dir", str(tmp_path)], env=child_env(), pass_fds=(read_end,))
-    os.close(read_end)
-    os.close(write_end)  # the preparation failed: no "go"
-    assert process.wait(timeout=60) == 0
-    assert not (tmp_path / "ran").exists()
 
 
 def test_the_executor_parses_its_options_without_argparse(tmp_path: Path) -> None:

@@ -112,9 +112,9 @@ class LocalChannel:
     def _serve(self) -> None:
         """Answer requests until ``close`` writes to the wake-up pipe.
 
-        Not ``serve_forever``: its ``shutdown`` waits for the loop's next poll (0.2 s by
-        default, the largest part of a trivial run's time after the imports); here the loop
-        sleeps until a request or the wake-up comes."""
+        Not ``serve_forever``: its ``shutdown`` waits for the loop's next poll; here the loop
+        sleeps until a request or the wake-up comes (bench_cli, load 0.7: the trivial run's p50
+        494 ms polling every 0.2 s, 322 ms without)."""
         with selectors.DefaultSelector() as selector:
             selector.register(self._server, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)

@@ -143,17 +143,6 @@ class LocalRunner:
         self.python = python
 
     def run(self, folder: PackageFolder, options: RunOptions) -> RunRecord:
-        with private_dir(WORK_DIR_KIND, None) as work, \
-                private_dir(SECRETS_DIR_KIND, _tmpfs()) as tmp, \
-                _Executor(self.python, _executor_args(tmp / contract.BUNDLE_FILE_NAME, folder,
-                                                      work / "result.json", options)) as executor:
-            record = self._run(folder, options, work, tmp, executor)
-        self.runs.record_result(record)
-        return record
-
-    def _run(self, folder: PackageFolder, options: RunOptions, work: Path, tmp: Path,
-             executor: _Executor) -> RunRecord:
-        """The run proper, while the executor's interpreter starts on its own (see _Executor)."""
         if folder.secrets_file is not None:
             written = self.secrets.sync_file(folder.secrets_file.read_bytes(),
                                              project=folder.project, package=folder.name,
@@ -165,86 +154,49 @@ class LocalRunner:
         resolution = self.secrets.resolve(folder.project, folder.name, run_id=run_id,
                                           actor=f"run:{run_id}")
         grant = RunGrant(run_id, folder.project, folder.name, options.allow_platform_write)
-        channel = LocalChannel(self.runs, grant, work / "channel")
+        with private_dir(WORK_DIR_KIND, None) as work, \
+                private_dir(SECRETS_DIR_KIND, _tmpfs()) as tmp:
+            channel = LocalChannel(self.runs, grant, work / "channel")
+            try:
+                bundle = _bundle(folder, run_id, resolution, options, channel.descriptor)
+                key = new_run_key()
+                sealed = work / "bundle.sealed"
+                sealed.write_bytes(seal_bundle(bundle, key))
+                self._init(run_id, sealed, tmp, key)
+                exit_code = self._execute(tmp / contract.BUNDLE_FILE_NAME, folder,
+                                          work / "result.json", options)
+                record = _record(work / "result.json", folder, run_id, exit_code, resolution)
+            finally:
+                channel.close()
+        self.runs.record_result(record)
+        return record
+
+    def _init(self, run_id: str, sealed: Path, out: Path, key: bytes) -> None:
+        """The init step, in this process: the same code and checks as ``python -m fx_ef.init``
+        (which a pod runs), without a third interpreter's start. The key never leaves this
+        process. (bench_cli, load 0.7: the trivial run's p50 393 ms with the init step as a
+        process of its own, 322 ms in process.)"""
+        from fx_ef.init import InitError, deliver
+
         try:
-            bundle = _bundle(folder, run_id, resolution, options, channel.descriptor)
-            key = new_run_key()
-            sealed = work / "bundle.sealed"
-            sealed.write_bytes(seal_bundle(bundle, key))
-            _init(run_id, sealed, tmp, key)
-            exit_code = executor.go()
-            return _record(work / "result.json", folder, run_id, exit_code, resolution)
-        finally:
-            channel.close()
+            deliver(sealed, out, run_id, key)
+        except InitError as e:
+            raise RunError(f"the init step failed ({e.exit_code}): fx init: {e}") from None
 
-
-def _executor_args(bundle: Path, folder: PackageFolder, result: Path,
-                   options: RunOptions) -> list[str]:
-    command = ["--bundle", str(bundle), "--package-dir", str(folder.path), "--result", str(result)]
-    if not options.mask:
-        command.append("--no-mask")
-    timeout = options.timeout or folder.spec.timeout
-    if timeout:
-        command += ["--timeout", str(timeout)]
-    return command
-
-
-def _init(run_id: str, sealed: Path, out: Path, key: bytes) -> None:
-    """The init step, in this process: the same code and checks as ``python -m fx_ef.init``
-    (which a pod runs), without a third interpreter's start (about 40 ms of a run, measured
-    with bench/bench_cli.py). The key never leaves this process."""
-    from fx_ef.init import InitError, deliver
-
-    try:
-        deliver(sealed, out, run_id, key)
-    except InitError as e:
-        raise RunError(f"the init step failed ({e.exit_code}): fx init: {e}") from None
-
-
-class _Executor:
-    """``fx_ef.local_executor`` started before the run is prepared, to go once it is.
-
-    Its interpreter starts (about as long as the script's own ``python`` start) while this
-    process reads the store and delivers the bundle, instead of after. It waits on a pipe:
-    ``go`` runs the executor; the pipe closed without it (the preparation failed) ends it at
-    once, having run nothing. It starts with the script's environment, never the store's.
-    """
-
-    def __init__(self, python: str, executor_args: list[str]) -> None:
-        read_end, self._start = os.pipe()
-        try:
-            # The executor as a local run starts it: it and the script die with this process.
-            self.process = subprocess.Popen(
-                [python, "-m", "fx_ef.local_executor", "--runner-pid", str(os.getpid()),
-                 "--start-fd", str(read_end), *executor_args],
-                env=_script_env(), pass_fds=(read_end,))
-        except BaseException:
-            os.close(self._start)
-            raise
-        finally:
-            os.close(read_end)
-
-    def __enter__(self) -> _Executor:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._close_start()
-        with _forwarding_signals(self.process):
-            self.process.wait()
-
-    def go(self) -> int:
-        """Start the run; the executor's exit code (the script's) once it ends."""
-        try:
-            os.write(self._start, b"go\n")
-        finally:
-            self._close_start()
-        with _forwarding_signals(self.process):
-            return self.process.wait()
-
-    def _close_start(self) -> None:
-        if self._start >= 0:
-            os.close(self._start)
-            self._start = -1
+    def _execute(self, bundle: Path, folder: PackageFolder, result: Path,
+                 options: RunOptions) -> int:
+        # The executor as a local run starts it: it and the script die with this process.
+        command = [self.python, "-m", "fx_ef.local_executor", "--runner-pid", str(os.getpid()),
+                   "--bundle", str(bundle), "--package-dir", str(folder.path),
+                   "--result", str(result)]
+        if not options.mask:
+            command.append("--no-mask")
+        timeout = options.timeout or folder.spec.timeout
+        if timeout:
+            command += ["--timeout", str(timeout)]
+        process = subprocess.Popen(command, env=_script_env())
+        with _forwarding_signals(process):
+            return process.wait()
 
 
 def _tmpfs() -> Path | None:
