@@ -268,6 +268,10 @@ def test_fxctl_seal_and_run_against_the_cluster(k8s: Cluster, tmp_path: Path) ->
     k8s.extra_outputs.append(ran.output)
     assert ran.exit_code == 0, ran.output
     assert "cli: *** monday" in ran.output
+    # Progress while following, as plain lines off a terminal: one per phase seen.
+    assert "fxctl: execution team-a/cli-pkg-" in ran.output
+    assert ": waiting for the operator\n" in ran.output or ": Pending\n" in ran.output \
+        or ": Running\n" in ran.output, ran.output
 
 
 def test_metrics_and_probes(k8s: Cluster) -> None:

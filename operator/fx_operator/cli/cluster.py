@@ -16,6 +16,7 @@ from typing import Any
 import click
 import yaml
 
+from fx_operator.cli.progress import phases
 from fx_operator.config import Settings
 from fx_operator.domain.conditions import FINAL_PHASES
 from fx_operator.domain.job_spec import API_VERSION, GROUP, VERSION
@@ -111,20 +112,23 @@ def run_in_cluster(package: str, namespace: str, params: dict[str, Any], follow:
     if not follow:
         return 0
     limit = wait_timeout or _default_wait(kube, namespace, package, timeout)
-    deadline = time.monotonic() + limit
+    started = time.monotonic()
     execution = created
-    while (execution.get("status") or {}).get("phase") not in FINAL_PHASES:
-        if time.monotonic() > deadline:
-            status = execution.get("status") or {}
-            ready: dict[str, Any] = next(
-                (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-            click.echo(f"fxctl: execution {namespace}/{name} did not end within {limit:g} s "
-                       f"(phase {status.get('phase') or 'none yet'}"
-                       f"{': ' + str(ready.get('message')) if ready else ''}); it goes on in "
-                       f"the cluster: kubectl -n {namespace} get execution {name}", err=True)
-            return EXIT_WAIT_TIMEOUT
-        time.sleep(0.5)
-        execution = asyncio.run(kube.get_custom("executions", namespace, name))
+    with phases(f"fxctl: execution {namespace}/{name}", limit) as show:
+        while ((phase := (execution.get("status") or {}).get("phase")) not in FINAL_PHASES
+               and time.monotonic() <= started + limit):
+            show(phase or "waiting for the operator", time.monotonic() - started)
+            time.sleep(0.5)
+            execution = asyncio.run(kube.get_custom("executions", namespace, name))
+    if phase not in FINAL_PHASES:
+        status = execution.get("status") or {}
+        ready: dict[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        click.echo(f"fxctl: execution {namespace}/{name} did not end within {limit:g} s "
+                   f"(phase {status.get('phase') or 'none yet'}"
+                   f"{': ' + str(ready.get('message')) if ready else ''}); it goes on in "
+                   f"the cluster: kubectl -n {namespace} get execution {name}", err=True)
+        return EXIT_WAIT_TIMEOUT
     status = execution["status"]
     click.echo((status.get("result") or {}).get("outputTail", ""), nl=False)
     for condition in status.get("conditions") or []:

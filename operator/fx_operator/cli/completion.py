@@ -11,13 +11,13 @@ import click
 from click.shell_completion import CompletionItem, get_completion_class
 
 from fx_operator.config import Settings
-from fx_operator.storage.secret_store import VersionRecord
+from fx_operator.storage.secret_store import ListedSecret
 
 SHELLS = ("bash", "zsh", "fish")
 COMPLETE_VAR = "_FXCTL_COMPLETE"
 
 
-def _stored(project: str | None) -> list[VersionRecord]:
+def _stored(project: str | None) -> list[ListedSecret]:
     """The current secrets (metadata only), or nothing when there is no store to ask."""
     from fx_operator.services.opening import open_secret_service
 

@@ -39,13 +39,13 @@ def age(then: datetime, now: datetime | None = None) -> str:
     return f"{seconds}s"
 
 
-def _table_cell(value: Any) -> str:
+def _table_cell(value: Any, now: datetime) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, datetime):
-        return age(value)
+        return age(value, now)
     return str(value)
 
 
@@ -59,14 +59,32 @@ def _machine_cell(value: Any) -> Any:
     return value
 
 
+def _json_lines(rows: Sequence[dict[str, Any]]) -> str:
+    """A JSON list, one row per line. Not ``indent=``: it runs the pure-Python encoder, about 5x
+    slower than the C one; datetimes are turned into text by the encoder as it meets them,
+    rather than by a pass over every cell first (on 100k rows: 1.5 s before, see
+    bench/bench_cli_scale.py)."""
+    if not rows:
+        return "[]\n"
+    encode = json.JSONEncoder(default=_json_default).encode
+    return "[\n" + ",\n".join([f"  {encode(row)}" for row in rows]) + "\n]\n"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, output: str = "table",
          name_column: str = "name") -> None:
     """Print rows in one write (a listing of 100k rows must not be 100k writes)."""
-    if output in ("json", "yaml"):
-        data = [_machine_cell(row) for row in rows]
-        text = (json.dumps(data, indent=2) + "\n" if output == "json"
-                else yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-        click.echo(text, nl=False)
+    if output == "json":
+        click.echo(_json_lines(rows), nl=False)
+        return
+    if output == "yaml":
+        click.echo(yaml.safe_dump([_machine_cell(row) for row in rows], sort_keys=False,
+                                  allow_unicode=True), nl=False)
         return
     if output == "name":
         click.echo("".join(f"{row[name_column]}\n" for row in rows), nl=False)
@@ -74,9 +92,18 @@ def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, output: str 
     if not rows:
         click.echo("(none)")
         return
-    cells = [[_table_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-              for r in cells]
+    # Column by column, each row then one format call: a third of the per-cell version's time
+    # on 100k rows (bench/bench_cli_scale.py).
+    now = datetime.now(UTC)
+    texts = [_table_column([row.get(c) for row in rows], now) for c in columns]
+    widths = [max(len(c), *map(len, column)) for c, column in zip(columns, texts, strict=True)]
+    line = "  ".join([*(f"{{:<{w}}}" for w in widths[:-1]), "{}"])
+    lines = [line.format(*(c.upper() for c in columns)).rstrip()]
+    lines += [line.format(*cells).rstrip() for cells in zip(*texts, strict=True)]
     click.echo("\n".join(lines))
+
+
+def _table_column(values: list[Any], now: datetime) -> list[str]:
+    if all(type(v) is str for v in values):
+        return values
+    return [_table_cell(v, now) for v in values]

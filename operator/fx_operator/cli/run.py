@@ -84,6 +84,10 @@ def run(target: str, project: str | None, params: tuple[str, ...], no_mask: bool
                                  "cluster, pass -n NAMESPACE)", param_hint="TARGET")
     sweep_leftovers()
     package = load_package_folder(folder, project=project)
+    if package.renamed_from is not None:
+        click.echo(f"fxctl: note: the folder's name {package.renamed_from!r} is not a valid "
+                   f"package name; running it as {package.name!r} (set name: in package.yaml "
+                   "to choose another)", err=True)
     if no_mask:
         click.echo("fxctl: warning: --no-mask shows real secret values on this terminal "
                    "(the stored result stays masked)", err=True)

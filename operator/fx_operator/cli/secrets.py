@@ -6,6 +6,7 @@ to other processes (argv): prefer ``-`` and stdin for real secrets.
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from collections.abc import Callable
@@ -17,16 +18,20 @@ import click
 from fx_operator.cli.common import existing_secret_service, parse_value, secret_service
 from fx_operator.cli.completion import complete_packages, complete_secret_names
 from fx_operator.cli.output import chosen_format, emit, output_option
+from fx_operator.cli.progress import progress
 from fx_operator.config import Settings
 from fx_operator.domain.scopes import DEFAULT_PROJECT, Owner, Scope
 from fx_operator.exceptions import NotFoundError
 from fx_operator.services.opening import key_provider
 from fx_operator.services.rotation import rotate_master_key as rotate_master_key_file
 from fx_operator.services.secrets import SecretService
-from fx_operator.storage.secret_store import VersionRecord
+from fx_operator.storage.secret_store import ListedSecret, ListingKey, VersionRecord
 
 SCOPES = click.Choice([s.value for s in Scope])
 F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_PAGE = 1000  # a screenful many times over; --all for every one
+PROGRESS_IMPORT = 2000  # secrets in a file, from which an import shows its progress
+PROGRESS_ROTATION = 100  # data keys (owners), from which a master-key rotation shows progress
 
 
 def _owner_options(command: F) -> F:
@@ -75,7 +80,7 @@ def resolve_owner(service: SecretService, name: str, scope: str | None, project:
                         "(fxctl secrets list shows the names)")
 
 
-def _row(record: VersionRecord) -> dict[str, Any]:
+def _row(record: VersionRecord | ListedSecret) -> dict[str, Any]:
     return {"name": record.name, "scope": record.owner.scope.value,
             "project": record.owner.project, "package": record.owner.package,
             "version": record.version, "deleted": record.deleted,
@@ -134,30 +139,60 @@ def _reads_differently(text: str, parsed: Any) -> bool:
 def import_(file: Path, project: str, package: str) -> None:
     """Import a secrets.json as package-scope secrets: all of it or nothing."""
     raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
-    with secret_service() as service:
-        versions = service.import_file(raw, project=project, package=package, source=str(file))
+    with secret_service() as service, progress(f"importing {file}",
+                                               at_least=PROGRESS_IMPORT) as report:
+        versions = service.import_file(raw, project=project, package=package, source=str(file),
+                                       progress=report)
     owner = Owner.of(Scope.PACKAGE, project, package)
-    click.echo(f"imported {len(versions)} secret(s) into {owner}")
-    for name, version in versions.items():
-        click.echo(f"  {name}: version {version}")
+    click.echo("".join([f"imported {len(versions)} secret(s) into {owner}\n",
+                        *(f"  {name}: version {version}\n" for name, version in versions.items())]),
+               nl=False)
 
 
 @secrets.command("list")
 @click.option("--scope", type=SCOPES, default=None)
 @click.option("-p", "--project", default=None, metavar="P")
 @click.option("--package", default=None, metavar="N", shell_complete=complete_packages)
+@click.option("--limit", type=click.IntRange(min=1), default=DEFAULT_PAGE, show_default=True,
+              help="Most secrets to show; a line on stderr says how to see the next ones.")
+@click.option("--continue", "continue_token", metavar="TOKEN", default=None,
+              help="Go on where the previous page stopped (the token it printed).")
+@click.option("--all", "list_all", is_flag=True, help="Every secret, however many (no --limit).")
 @output_option
-def list_(scope: str | None, project: str | None, package: str | None, output: str,
-          as_json: bool) -> None:
+def list_(scope: str | None, project: str | None, package: str | None, limit: int,
+          continue_token: str | None, list_all: bool, output: str, as_json: bool) -> None:
     """Names, scopes, versions and ages of the current secrets; never values."""
     if scope == Scope.PLATFORM.value and (project or package):
         raise click.UsageError("--scope platform takes neither --project nor --package")
+    after = None if continue_token is None else _listing_key(continue_token)
     with existing_secret_service() as service:
         records = [] if service is None else service.list(
-            scope=Scope(scope) if scope else None, project=project, package=package)
-    emit([_row(r) for r in records],
+            scope=Scope(scope) if scope else None, project=project, package=package,
+            after=after, limit=None if list_all else limit + 1)
+    more = not list_all and len(records) > limit
+    page = records[:limit] if more else records
+    emit([_row(r) for r in page],
          ["name", "scope", "project", "package", "version", "created", "by"],
          output=chosen_format(output, as_json))
+    if more:
+        click.echo(f"more secrets: fxctl secrets list --continue {_token(page[-1].key)} "
+                   "(with the same options), or --all", err=True)
+
+
+def _token(key: ListingKey) -> str:
+    """Where a page ended, as an opaque word for --continue (names only, never a value)."""
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+
+
+def _listing_key(token: str) -> ListingKey:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except ValueError:
+        key = None
+    if not (isinstance(key, list) and len(key) == 4 and all(isinstance(k, str) for k in key)):
+        raise click.BadParameter("not a token printed by fxctl secrets list",
+                                 param_hint="--continue")
+    return (key[0], key[1], key[2], key[3])
 
 
 @secrets.command()
@@ -209,8 +244,9 @@ def rollback(name: str, to_version: int, scope: str | None, project: str | None,
 def rotate_master_key(new_key_file: Path | None) -> None:
     """Rewrap every data key under a new master key; no value is re-encrypted."""
     settings = Settings()
-    with secret_service() as service:
-        result = rotate_master_key_file(service, key_provider(settings), new_key_file)
+    with secret_service() as service, progress("rewrapping data keys",
+                                               at_least=PROGRESS_ROTATION) as report:
+        result = rotate_master_key_file(service, key_provider(settings), new_key_file, report)
     click.echo(f"rewrapped {result.data_keys} data key(s): master key {result.old_key_id} -> "
                f"{result.new_key_id}")
     if new_key_file is not None:

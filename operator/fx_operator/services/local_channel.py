@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import secrets
+import selectors
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler
@@ -103,10 +104,25 @@ class LocalChannel:
         self._server = _Server(str(self.path), _Handler)
         self._server.channel = self
         os.chmod(self.path, 0o600)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.2},
-                                        name=f"channel-{grant.run_id}", daemon=True)
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._serve, name=f"channel-{grant.run_id}",
+                                        daemon=True)
         self._thread.start()
+
+    def _serve(self) -> None:
+        """Answer requests until ``close`` writes to the wake-up pipe.
+
+        Not ``serve_forever``: its ``shutdown`` waits for the loop's next poll; here the loop
+        sleeps until a request or the wake-up comes (bench_cli, load 0.7: the trivial run's p50
+        494 ms polling every 0.2 s, 322 ms without)."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._server, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                ready = {key.fileobj for key, _ in selector.select()}
+                if self._wake_r in ready:
+                    return
+                self._server.handle_request()
 
     @property
     def descriptor(self) -> dict[str, Any]:
@@ -120,7 +136,9 @@ class LocalChannel:
                 and run_id == self.grant.run_id)
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        os.write(self._wake_w, b"x")
         self._thread.join(timeout=5)
+        self._server.server_close()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
         self.path.unlink(missing_ok=True)

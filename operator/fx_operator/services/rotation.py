@@ -9,7 +9,7 @@ from pathlib import Path
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.exceptions import MasterKeyError
 from fx_operator.services.opening import pending_rotation_file
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secrets import Progress, SecretService
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 
 
@@ -22,7 +22,8 @@ class RotationResult:
 
 
 def rotate_master_key(service: SecretService, provider: FileMasterKeyProvider,
-                      new_key_file: Path | None = None) -> RotationResult:
+                      new_key_file: Path | None = None,
+                      progress: Progress | None = None) -> RotationResult:
     """Rewrap every data key under a new master key.
 
     With ``new_key_file`` the new key is read from there and the caller installs it (a cluster
@@ -34,7 +35,7 @@ def rotate_master_key(service: SecretService, provider: FileMasterKeyProvider,
         new_key = FileMasterKeyProvider(new_key_file).load()
         if new_key.key_id == old_id:
             raise MasterKeyError(f"{new_key_file} holds the current master key; nothing to rotate")
-        count = service.rotate_master_key(new_key)
+        count = service.rotate_master_key(new_key, progress)
         return RotationResult(count, old_id, new_key.key_id, new_key_file)
     pending = pending_rotation_file(provider.path)
     if pending.exists():
@@ -43,7 +44,7 @@ def rotate_master_key(service: SecretService, provider: FileMasterKeyProvider,
     new_key = MasterKey.generate()
     provider.write_new(new_key, path=pending)
     try:
-        count = service.rotate_master_key(new_key)
+        count = service.rotate_master_key(new_key, progress)
     except BaseException:
         pending.unlink()
         raise

@@ -27,6 +27,8 @@ from fx_operator.storage.backends import Transaction, utcnow
 from fx_operator.storage.secret_store import (
     AuditRecord,
     DataKeyRecord,
+    ListedSecret,
+    ListingKey,
     ResolvedRow,
     ScopeRule,
     SecretStore,
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)  # names, scopes and versions only; never a va
 MASTER_KEY_META = "master_key_id"
 TOMBSTONE: Any = object()  # written by delete; JSON null is a value, so None cannot mark it
 WRITE_ATTEMPTS = 3
+Progress = Callable[[int, int], None]
+"""Told how many items of a long operation are done so far, and how many there are in all."""
+PROGRESS_STEP = 1000  # values sealed between two reports of an import
 # The operator's own keys kept in store_meta, wrapped by the master key (see operator_keys).
 OPERATOR_KEYS_ID = "operator"
 OPERATOR_WRAPPED_META = {"operator.sealing_key": internal_keys.SEALING_KEY,
@@ -203,7 +208,8 @@ class SecretService:
         return self._retrying(lambda: self._write(owner, dict(values), action, run_id, actor))
 
     def _write(self, owner: Owner, values: dict[str, Any], action: str,
-               run_id: str | None, actor: str | None) -> dict[str, int]:
+               run_id: str | None, actor: str | None,
+               progress: Progress | None = None) -> dict[str, int]:
         """Append one version per name; TOMBSTONE (from delete, rollback) marks a deletion."""
         who = actor or self.actor
         now = utcnow()
@@ -217,6 +223,8 @@ class SecretService:
                         else crypto.encrypt_value(key, name, version, value))
                 records.append(VersionRecord(owner, name, version, blob,
                                              None if blob is None else key.key_id, now, who))
+                if progress is not None and len(records) % PROGRESS_STEP == 0:
+                    progress(len(records), len(values))
             self.store.add_versions(tx, records)
             self.store.audit(tx, AuditRecord(who, action, owner.project, owner.package,
                                              owner.scope.value, run_id, _entries(records)))
@@ -229,13 +237,19 @@ class SecretService:
         return self.set_many(owner, {name: value}, run_id=run_id, actor=actor)[name]
 
     def import_file(self, raw: bytes, *, project: str, package: str,
-                    source: str = "secrets.json", actor: str | None = None) -> dict[str, int]:
-        """Import a whole secrets.json as package scope: every name or none."""
+                    source: str = "secrets.json", actor: str | None = None,
+                    progress: Progress | None = None) -> dict[str, int]:
+        """Import a whole secrets.json as package scope: every name or none. ``progress``
+        hears how many values are sealed so far; it hears the total once they are written."""
         values = parse_secrets_file(raw, source=source)
         owner = Owner.of(Scope.PACKAGE, project, package)
         if not values:
             return {}
-        return self._retrying(lambda: self._write(owner, values, "import", None, actor))
+        written = self._retrying(
+            lambda: self._write(owner, values, "import", None, actor, progress))
+        if progress is not None:
+            progress(len(written), len(written))
+        return written
 
     def sync_file(self, raw: bytes, *, project: str, package: str,
                   source: str = "secrets.json", actor: str | None = None) -> dict[str, int]:
@@ -323,10 +337,13 @@ class SecretService:
         return records
 
     def list(self, *, scope: Scope | None = None, project: str | None = None,
-             package: str | None = None, include_deleted: bool = False) -> list[VersionRecord]:
+             package: str | None = None, include_deleted: bool = False,
+             after: ListingKey | None = None,
+             limit: int | None = None) -> builtins.list[ListedSecret]:
+        """Current versions, names and metadata only (a page of ``limit`` after ``after``)."""
         with self.store.transaction() as tx:
-            return self.store.current(tx, scope=scope, project=project, package=package,
-                                      include_deleted=include_deleted)
+            return self.store.listing(tx, scope=scope, project=project, package=package,
+                                      include_deleted=include_deleted, after=after, limit=limit)
 
     def get(self, owner: Owner, name: str) -> Any:
         """One value at one scope (no fall-through), audited as a read."""
@@ -385,7 +402,7 @@ class SecretService:
 
     # --- rotation ---------------------------------------------------------------------------
 
-    def rotate_master_key(self, new_key: MasterKey) -> int:
+    def rotate_master_key(self, new_key: MasterKey, progress: Progress | None = None) -> int:
         """Rewrap every data key under a new master key in one transaction; values untouched.
 
         Exclusive: writers that wrap under the master key wait for it (and then refuse, holding
@@ -400,9 +417,12 @@ class SecretService:
                     "that this rotation started from: another rotation committed first; nothing "
                     f"was rotated (to rotate again, start from master key {recorded})")
             records = self.store.data_keys(tx)
-            rewrapped = [(r.key_id, crypto.rewrap_data_key(self.master_key, new_key, r.key_id,
-                                                           r.owner, r.wrapped))
-                         for r in records]
+            rewrapped = []
+            for record in records:  # one data key per owner
+                rewrapped.append((record.key_id, crypto.rewrap_data_key(
+                    self.master_key, new_key, record.key_id, record.owner, record.wrapped)))
+                if progress is not None:
+                    progress(len(rewrapped), len(records))
             self.store.rewrap_data_keys(tx, rewrapped, new_key.key_id)
             run_keys_rewrapped = run_keys.rewrap_all(tx, self.master_key, new_key)
             for meta, purpose in OPERATOR_WRAPPED_META.items():

@@ -20,7 +20,6 @@ from fx_operator.domain.scopes import PRECEDENCE, Owner, Scope
 from fx_operator.storage.backends import (
     Backend,
     Params,
-    PostgresBackend,
     Row,
     SqliteBackend,
     Transaction,
@@ -30,6 +29,10 @@ from fx_operator.storage.backends import (
 from fx_operator.storage.migrating import ensure_current
 
 T = TypeVar("T")
+
+# From this many versions in one write on, they go in as one bulk insert (COPY on PostgreSQL):
+# below it, COPY's extra round trips (the column types, the copy itself) cost more than they save.
+BULK_ROWS = 64
 
 OWNER_MATCH = "scope = :scope AND project = :project AND package = :package"
 
@@ -71,6 +74,26 @@ class VersionRecord:
     def deleted(self) -> bool:
         return self.blob is None
 
+
+@dataclass(frozen=True, slots=True)
+class ListedSecret:
+    """A current version as listings show it: no blob, read or kept."""
+
+    owner: Owner
+    name: str
+    version: int
+    deleted: bool
+    created_at: datetime
+    actor: str
+
+    @property
+    def key(self) -> ListingKey:
+        """Where this row is in a listing's order: a page goes on after it."""
+        return (self.owner.scope.value, self.owner.project, self.owner.package, self.name)
+
+
+ListingKey = tuple[str, str, str, str]
+"""(scope, project, package, name): a listing's order, and where its next page starts."""
 
 ResolvedRow = tuple[str, str, int, bytes]
 """The winning current version of one name for a run: (scope, name, version, blob). A plain
@@ -198,6 +221,8 @@ class SecretStore:
     @classmethod
     def open_postgres(cls, url: str, *, pool_max_size: int = 10, migrate: bool = True,
                       durable_read_audit: bool = True) -> SecretStore:
+        from fx_operator.storage.postgres_backend import PostgresBackend  # psycopg: here only
+
         store = cls._migrated(PostgresBackend(url, max_size=pool_max_size), migrate)
         store.durable_read_audit = durable_read_audit
         return store
@@ -319,6 +344,12 @@ class SecretStore:
                    f"is_current AND {self.backend.names_filter('name', 'names')}",
                    {**_owner_params(owner), "false": False,
                     "names": self.backend.names_param([r.name for r in records])})
+        if len(records) >= BULK_ROWS:  # an import: COPY on PostgreSQL
+            scope, project, package = owner.scope.value, owner.project, owner.package
+            tx.insert_rows("secret_versions", _VERSION_COLUMNS.split(", "), (
+                (scope, project, package, r.name, r.version, r.blob, r.data_key_id,
+                 r.created_at, r.actor, True) for r in records))
+            return
         tx.executemany(
             f"INSERT INTO secret_versions ({_VERSION_COLUMNS}) VALUES (:scope, :project, "
             ":package, :name, :version, :blob, :data_key_id, :created_at, :actor, :is_current)",
@@ -376,6 +407,34 @@ class SecretStore:
         for scope, name, version in rows:
             found.setdefault(name, {})[scope] = int(version)
         return found
+
+    def listing(self, tx: Transaction, *, scope: Scope | None = None, project: str | None = None,
+                package: str | None = None, include_deleted: bool = False,
+                after: ListingKey | None = None, limit: int | None = None) -> list[ListedSecret]:
+        """Current versions in (scope, project, package, name) order, metadata only: the blob
+        is neither fetched nor kept (on 100k secrets it was most of the bytes read). A page
+        starts after ``after`` (keyset paging on the one-current-version index)."""
+        where = ["is_current"]
+        params: Params = {}
+        for column, value in (("scope", scope), ("project", project), ("package", package)):
+            if value is not None:
+                where.append(f"{column} = :{column}")
+                params[column] = value.value if isinstance(value, Scope) else value
+        if not include_deleted:
+            where.append("blob IS NOT NULL")
+        if after is not None:
+            where.append("(scope, project, package, name) > (:after_scope, :after_project, "
+                         ":after_package, :after_name)")
+            params.update(zip(("after_scope", "after_project", "after_package", "after_name"),
+                              after, strict=True))
+        sql = ("SELECT scope, project, package, name, version, blob IS NULL, created_at, actor "
+               f"FROM secret_versions WHERE {' AND '.join(where)} "
+               "ORDER BY scope, project, package, name")
+        if limit is not None:
+            sql += " LIMIT :limit"
+            params["limit"] = limit
+        return [ListedSecret(_owner(r), r[3], r[4], bool(r[5]), as_datetime(r[6]), r[7])
+                for r in tx.execute(sql, params)]
 
     # --- resolution -----------------------------------------------------------------------
 

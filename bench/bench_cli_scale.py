@@ -1,0 +1,122 @@
+"""``fxctl`` on many secrets (issue 19): a bulk import, and listings of every one of them.
+
+* ``fxctl secrets import`` of secrets.json files of 10,000 names (the most a file may hold), as
+  the service runs it, on a real PostgreSQL (durable settings) started here, ten packages' worth.
+  Target: at least 50,000 secrets/s.
+* ``fxctl secrets list --all`` of those 100,000 secrets (a process, as a user runs it; table and
+  JSON), against one plain SELECT of the same rows' metadata with psycopg. Target: at most 1 s.
+  On PostgreSQL and on the embedded store (its plain SELECT with sqlite3).
+
+Run: ``python bench/bench_cli_scale.py`` (needs PostgreSQL's server binaries, like the tests;
+``BENCH_SCALE_SECRETS`` sets the number of secrets).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+from common import report  # also puts the project on sys.path
+from fx_operator.config import Settings
+from fx_operator.domain.crypto import MasterKey
+from fx_operator.domain.secrets_file import MAX_SECRETS
+from fx_operator.services.opening import open_secret_service
+from fx_operator.storage.master_keys import FileMasterKeyProvider
+from support.postgres import PostgresServer
+from support.processes import child_env
+
+SECRETS = int(os.environ.get("BENCH_SCALE_SECRETS", "100000"))
+PACKAGES = max(1, SECRETS // MAX_SECRETS)
+RUNS = 5
+PLAIN_SELECT = ("SELECT scope, project, package, name, version, created_at, actor "
+                "FROM secret_versions WHERE is_current AND blob IS NOT NULL")
+
+
+def _secrets_file(size: int) -> bytes:
+    return json.dumps({f"SECRET_{i:06d}": f"value-{i:06d}-{'x' * 24}"
+                       for i in range(size)}).encode()
+
+
+def _timed(operation: Callable[[], object], runs: int = RUNS) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        operation()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def _fxctl(args: list[str], env: dict[str, str]) -> Callable[[], None]:
+    def run() -> None:
+        subprocess.run([sys.executable, "-m", "fx_operator", *args], env=child_env(env),
+                       check=True, stdout=subprocess.DEVNULL)
+    return run
+
+
+def _listings(label: str, env: dict[str, str], plain: list[float],
+              options: tuple[str, ...] = ()) -> None:
+    report(f"floor: one plain SELECT of the rows ({label})", plain)
+    for output in ("table", "json"):
+        samples = _timed(_fxctl(["secrets", "list", "--all", *options, "-o", output], env))
+        report(f"fxctl secrets list --all -o {output} ({label})", samples, plain)
+        print(f"  {statistics.median(samples):.2f} s for {SECRETS} rows (target ≤ 1 s: "
+              f"{'ok' if statistics.median(samples) <= 1 else 'MISSED'})")
+
+
+def main() -> None:
+    load = os.getloadavg()
+    raw = _secrets_file(min(SECRETS, MAX_SECRETS))
+    with PostgresServer(durable=True) as server, tempfile.TemporaryDirectory() as home:
+        key_file = Path(home) / "master.key"
+        FileMasterKeyProvider(key_file).write_new(MasterKey.generate())
+        settings = Settings(home=Path(home), database_url=server.dsn, master_key_file=key_file,
+                            actor="bench")
+        service = open_secret_service(settings)
+        try:
+            rates = []
+            for package in range(PACKAGES):
+                start = time.perf_counter()
+                service.import_file(raw, project="bench", package=f"bulk-{package}")
+                rates.append(min(SECRETS, MAX_SECRETS) / (time.perf_counter() - start))
+        finally:
+            service.close()
+        print(f"secrets import, {PACKAGES} files of {min(SECRETS, MAX_SECRETS)} names, on "
+              "PostgreSQL (durable): best "
+              f"{max(rates):,.0f}/s, worst {min(rates):,.0f}/s (target ≥ 50,000/s: "
+              f"{'ok' if min(rates) >= 50_000 else 'MISSED'})")
+        env = {"FX_HOME": home, "FX_DATABASE_URL": server.dsn,
+               "FX_MASTER_KEY_FILE": str(key_file), "FX_ACTOR": "bench"}
+
+        def plain_pg() -> None:
+            with psycopg.connect(server.dsn) as conn:
+                conn.execute(PLAIN_SELECT).fetchall()
+        _listings("PostgreSQL", env, _timed(plain_pg))
+
+    with tempfile.TemporaryDirectory() as home:
+        settings = Settings(home=Path(home), actor="bench")
+        service = open_secret_service(settings)
+        try:
+            for package in range(PACKAGES):
+                service.import_file(raw, project="bench", package=f"bulk-{package}")
+        finally:
+            service.close()
+
+        def plain_sqlite() -> None:
+            with sqlite3.connect(settings.embedded_path) as conn:
+                conn.execute(PLAIN_SELECT).fetchall()
+        _listings("embedded", {"FX_HOME": home, "FX_ACTOR": "bench"}, _timed(plain_sqlite))
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; after: "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
+
+
+if __name__ == "__main__":
+    main()
