@@ -333,13 +333,13 @@ def test_a_package_larger_than_the_annotations_limit_is_published(k8s: Cluster) 
 
 
 def test_a_package_shows_the_names_its_scripts_read_and_those_set_nowhere(k8s: Cluster) -> None:
-    k8s.package("team-a", "reader", {"main.py": (
+    k8s.package("team-a", "names-reader", {"main.py": (
         "from fx_ef import context\n"
         "context.secrets.get('SHARED')\n"
         "context.secrets.get('NOT_SET_ANYWHERE')\n"
         "name = 'X'\n"
         "context.secrets.get(name)\n")})
-    status = k8s.ready("packages", "team-a", "reader")["status"]
+    status = k8s.ready("packages", "team-a", "names-reader")["status"]
     assert status["secretsFound"] == ["NOT_SET_ANYWHERE", "SHARED"]
     assert status["secretsDynamic"] == ["main.py:5"]
     available = next(c for c in status["conditions"] if c["type"] == "SecretsAvailable")

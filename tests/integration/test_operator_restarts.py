@@ -51,7 +51,8 @@ def restarts(tmp_path: Path, postgres_server: PostgresServer
 def test_a_status_lost_between_the_job_and_its_write_is_rebuilt_after_a_restart(
         restarts: tuple[Cluster, _StatusWrites]) -> None:
     k8s, writes = restarts
-    k8s.package("team-a", "lost", {"main.py": "print('ran once')\n"})
+    k8s.package("team-a", "lost", {"main.py": "print('ran once')\n"},
+                secrets={"names": [{"name": "TOKEN"}]})  # delivered though the script reads none
     k8s.sealed_secret("team-a", "lost-secrets", {"TOKEN": "lost-run-value"}, "package",
                       package="lost")
     k8s.ready("packages", "team-a", "lost")
