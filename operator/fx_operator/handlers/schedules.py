@@ -21,6 +21,8 @@ async def follow_schedule(body: kopf.Body, stopped: kopf.DaemonStopped, memo: ko
         while not stopped:
             async with retrying():
                 look = await app.schedules.reconcile(dict(body))
+                if stopped:  # the operator is stopping: its HTTP session may be closed already
+                    break
                 await apply(app, body, None, look.outcome)
             await stopped.wait(min(look.wait_seconds, app.settings.schedule_recheck_seconds))
     finally:
