@@ -25,15 +25,9 @@ from support.stores import open_service
 CANARY = "cli-canary-5d1e88-never-printed"
 
 
-@pytest.fixture(params=["embedded", "postgres"])
-def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    settings = {"FX_HOME": str(tmp_path / "home"), "FX_ACTOR": "user:cli-test"}
-    if request.param == "postgres":
-        key_file = tmp_path / "master.key"
-        FileMasterKeyProvider(key_file).write_new(MasterKey.generate())
-        settings["FX_DATABASE_URL"] = request.getfixturevalue("postgres_dsn")
-        settings["FX_MASTER_KEY_FILE"] = str(key_file)
-    return settings
+@pytest.fixture
+def env(cli_env: dict[str, str]) -> dict[str, str]:
+    return cli_env  # conftest: on the embedded store and on PostgreSQL
 
 
 def ok(args: list[str], env: dict[str, str], stdin: bytes | None = None) -> str:

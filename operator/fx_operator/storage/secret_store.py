@@ -114,6 +114,20 @@ class AuditRecord:
     at: datetime = field(default_factory=utcnow)
 
 
+def _current_filter(scope: Scope | None, project: str | None, package: str | None,
+                    include_deleted: bool) -> tuple[list[str], Params]:
+    """The WHERE terms (and their parameters) of a listing of current versions."""
+    where = ["is_current"]
+    params: Params = {}
+    for column, value in (("scope", scope), ("project", project), ("package", package)):
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            params[column] = value.value if isinstance(value, Scope) else value
+    if not include_deleted:
+        where.append("blob IS NOT NULL")
+    return where, params
+
+
 _VERSION_COLUMNS = ("scope, project, package, name, version, blob, data_key_id, created_at, actor, "
                     "is_current")
 
@@ -385,14 +399,7 @@ class SecretStore:
 
     def current(self, tx: Transaction, *, scope: Scope | None = None, project: str | None = None,
                 package: str | None = None, include_deleted: bool = False) -> list[VersionRecord]:
-        where = ["is_current"]
-        params: Params = {}
-        for column, value in (("scope", scope), ("project", project), ("package", package)):
-            if value is not None:
-                where.append(f"{column} = :{column}")
-                params[column] = value.value if isinstance(value, Scope) else value
-        if not include_deleted:
-            where.append("blob IS NOT NULL")
+        where, params = _current_filter(scope, project, package, include_deleted)
         rows = tx.execute(f"SELECT {_VERSION_COLUMNS} FROM secret_versions WHERE "
                           f"{' AND '.join(where)} ORDER BY scope, project, package, name", params)
         return [_version(r) for r in rows]
@@ -414,14 +421,7 @@ class SecretStore:
         """Current versions in (scope, project, package, name) order, metadata only: the blob
         is neither fetched nor kept (on 100k secrets it was most of the bytes read). A page
         starts after ``after`` (keyset paging on the one-current-version index)."""
-        where = ["is_current"]
-        params: Params = {}
-        for column, value in (("scope", scope), ("project", project), ("package", package)):
-            if value is not None:
-                where.append(f"{column} = :{column}")
-                params[column] = value.value if isinstance(value, Scope) else value
-        if not include_deleted:
-            where.append("blob IS NOT NULL")
+        where, params = _current_filter(scope, project, package, include_deleted)
         if after is not None:
             where.append("(scope, project, package, name) > (:after_scope, :after_project, "
                          ":after_package, :after_name)")
