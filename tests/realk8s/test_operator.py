@@ -273,6 +273,23 @@ def test_an_execution_of_a_missing_package_fails_with_a_condition_and_an_event(
     assert "does-not-exist" in ran.stdout + ran.stderr
 
 
+def test_a_required_name_missing_fails_at_admission_without_a_job(real: RealCluster) -> None:
+    """Least privilege on the real server: a declared, required name set nowhere fails the
+    Execution at admission (condition and Event naming it), and no Job or run Secret is made."""
+    real.apply(package("team-a", "needy", {"main.py": "print('never runs')\n"},
+                       secrets={"names": [{"name": "NEVER_SET_ANYWHERE"}]}))
+    real.ready("packages", "team-a", "needy")
+    status = run(real, "team-a", "needy-1", "needy")["status"]
+    assert status["phase"] == "Failed", status
+    (ready,) = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "SecretMissing")
+    assert "NEVER_SET_ANYWHERE" in ready["message"]
+    assert "SecretMissing" in reasons(real, "team-a", "needy-1", "SecretMissing")
+    jobs = {j.metadata.name for j in real.batch.list_namespaced_job("team-a").items}
+    assert job_name("needy-1") not in jobs
+    assert "runId" not in status
+
+
 def test_a_package_holding_a_stored_value_is_refused_with_a_condition(
         real: RealCluster) -> None:
     real.apply(package("team-a", "leaky", {
