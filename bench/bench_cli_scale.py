@@ -29,7 +29,7 @@ from common import report  # also puts the project on sys.path
 from fx_operator.config import Settings
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.domain.secrets_file import MAX_SECRETS
-from fx_operator.services.opening import open_secret_service
+from fx_operator.services.configured_store import open_secret_service
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 from support.postgres import PostgresServer
 from support.processes import child_env

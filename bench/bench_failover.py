@@ -36,7 +36,7 @@ from fx_operator.config import Settings
 from fx_operator.domain.channel_requests import parse_state_write
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.exceptions import CommitUnknownError, ConnectionLostError
-from fx_operator.services.opening import open_secret_service
+from fx_operator.services.configured_store import open_secret_service
 from fx_operator.services.runs import RunGrant, RunService
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 from support.pg_replication import STANDBY_NAME, ReplicatedPostgres

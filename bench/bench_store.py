@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fx_operator.config import Settings
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.domain.scopes import Owner, Scope
-from fx_operator.services.opening import open_secret_service
+from fx_operator.services.configured_store import open_secret_service
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 from support.postgres import PostgresServer
 

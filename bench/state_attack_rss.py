@@ -33,10 +33,10 @@ def _serve(dsn: str, folder: Path) -> None:
     """The child: a broker on the store at ``dsn``; writes its port and CA to ``folder``."""
     from fx_operator.domain import pki
     from fx_operator.domain.crypto import MasterKey
-    from fx_operator.services.broker import PodIdentity, start_broker
+    from fx_operator.endpoints.broker import PodIdentity, start_broker
     from fx_operator.services.run_keys import RunKeyService
     from fx_operator.services.runs import RunService
-    from fx_operator.services.secrets import SecretService
+    from fx_operator.services.secret_service import SecretService
     from fx_operator.storage.secret_store import SecretStore
 
     class Cluster:

@@ -34,10 +34,10 @@ from fx_operator.domain.channel_requests import parse_state_write
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import CommitUnknownError, ConflictError, ConnectionLostError
-from fx_operator.services.opening import open_secret_service
+from fx_operator.services.configured_store import open_secret_service
 from fx_operator.services.run_keys import RunKeyService
 from fx_operator.services.runs import RunGrant, RunService
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 from fx_operator.storage import run_keys
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 from fx_operator.storage.run_records import RunRecord

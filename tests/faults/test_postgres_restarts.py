@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 from fx_operator.domain.scopes import Owner, Scope
+from fx_operator.endpoints.broker import PodIdentity
 from fx_operator.exceptions import StoreError
-from fx_operator.services.broker import PodIdentity
 from fx_operator.services.run_keys import ACTION_DELIVER, RunKeyService, RunRefused
 from fx_operator.storage.backends import Transaction
 from fx_operator.storage.secret_store import SecretStore

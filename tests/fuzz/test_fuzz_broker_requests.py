@@ -22,9 +22,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from fx_operator.config import Settings
 from fx_operator.domain.channel_requests import parse_secret_write, parse_state_write
+from fx_operator.endpoints.broker import PodIdentity, make_app
 from fx_operator.exceptions import ValidationError
-from fx_operator.services.broker import PodIdentity, make_app
-from fx_operator.services.opening import open_secret_service
+from fx_operator.services.configured_store import open_secret_service
 from fx_operator.services.run_keys import RunKeyService
 from fx_operator.services.runs import RunService
 from hypothesis import event, example, given

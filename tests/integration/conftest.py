@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fx_operator.config import Settings
 from fx_operator.domain.crypto import MasterKey
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 from support.stores import BACKENDS, open_service, settings_for
 

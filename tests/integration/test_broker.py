@@ -24,11 +24,11 @@ import pytest
 import pytest_asyncio
 from fx_operator.domain import pki
 from fx_operator.domain.scopes import Owner, Scope
+from fx_operator.endpoints.broker import BrokerServer, PodIdentity, start_broker
 from fx_operator.exceptions import FxError, NotFoundError
-from fx_operator.services.broker import BrokerServer, PodIdentity, start_broker
 from fx_operator.services.run_keys import RunKeyService
 from fx_operator.services.runs import RunService
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 
 from fx_ef import contract
 from fx_ef._channel import call

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 import pytest
 from fx_operator.config import Settings
 from fx_operator.domain.scopes import Owner, Scope
-from fx_operator.services.opening import open_secret_service
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.configured_store import open_secret_service
+from fx_operator.services.secret_service import SecretService
 
 CANARY = "canary-7f3a9c1e-do-not-leak"
 CANARY_FORMS = (CANARY, base64.b64encode(CANARY.encode()).decode(), CANARY[::-1])

@@ -19,6 +19,7 @@ import pytest
 from fx_operator.config import Settings
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.domain.scopes import Owner
+from fx_operator.endpoints.local_channel import LocalChannel
 from fx_operator.services.local_run import LocalRunner, RunOptions, load_package_folder
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 from support.processes import REPO, child_env, fxctl, python_module
@@ -92,8 +93,8 @@ def test_a_local_run_starts_one_interpreter_the_executor(tmp_path: Path) -> None
     (folder / "main.py").write_text("print('hello')\n")
     service = open_service(Settings(home=tmp_path / "home", actor="user:test"))
     try:
-        record = LocalRunner(service, python=str(python)).run(load_package_folder(folder),
-                                                              RunOptions())
+        runner = LocalRunner(service, channel=LocalChannel, python=str(python))
+        record = runner.run(load_package_folder(folder), RunOptions())
     finally:
         service.close()
     assert record.exit_code == 0 and record.output_tail == "hello\n"

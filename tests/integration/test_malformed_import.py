@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import ValidationError
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 from support.malformed_secrets import MALFORMED_CASES
 from support.stores import raw_blobs
 

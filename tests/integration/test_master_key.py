@@ -10,9 +10,9 @@ from fx_operator.config import Settings
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import ConfigError, MasterKeyError
-from fx_operator.services.opening import open_secret_service, pending_rotation_file
+from fx_operator.services.configured_store import open_secret_service, pending_rotation_file
 from fx_operator.services.rotation import rotate_master_key
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 from support.stores import key_file_of, raw_blobs
 
@@ -159,7 +159,7 @@ def test_postgres_without_a_key_file_is_a_config_error(tmp_path: object) -> None
 
     settings = Settings(home=Path(str(tmp_path)), database_url="postgresql://nowhere/db",
                         master_key_file=None)
-    from fx_operator.services.opening import key_provider
+    from fx_operator.services.configured_store import key_provider
 
     with pytest.raises(ConfigError, match="FX_MASTER_KEY_FILE"):
         key_provider(settings)

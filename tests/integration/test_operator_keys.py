@@ -6,7 +6,7 @@ from fx_operator.domain import internal_keys
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.services.operator_keys import load_or_create_operator_keys
 from fx_operator.services.run_keys import RunKeyService
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 from fx_operator.storage import run_keys
 
 

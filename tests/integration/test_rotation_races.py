@@ -24,11 +24,11 @@ from fx_operator.domain import crypto, internal_keys
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import MasterKeyError
-from fx_operator.services.opening import open_store
+from fx_operator.services.configured_store import open_store
 from fx_operator.services.operator_keys import load_or_create_operator_keys
 from fx_operator.services.rotation import rotate_master_key
 from fx_operator.services.run_keys import RunKeyService
-from fx_operator.services.secrets import MASTER_KEY_META, SecretService
+from fx_operator.services.secret_service import MASTER_KEY_META, SecretService
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 from support.stores import key_file_of, open_service
 from support.waiting import wait_for

@@ -10,10 +10,10 @@ from datetime import timedelta
 import pytest
 from fx_operator.domain import internal_keys
 from fx_operator.domain.crypto import MasterKey
+from fx_operator.endpoints.broker import PodIdentity
 from fx_operator.exceptions import IntegrityError, MasterKeyError, RunError
-from fx_operator.services.broker import PodIdentity
 from fx_operator.services.run_keys import ACTION_REGISTER, Refusal, RunKeyService, RunRefused
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 from fx_operator.storage import run_keys
 from fx_operator.storage.backends import utcnow
 

@@ -16,7 +16,7 @@ from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import IntegrityError, MasterKeyError
 from fx_operator.services.channel import dispatch
 from fx_operator.services.runs import RunGrant, RunService
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 from fx_operator.storage import migrating
 from fx_operator.storage.secret_store import SecretStore
 from support.postgres import PostgresServer

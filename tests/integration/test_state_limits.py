@@ -28,13 +28,13 @@ from fx_operator.domain.state_limits import (
     MAX_VALUE_BYTES,
     StateLimitError,
 )
+from fx_operator.endpoints.broker import BrokerServer, PodIdentity, start_broker
+from fx_operator.endpoints.local_channel import LocalChannel
 from fx_operator.exceptions import ValidationError
-from fx_operator.services.broker import BrokerServer, PodIdentity, start_broker
 from fx_operator.services.channel import dispatch
-from fx_operator.services.local_channel import LocalChannel
 from fx_operator.services.run_keys import RunKeyService
 from fx_operator.services.runs import RunGrant, RunService
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 
 from fx_ef import Context, StateError, contract
 from fx_ef import StateLimitError as ScriptStateLimitError

@@ -9,7 +9,7 @@ import pytest
 from fx_operator.config import Settings
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import IntegrityError, NotFoundError, ValidationError
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 from support.stores import raw_blobs
 
 PKG = Owner.of(Scope.PACKAGE, "team-a", "etl")
@@ -263,7 +263,7 @@ def test_concurrent_writers_lose_no_version(service: SecretService) -> None:
 
 
 def test_migrations_are_idempotent(store_settings: Settings, service: SecretService) -> None:
-    from fx_operator.services.opening import open_store
+    from fx_operator.services.configured_store import open_store
 
     service.set(PKG, "KEEP", "kept")
     open_store(store_settings).close()

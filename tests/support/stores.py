@@ -6,8 +6,8 @@ from pathlib import Path
 
 from fx_operator.config import Settings
 from fx_operator.domain.crypto import MasterKey
-from fx_operator.services.opening import open_secret_service
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.configured_store import open_secret_service
+from fx_operator.services.secret_service import SecretService
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 
 BACKENDS = ("embedded", "postgres")

@@ -26,7 +26,7 @@ from fx_operator.domain.nesting import MAX_DEPTH
 from fx_operator.domain.sealing import SealingKeyPair, SealTarget
 from fx_operator.exceptions import IntegrityError, ValidationError
 from fx_operator.services.scoped_secrets import ScopedSecretService
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 
 PAIR = SealingKeyPair.generate()
 NAME = "DB_PASS"

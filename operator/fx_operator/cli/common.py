@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from fx_operator.config import Settings
-from fx_operator.services.opening import open_secret_service
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.configured_store import open_secret_service
+from fx_operator.services.secret_service import SecretService
 
 
 @contextmanager

@@ -19,7 +19,7 @@ COMPLETE_VAR = "_FXCTL_COMPLETE"
 
 def _stored(project: str | None) -> list[ListedSecret]:
     """The current secrets (metadata only), or nothing when there is no store to ask."""
-    from fx_operator.services.opening import open_secret_service
+    from fx_operator.services.configured_store import open_secret_service
 
     try:
         settings = Settings()

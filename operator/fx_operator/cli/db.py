@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from fx_operator.config import Settings
-from fx_operator.services.opening import open_store
+from fx_operator.services.configured_store import open_store
 
 
 @click.group()

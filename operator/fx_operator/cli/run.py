@@ -12,6 +12,7 @@ from fx_operator.cli.common import existing_secret_service, secret_service
 from fx_operator.cli.gc import sweep_leftovers
 from fx_operator.cli.output import chosen_format, emit, output_option
 from fx_operator.domain.nesting import MAX_DEPTH, text_too_deep
+from fx_operator.endpoints.local_channel import LocalChannel
 from fx_operator.exceptions import NotFoundError
 from fx_operator.services.local_run import LocalRunner, RunOptions, load_package_folder
 from fx_operator.services.runs import RunService
@@ -94,7 +95,7 @@ def run(target: str, project: str | None, params: tuple[str, ...], no_mask: bool
     options = RunOptions(params=run_params, mask=not no_mask,
                          allow_platform_write=allow_platform_write, timeout=timeout)
     with secret_service() as service:
-        record = LocalRunner(service).run(package, options)
+        record = LocalRunner(service, channel=LocalChannel).run(package, options)
     scopes = ", ".join(f"{name}<-{entry['scope']} v{entry['version']}"
                        for name, entry in record.manifest.items())
     click.echo(f"fxctl: run {record.run_id} of {record.project}/{record.package}: "

@@ -22,9 +22,9 @@ from fx_operator.cli.progress import progress
 from fx_operator.config import Settings
 from fx_operator.domain.scopes import DEFAULT_PROJECT, Owner, Scope
 from fx_operator.exceptions import NotFoundError
-from fx_operator.services.opening import key_provider
+from fx_operator.services.configured_store import key_provider
 from fx_operator.services.rotation import rotate_master_key as rotate_master_key_file
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 from fx_operator.storage.secret_store import ListedSecret, ListingKey, VersionRecord
 
 SCOPES = click.Choice([s.value for s in Scope])

@@ -8,9 +8,9 @@ from typing import Any
 
 import kopf
 
+from fx_operator.app import OperatorApp
 from fx_operator.domain.conditions import Outcome
 from fx_operator.exceptions import FxError
-from fx_operator.services.app import OperatorApp
 
 
 def app_of(memo: Any) -> OperatorApp:

@@ -9,8 +9,8 @@ from typing import Any, cast
 
 import kopf
 
+from fx_operator.app import OperatorApp
 from fx_operator.config import Settings
-from fx_operator.services.app import OperatorApp
 
 
 class StatusFreeDiffBase(kopf.AnnotationsDiffBaseStorage):

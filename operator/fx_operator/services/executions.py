@@ -39,7 +39,7 @@ from fx_operator.domain.secret_needs import MissingSecret, SecretNeeds, find_in_
 from fx_operator.exceptions import FxError, ValidationError
 from fx_operator.services.metrics import Metrics
 from fx_operator.services.packages import PackageService
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 from fx_operator.storage.kube import Kube, KubeError, KubeNotFound
 
 log = logging.getLogger(__name__)

@@ -21,13 +21,13 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from fx_ef import contract
 from fx_ef.bundle import new_run_key, seal_bundle
@@ -35,10 +35,9 @@ from fx_operator.domain.package_spec import PackageSpec, parse_package_spec
 from fx_operator.domain.scopes import DEFAULT_PROJECT, OWNER_NAME_PATTERN
 from fx_operator.domain.secret_needs import SecretNeeds, find_in_scripts
 from fx_operator.exceptions import Problem, RunError, ValidationError
-from fx_operator.services.local_channel import LocalChannel
 from fx_operator.services.run_dirs import SECRETS_DIR_KIND, TMPFS, WORK_DIR_KIND, private_dir
 from fx_operator.services.runs import RunGrant, RunService
-from fx_operator.services.secrets import Resolution, SecretService
+from fx_operator.services.secret_service import Resolution, SecretService
 from fx_operator.storage.run_records import RunRecord
 
 log = logging.getLogger(__name__)
@@ -141,12 +140,31 @@ class RunOptions:
     timeout: float | None = None
 
 
-class LocalRunner:
-    """Prepares, runs and records one package run at a time on the configured store."""
+class RunChannel(Protocol):
+    """The run's channel while it runs (``fx_operator.endpoints.local_channel`` serves it on a Unix
+    socket): its descriptor goes into the bundle; ``close`` stops it when the run ends."""
 
-    def __init__(self, secrets_service: SecretService, *, python: str = sys.executable) -> None:
+    @property
+    def descriptor(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+#: opens a run's channel: the run service, the run's grant, the socket's path
+ChannelOpener = Callable[[RunService, RunGrant, Path], RunChannel]
+
+
+class LocalRunner:
+    """Prepares, runs and records one package run at a time on the configured store.
+
+    The channel is given (``fxctl run`` gives ``endpoints.local_channel.LocalChannel``), so that
+    this service depends on no transport, as the operator's services depend on no kopf."""
+
+    def __init__(self, secrets_service: SecretService, *, channel: ChannelOpener,
+                 python: str = sys.executable) -> None:
         self.secrets = secrets_service
         self.runs = RunService(secrets_service)
+        self.open_channel = channel
         self.python = python
 
     def run(self, folder: PackageFolder, options: RunOptions) -> RunRecord:
@@ -168,7 +186,7 @@ class LocalRunner:
         grant = RunGrant(run_id, folder.project, folder.name, options.allow_platform_write)
         with private_dir(WORK_DIR_KIND, None) as work, \
                 private_dir(SECRETS_DIR_KIND, _tmpfs()) as tmp:
-            channel = LocalChannel(self.runs, grant, work / "channel")
+            channel = self.open_channel(self.runs, grant, work / "channel")
             try:
                 bundle = _bundle(folder, run_id, resolution, options, channel.descriptor)
                 key = new_run_key()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -39,15 +39,3 @@ class Metrics:
             yield
         finally:
             self.store.labels(operation).observe(time.perf_counter() - started)
-
-    def serve(self, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 (a pod's port)
-        """Expose /metrics on ``port`` in a daemon thread, until ``close``."""
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
-
-    def close(self) -> None:
-        server = getattr(self, "_server", None)
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-            self._thread.join(timeout=5)
-            del self._server

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from fx_operator.domain import internal_keys, pki
 from fx_operator.domain.sealing import SealingKeyPair
-from fx_operator.services.secrets import (
+from fx_operator.services.secret_service import (
     OPERATOR_KEYS_ID,
     OPERATOR_WRAPPED_META,
     SecretService,

@@ -32,7 +32,7 @@ from fx_operator.storage.backends import Transaction
 from fx_operator.storage.run_records import SealedState, StateRow
 
 if TYPE_CHECKING:
-    from fx_operator.services.secrets import SecretService
+    from fx_operator.services.secret_service import SecretService
 
 log = logging.getLogger(__name__)  # projects, packages and keys; never a value
 

@@ -24,7 +24,7 @@ from fx_operator.domain.conditions import (
 from fx_operator.domain.package_spec import PackageDefinition, package_definition
 from fx_operator.domain.secret_needs import SecretNeeds, find_in_scripts
 from fx_operator.exceptions import Problem, ValidationError
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 from fx_operator.storage.kube import Kube
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.exceptions import MasterKeyError
-from fx_operator.services.opening import pending_rotation_file
-from fx_operator.services.secrets import Progress, SecretService
+from fx_operator.services.configured_store import pending_rotation_file
+from fx_operator.services.secret_service import Progress, SecretService
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 
 

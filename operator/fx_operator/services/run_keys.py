@@ -16,7 +16,7 @@ from fx_operator.domain import internal_keys
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.exceptions import MasterKeyError, PermissionDeniedError, RunError, StoreError
 from fx_operator.services.runs import RunGrant
-from fx_operator.services.secrets import MASTER_KEY_META, hold_master_key
+from fx_operator.services.secret_service import MASTER_KEY_META, hold_master_key
 from fx_operator.storage import run_keys
 from fx_operator.storage.backends import Transaction, utcnow
 from fx_operator.storage.run_keys import RunKeyRecord

@@ -17,7 +17,7 @@ from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.domain.secrets_file import validate_name, validate_value
 from fx_operator.exceptions import NotFoundError, PermissionDeniedError, Problem, ValidationError
 from fx_operator.services.package_state import PackageStateService
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 from fx_operator.storage import run_records
 from fx_operator.storage.run_records import RunRecord
 

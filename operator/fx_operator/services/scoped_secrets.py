@@ -23,7 +23,7 @@ from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.domain.sealing import SealingKeyPair, SealTarget
 from fx_operator.domain.secrets_file import validate_name
 from fx_operator.exceptions import IntegrityError, Problem, ValidationError
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from fx_operator.config import Settings
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.exceptions import ConfigError, MasterKeyError
-from fx_operator.services.secrets import MASTER_KEY_META, SecretService
+from fx_operator.services.secret_service import MASTER_KEY_META, SecretService
 from fx_operator.storage.master_keys import (
     FileMasterKeyProvider,
     LocalMasterKeyProvider,

@@ -11,17 +11,18 @@ from urllib.parse import urlsplit
 from fx_operator.config import Settings
 from fx_operator.domain import job_spec
 from fx_operator.domain.sealing import PUBLIC_KEY_CONFIGMAP, PUBLIC_KEY_FIELD
-from fx_operator.services.broker import BrokerServer, start_broker
+from fx_operator.endpoints.broker import BrokerServer, start_broker
+from fx_operator.endpoints.metrics_server import MetricsServer
+from fx_operator.services.configured_store import open_secret_service
 from fx_operator.services.executions import ExecutionService
 from fx_operator.services.metrics import Metrics
-from fx_operator.services.opening import open_secret_service
 from fx_operator.services.operator_keys import OperatorKeys, load_or_create_operator_keys
 from fx_operator.services.packages import PackageService
 from fx_operator.services.run_keys import RunKeyService
 from fx_operator.services.runs import RunService
 from fx_operator.services.schedules import ScheduleService
 from fx_operator.services.scoped_secrets import ScopedSecretService
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 from fx_operator.storage.kube import CONNECTIONS, Kube, PodIdentity, load_api_client
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class OperatorApp:
     broker: BrokerServer
     metrics: Metrics
     schedules: ScheduleService
+    metrics_server: MetricsServer | None = None
 
     @classmethod
     async def start(cls, settings: Settings, kube: Kube | None = None) -> OperatorApp:
@@ -90,7 +92,7 @@ class OperatorApp:
                   broker, metrics, ScheduleService(kube))
         await app.publish_sealing_key()
         if settings.metrics_port:
-            metrics.serve(settings.metrics_port)
+            app.metrics_server = MetricsServer(metrics.registry, settings.metrics_port)
         log.info("operator started: broker on port %d, sealing key %s", broker.port,
                  keys.sealing.public.key_id)
         return app
@@ -110,7 +112,8 @@ class OperatorApp:
         return "ok"
 
     async def stop(self) -> None:
-        await asyncio.to_thread(self.metrics.close)
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.close)
         await self.broker.stop()
         await asyncio.to_thread(self.secrets.close)
         await self.kube.close()
