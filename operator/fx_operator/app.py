@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from fx_operator.config import Settings
-from fx_operator.domain import job_spec
+from fx_operator.domain import api_group, job_spec
 from fx_operator.domain.sealing import PUBLIC_KEY_CONFIGMAP, PUBLIC_KEY_FIELD
 from fx_operator.endpoints.broker import BrokerServer, start_broker
 from fx_operator.endpoints.metrics_server import MetricsServer
@@ -103,7 +103,7 @@ class OperatorApp:
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": PUBLIC_KEY_CONFIGMAP,
                          "namespace": self.settings.platform_namespace,
-                         "labels": {job_spec.LABEL_MANAGED_BY: job_spec.MANAGER}},
+                         "labels": {api_group.LABEL_MANAGED_BY: api_group.MANAGER}},
             "data": {PUBLIC_KEY_FIELD: self.keys.sealing.public.export()}})
 
     async def probe(self) -> str:

@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 from fx_operator.config import Settings
-from fx_operator.domain import job_spec
+from fx_operator.domain import api_group, job_spec
 from support.manifests import (
     CHART,
     NAMESPACE,
@@ -307,7 +307,7 @@ def test_the_network_policy_admits_run_pods_to_the_broker(render: Render) -> Non
                         for e in selector["matchExpressions"]))
     assert selected(run_labels)
     assert not selected(_deployment(objects)["spec"]["template"]["metadata"]["labels"])
-    assert not selected({k: v for k, v in run_labels.items() if k != job_spec.LABEL_RUN})
+    assert not selected({k: v for k, v in run_labels.items() if k != api_group.LABEL_RUN})
 
 
 # --- the other combinations -----------------------------------------------------------------------

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fx_operator.domain.job_spec import GROUP, VERSION
+from fx_operator.domain.api_group import GROUP, VERSION
 from fx_operator.handlers.executions import FORBIDDEN_TRIES
 from fx_operator.services.packages import PackageService
 from fx_operator.storage.kube import KubeError

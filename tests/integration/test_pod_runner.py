@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from fx_operator.domain import job_spec
+from fx_operator.domain import api_group, job_spec
 from fx_operator.domain.job_spec import RunPlan, RunPodSettings
 from kubernetes.client import (
     ApiException,
@@ -513,7 +513,7 @@ def stand_in_broker(server: KubeEmulatorServer, tmp_path: Path, audience: str,
                 if seen.authenticated and pod_names:
                     pod = CoreV1Api(client).read_namespaced_pod(pod_names[0], NS)
                     labels = pod.metadata.labels or {}
-            if labels.get(job_spec.LABEL_RUN) != run_id or run_id not in keys:
+            if labels.get(api_group.LABEL_RUN) != run_id or run_id not in keys:
                 self._answer(403, {"error": "not this run's pod, or the key was given"})
                 return
             self._answer(200, {"key": base64.b64encode(keys.pop(run_id)).decode()})
@@ -547,12 +547,12 @@ def test_the_job_of_run_job_delivers_the_bundle_and_runs_the_executor(
         core: CoreV1Api, batch: BatchV1Api, runner: PodRunner, server: KubeEmulatorServer,
         api: kubernetes.client.ApiClient, tmp_path: Path) -> None:
     custom = CustomObjectsApi(api)
-    group, version = job_spec.GROUP, job_spec.VERSION
+    group, version = api_group.GROUP, api_group.VERSION
     package = custom.create_namespaced_custom_object(group, version, NS, "packages", {
-        "apiVersion": job_spec.API_VERSION, "kind": "Package", "metadata": {"name": "pkg"},
+        "apiVersion": api_group.API_VERSION, "kind": "Package", "metadata": {"name": "pkg"},
         "spec": {"scripts": [{"name": "main.py", "content": SCRIPT}]}})
     execution = custom.create_namespaced_custom_object(group, version, NS, "executions", {
-        "apiVersion": job_spec.API_VERSION, "kind": "Execution", "metadata": {"name": "pkg-1"},
+        "apiVersion": api_group.API_VERSION, "kind": "Execution", "metadata": {"name": "pkg-1"},
         "spec": {"package": "pkg"}})
     run_id = f"run-{uuid.uuid4().hex[:12]}"
     plan = RunPlan(namespace=NS, execution="pkg-1", execution_uid=execution["metadata"]["uid"],

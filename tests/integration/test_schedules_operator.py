@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fx_operator.domain.job_spec import GROUP, VERSION
+from fx_operator.domain.api_group import GROUP, VERSION
 from support.clock import MovableClock, schedule_clock
 from support.cluster import Cluster, cluster
 from support.postgres import PostgresServer

@@ -20,8 +20,8 @@ from typing import Any
 import fx_operator.handlers.all  # noqa: F401 (registers the operator's handlers, below)
 import kopf
 from fx_operator.cli.cluster import sealed_manifest
+from fx_operator.domain.api_group import API_VERSION, GROUP, VERSION
 from fx_operator.domain.crypto import MasterKey
-from fx_operator.domain.job_spec import API_VERSION, GROUP, VERSION
 from fx_operator.domain.sealing import PUBLIC_KEY_CONFIGMAP, PUBLIC_KEY_FIELD, SealingPublicKey
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 from kopf.testing import KopfRunner

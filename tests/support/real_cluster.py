@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from fx_operator.domain.job_spec import GROUP, VERSION
+from fx_operator.domain.api_group import GROUP, VERSION
 from fx_operator.domain.sealing import PUBLIC_KEY_CONFIGMAP
 from kubernetes import client, config
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fx_operator.domain import job_spec
+from fx_operator.domain import api_group, job_spec
 from fx_operator.domain.conditions import Reason, with_condition
 from fx_operator.domain.package_spec import package_definition
 from fx_operator.exceptions import Problem, ValidationError
@@ -70,7 +70,7 @@ def test_sealed_secret_holds_only_what_it_is_given_and_is_owned() -> None:
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     job = job_spec.run_job(PLAN, SETTINGS)
     assert job["metadata"]["ownerReferences"][0]["kind"] == "Execution"
-    assert job["metadata"]["labels"][job_spec.LABEL_RUN] == "run-uid-1"
+    assert job["metadata"]["labels"][api_group.LABEL_RUN] == "run-uid-1"
 
 
 def test_condition_transition_time_moves_only_when_status_flips() -> None:

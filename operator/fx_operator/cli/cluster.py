@@ -18,8 +18,8 @@ import yaml
 
 from fx_operator.cli.progress import phases
 from fx_operator.config import Settings
+from fx_operator.domain.api_group import API_VERSION, GROUP, VERSION
 from fx_operator.domain.conditions import FINAL_PHASES
-from fx_operator.domain.job_spec import API_VERSION, GROUP, VERSION
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.domain.sealing import (
     PUBLIC_KEY_CONFIGMAP,

@@ -14,7 +14,7 @@ import click
 
 from fx_operator.cli.output import chosen_format, emit, output_option
 from fx_operator.cli.run import _params
-from fx_operator.domain.job_spec import API_VERSION
+from fx_operator.domain.api_group import API_VERSION
 from fx_operator.domain.schedules import ConcurrencyPolicy, parse_schedule_spec
 from fx_operator.exceptions import NotFoundError
 

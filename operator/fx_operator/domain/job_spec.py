@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fx_ef import contract
+from fx_operator.domain.api_group import (
+    ANNOTATION_CONTENT_HASH,
+    API_VERSION,
+    LABEL_EXECUTION,
+    LABEL_MANAGED_BY,
+    LABEL_PACKAGE,
+    LABEL_RUN,
+    MANAGER,
+)
 
-GROUP = "fx.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-LABEL_RUN = f"{GROUP}/run-id"
-LABEL_EXECUTION = f"{GROUP}/execution"
-LABEL_PACKAGE = f"{GROUP}/package"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGER = "fx-operator"
-ANNOTATION_CONTENT_HASH = f"{GROUP}/content-hash"
 SEALED_BUNDLE_KEY = "bundle"
 INIT_CONTAINER = "deliver-secrets"
 SCRIPT_CONTAINER = "script"

@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from fx_operator.app import OperatorApp
+from fx_operator.domain.api_group import PLURALS
 from fx_operator.domain.conditions import Outcome
 from fx_operator.exceptions import FxError
 
@@ -28,10 +29,8 @@ async def apply(app: OperatorApp, body: Any, patch: kopf.Patch | None,
         patch.status.update(outcome.status)
     else:
         meta = involved["metadata"]
-        plural = {"Execution": "executions", "Package": "packages",
-                  "ScopedSecret": "scopedsecrets", "Schedule": "schedules"}[involved["kind"]]
-        await app.kube.patch_custom_status(plural, meta["namespace"], meta["name"],
-                                           outcome.status)
+        await app.kube.patch_custom_status(PLURALS[involved["kind"]], meta["namespace"],
+                                           meta["name"], outcome.status)
     for event in outcome.events:
         if event.type == "Warning":
             app.metrics.errors.labels(str(event.reason)).inc()

@@ -11,8 +11,8 @@ from typing import Any
 import kopf
 
 from fx_operator.app import OperatorApp
+from fx_operator.domain.api_group import GROUP, LABEL_MANAGED_BY, LABEL_RUN, MANAGER, VERSION
 from fx_operator.domain.conditions import Outcome
-from fx_operator.domain.job_spec import GROUP, LABEL_MANAGED_BY, LABEL_RUN, MANAGER, VERSION
 from fx_operator.exceptions import StoreError
 from fx_operator.handlers.common import app_of, apply, retrying
 from fx_operator.storage.kube import KubeError

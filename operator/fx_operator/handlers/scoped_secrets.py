@@ -6,7 +6,7 @@ from typing import Any
 
 import kopf
 
-from fx_operator.domain.job_spec import GROUP, VERSION
+from fx_operator.domain.api_group import GROUP, VERSION
 from fx_operator.handlers.common import app_of, apply, retrying
 
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from fx_ef import contract
 from fx_ef.bundle import new_run_key, seal_bundle
 from fx_operator.config import Settings
-from fx_operator.domain import job_spec
+from fx_operator.domain import api_group, job_spec
 from fx_operator.domain.conditions import (
     FAILED,
     FINAL_PHASES,
@@ -328,7 +328,7 @@ class ExecutionService:
         """The Execution's new status from its pod's; None when nothing changed."""
         meta = pod.get("metadata") or {}
         labels = meta.get("labels") or {}
-        name = labels.get(job_spec.LABEL_EXECUTION)
+        name = labels.get(api_group.LABEL_EXECUTION)
         if not name:
             return None
         execution = await self._unfinished(meta["namespace"], name)
@@ -336,7 +336,7 @@ class ExecutionService:
             return None
         status = execution.get("status") or {}
         if status.get("runId") != labels.get(
-                job_spec.LABEL_RUN):
+                api_group.LABEL_RUN):
             return None
         outcome = progress(execution, pod)
         if outcome is None:
@@ -358,7 +358,7 @@ class ExecutionService:
     async def forget_run(self, job: dict[str, Any]) -> None:
         """The run's Job is gone (its Execution deleted, or its time to live over): close the
         run, whatever phase it was in, so its key is never handed out after (idempotent)."""
-        run_id = ((job.get("metadata") or {}).get("labels") or {}).get(job_spec.LABEL_RUN)
+        run_id = ((job.get("metadata") or {}).get("labels") or {}).get(api_group.LABEL_RUN)
         if run_id:
             await asyncio.to_thread(self.run_keys.finish, str(run_id))
 
@@ -375,7 +375,7 @@ class ExecutionService:
     async def observe_job(self, job: dict[str, Any]) -> tuple[dict[str, Any], Outcome] | None:
         """A Job that failed without its pod saying so (deadline, pod never started)."""
         meta = job.get("metadata") or {}
-        name = (meta.get("labels") or {}).get(job_spec.LABEL_EXECUTION)
+        name = (meta.get("labels") or {}).get(api_group.LABEL_EXECUTION)
         failed = [c for c in (job.get("status") or {}).get("conditions") or []
                   if c.get("type") == "Failed" and c.get("status") == "True"]
         if not name or not failed:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fx_operator.domain.api_group import API_VERSION, GROUP
 from fx_operator.domain.conditions import (
     FINAL_PHASES,
     READY,
@@ -25,7 +26,6 @@ from fx_operator.domain.conditions import (
     Reason,
     with_condition,
 )
-from fx_operator.domain.job_spec import API_VERSION, GROUP
 from fx_operator.domain.schedules import (
     Action,
     Finished,

@@ -26,8 +26,8 @@ import urllib3.exceptions
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from fx_operator.domain.api_group import GROUP, LABEL_RUN, VERSION
 from fx_operator.domain.conditions import Reason
-from fx_operator.domain.job_spec import GROUP, LABEL_RUN, VERSION
 from fx_operator.exceptions import FxError
 
 log = logging.getLogger(__name__)
