@@ -58,6 +58,8 @@ from celpy import celtypes
 from celpy.celparser import CELParseError, CELParser
 from celpy.evaluation import CELEvalError, base_functions
 
+from support.emulator.openapi import to_json_schema
+
 __all__ = ["BLOCKING_REASONS", "NOT_CHECKED", "CelRules", "Violation", "crd_violations",
            "list_violations", "schema_violations"]
 
@@ -380,8 +382,6 @@ def _regexp_error(pattern: str) -> str | None:
 
 def _defaults(s: Mapping[str, Any], path: str) -> list[Violation]:
     """Each ``default`` must be valid for its own schema (structuraldefaulting.ValidateDefaults)."""
-    from support.kube_emulator import to_json_schema  # the emulator imports this module
-
     found: list[Violation] = []
     if s.get("default") is not None:
         validator = jsonschema.Draft4Validator(to_json_schema(
