@@ -14,7 +14,7 @@ import copy
 import gzip
 import importlib.resources
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from kmock._internal.rendering import Response
 
 from support.emulator.access import ApiCall, api_call, forbidden
 from support.emulator.kinds import CRDS, DEFAULT_NAMESPACES, NAMESPACES, JsonDict
-from support.emulator.tokens import TokenIdentity
 from support.emulator.writes import Writes
 
 # kmock's path parser reads /api/v1/namespaces[/NAME[/status|finalize]] as a namespace prefix.
@@ -102,15 +101,6 @@ class KubeEmulator(Writes):
                     if self._current(key) is None:
                         self.create(CRDS, doc)
         return registered
-
-    def register_token(self, token: str, *, namespace: str, service_account: str,
-                       pod_name: str | None = None, pod_uid: str | None = None,
-                       audiences: Iterable[str] = ()) -> TokenIdentity:
-        """Make ``token`` valid for TokenReview, as the service account (and pod) given."""
-        identity = TokenIdentity(namespace=namespace, service_account=service_account,
-                                 pod_name=pod_name, pod_uid=pod_uid, audiences=tuple(audiences))
-        self.tokens[token] = identity
-        return identity
 
     # --- request plumbing ------------------------------------------------------------------------
 

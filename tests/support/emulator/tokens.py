@@ -11,7 +11,7 @@ import dataclasses
 import datetime
 import secrets
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -52,6 +52,15 @@ class Authentication(ObjectStore):
     tokens: dict[str, TokenIdentity] = attrs.field(factory=dict)
     #: Answers TokenReviews instead of ``tokens`` when set.
     token_reviewer: TokenReviewer | None = None
+
+    def register_token(self, token: str, *, namespace: str, service_account: str,
+                       pod_name: str | None = None, pod_uid: str | None = None,
+                       audiences: Iterable[str] = ()) -> TokenIdentity:
+        """Make ``token`` valid for TokenReview, as the service account (and pod) given."""
+        identity = TokenIdentity(namespace=namespace, service_account=service_account,
+                                 pod_name=pod_name, pod_uid=pod_uid, audiences=tuple(audiences))
+        self.tokens[token] = identity
+        return identity
 
     def _review(self, res: kmock.resource, body: JsonDict) -> JsonDict:
         """TokenReview from the token registry or callback; access reviews are always allowed."""
