@@ -58,6 +58,8 @@ from celpy import celtypes
 from celpy.celparser import CELParseError, CELParser
 from celpy.evaluation import CELEvalError, base_functions
 
+from support.emulator.openapi import to_json_schema
+
 __all__ = ["BLOCKING_REASONS", "NOT_CHECKED", "CelRules", "Violation", "crd_violations",
            "list_violations", "schema_violations"]
 
@@ -380,8 +382,6 @@ def _regexp_error(pattern: str) -> str | None:
 
 def _defaults(s: Mapping[str, Any], path: str) -> list[Violation]:
     """Each ``default`` must be valid for its own schema (structuraldefaulting.ValidateDefaults)."""
-    from support.kube_emulator import to_json_schema  # the emulator imports this module
-
     found: list[Violation] = []
     if s.get("default") is not None:
         validator = jsonschema.Draft4Validator(to_json_schema(
@@ -831,8 +831,9 @@ class _CelReferences:
         if name in properties:
             found: Mapping[str, Any] = properties[name]
             return DYNAMIC if found.get("x-kubernetes-int-or-string") else found
-        if _is_schema(base.get("additionalProperties")):
-            return base["additionalProperties"]  # type: ignore[no-any-return]
+        additional = base.get("additionalProperties")
+        if _is_schema(additional):
+            return additional
         if base.get("x-kubernetes-preserve-unknown-fields") or \
                 (base.get("x-kubernetes-embedded-resource") and
                  name in ("apiVersion", "kind", "metadata")):
@@ -886,10 +887,11 @@ def _element(base: Type) -> Type:
     """What indexing a value gives: a list's item, a map's value."""
     if isinstance(base, _Dynamic):
         return DYNAMIC
-    if _is_schema(base.get("items")):
-        return base["items"]  # type: ignore[no-any-return]
-    if _is_schema(base.get("additionalProperties")):
-        return base["additionalProperties"]  # type: ignore[no-any-return]
+    items, additional = base.get("items"), base.get("additionalProperties")
+    if _is_schema(items):
+        return items
+    if _is_schema(additional):
+        return additional
     return DYNAMIC
 
 
@@ -897,8 +899,9 @@ def _iterated(base: Type) -> Type:
     """What a comprehension's variable is: a list's item, a map's key."""
     if isinstance(base, _Dynamic):
         return DYNAMIC
-    if base.get("type") == "array" and _is_schema(base.get("items")):
-        return base["items"]  # type: ignore[no-any-return]
+    items = base.get("items")
+    if base.get("type") == "array" and _is_schema(items):
+        return items
     if base.get("type") == "object":
         return {"type": "string"}
     return DYNAMIC
@@ -1110,7 +1113,7 @@ class _Object(celtypes.MapType):
     def __ne__(self, other: Any) -> bool:
         return not self.__eq__(other)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (own __eq__)
 
 
 def _found(other: Mapping[Any, Any], key: str) -> Any:
@@ -1158,7 +1161,7 @@ class _List(celtypes.ListType):
     def __ne__(self, other: Any) -> bool:
         return not self.__eq__(other)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (own __eq__)
 
 
 def _item_key(item: Any, keys: Sequence[str]) -> str:
@@ -1180,7 +1183,7 @@ class _Preserved:
     def __ne__(self, other: Any) -> bool:
         return not self.__eq__(other)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (own __eq__)
 
 
 class _Optional:

@@ -28,7 +28,8 @@ import kubernetes_validate
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
-from support.kube_emulator import ApiCall, _prune, to_json_schema
+from support.emulator.access import ApiCall
+from support.emulator.openapi import prune, to_json_schema
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "fx-operator"
@@ -130,7 +131,7 @@ class CustomResourceCheck:
     def __call__(self, obj: JsonDict) -> list[str]:
         errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
                   for e in self.validator.iter_errors(obj)]
-        if _prune(obj, self.structural, embedded=True) != obj:
+        if prune(obj, self.structural, embedded=True) != obj:
             errors.append("fields the schema does not declare (the API server would drop them)")
         if obj.get("apiVersion") != self.api_version:
             errors.append(f"apiVersion {obj.get('apiVersion')} is not {self.api_version}")
