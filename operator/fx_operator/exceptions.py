@@ -13,7 +13,8 @@ The tree (every class; ``tests/unit/test_exceptions.py`` holds it to the code)::
     ├── IntegrityError            a ciphertext does not open: tampered, copied or under another key
     │   └── SealedForAnotherObject    (domain.sealing) a sealed value opens for another object
     ├── ValidationError           bad input (a secrets.json, a name, a scope); carries ``problems``
-    │   └── StateLimitError       (domain.state_limits) a state write beyond a size limit
+    │   ├── StateLimitError       (domain.state_limits) a state write beyond a size limit
+    │   └── InvalidResource       (domain.resources) an object its kind's schema refuses
     ├── NotFoundError             a secret, version or run that does not exist
     ├── PermissionDeniedError     a run asked for what its tenancy does not allow (P5)
     │   └── RunRefused            (services.run_keys) a run key asked twice, or by another pod

@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 from fx_operator.domain.api_group import GROUP, VERSION
+from fx_operator.domain.resources import Package
 from fx_operator.handlers.executions import FORBIDDEN_TRIES
 from fx_operator.services.packages import PackageService
 from fx_operator.storage.kube import KubeError
@@ -164,8 +165,8 @@ def _held_package() -> Iterator[threading.Event]:
     release = threading.Event()
     reconcile = PackageService.reconcile
 
-    async def held(self: PackageService, body: dict[str, Any]) -> Any:
-        if body["metadata"]["name"] == HELD:
+    async def held(self: PackageService, body: Package) -> Any:
+        if body.metadata.name == HELD:
             await asyncio.to_thread(release.wait, 60)
         return await reconcile(self, body)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from fx_operator.domain.conditions import Reason
+from fx_operator.domain.resources import Execution, ResourceHeader
 from fx_operator.exceptions import StoreError
 from fx_operator.handlers.executions import ADMISSION_TRIES, FORBIDDEN_TRIES, gives_up
 from fx_operator.services.executions import ExecutionService, NotReadyYet, usable_from_watch
@@ -29,7 +30,7 @@ def _package(generation: int, ready: str | None, observed: int) -> dict[str, Any
 ])
 def test_only_a_package_ready_for_its_generation_is_used_from_the_watch(
         package: dict[str, Any], usable: bool) -> None:
-    assert usable_from_watch(package) is usable
+    assert usable_from_watch(ResourceHeader.model_validate(package)) is usable
 
 
 # --- when admission gives up, and what the Execution then says ----------------------------------
@@ -68,9 +69,9 @@ def _service(run_keys: _RunKeys) -> ExecutionService:
     return ExecutionService(nothing, run_keys, nothing, nothing, nothing, nothing, ca_pem="")
 
 
-EXECUTION = {"apiVersion": "fx.dev/v1alpha1", "kind": "Execution",
+EXECUTION = Execution.model_validate({"apiVersion": "fx.dev/v1alpha1", "kind": "Execution",
              "metadata": {"name": "nightly", "namespace": "team-a", "uid": "u-1", "generation": 1},
-             "spec": {"package": "etl"}}
+             "spec": {"package": "etl"}})
 
 
 @pytest.mark.parametrize(("error", "reason", "says"), [

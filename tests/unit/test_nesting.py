@@ -10,6 +10,7 @@ import pytest
 from fx_operator.domain.conditions import Reason
 from fx_operator.domain.nesting import MAX_DEPTH, RECURSION_LIMIT, depth, too_deep
 from fx_operator.domain.package_spec import package_definition
+from fx_operator.domain.resources import Execution
 from fx_operator.exceptions import ValidationError
 from fx_operator.services.executions import ExecutionService
 
@@ -58,7 +59,7 @@ def test_an_execution_with_params_nested_too_deep_fails_at_admission() -> None:
     execution = {"metadata": {"name": "deep", "namespace": "team-a", "uid": "u-1",
                               "generation": 1},
                  "spec": {"package": "etl", "params": {"x": nested(5_000)}}}
-    outcome = asyncio.run(service.admit(execution))
+    outcome = asyncio.run(service.admit(Execution.model_validate(execution)))
     assert outcome is not None and outcome.status["phase"] == "Failed"
     (ready,) = [c for c in outcome.status["conditions"] if c["type"] == "Ready"]
     assert (ready["reason"], ready["message"]) == (

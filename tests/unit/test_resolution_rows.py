@@ -1,11 +1,13 @@
-"""How a resolution picks its winners from the rows read and lists them for its audit record
-(storage/secret_store.py), apart from any database."""
+"""How a resolution picks its winners from the rows read (the domain's precedence rule,
+domain/precedence.py) and lists them for its audit record (storage/secret_store.py), apart from
+any database."""
 
 from __future__ import annotations
 
 import json
 
-from fx_operator.storage.secret_store import _most_specific, _resolution_entries
+from fx_operator.domain.precedence import most_specific as _most_specific
+from fx_operator.storage.secret_store import _resolution_entries
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -23,6 +23,7 @@ import pytest
 from fx_operator.config import Settings
 from fx_operator.domain.conditions import Reason
 from fx_operator.domain.nesting import MAX_DEPTH
+from fx_operator.domain.resources import ScopedSecret
 from fx_operator.domain.sealing import SealingKeyPair, SealTarget
 from fx_operator.exceptions import IntegrityError, ValidationError
 from fx_operator.services.scoped_secrets import ScopedSecretService
@@ -137,7 +138,7 @@ def _reconcile(encrypted: dict[str, str]) -> tuple[Any, mock.Mock]:
     body = {"metadata": {"namespace": "team-a", "name": "crafted", "generation": 2},
             "spec": {"scope": "package", "package": "etl", "encryptedData": encrypted},
             "status": {"secrets": [{"name": "KEEP", "version": 1}]}}
-    return asyncio.run(service.reconcile(body)), secrets
+    return asyncio.run(service.reconcile(ScopedSecret.model_validate(body))), secrets
 
 
 @pytest.mark.parametrize("case", [*sorted(CASES), "name-over-65535-bytes"])

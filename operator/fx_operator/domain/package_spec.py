@@ -27,53 +27,19 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from fx_operator.domain.conditions import Reason
 from fx_operator.domain.nesting import too_deep
+from fx_operator.domain.resources import DeclaredSecret as DeclaredSecret  # moved; kept here
+from fx_operator.domain.resources import PackageResourceSpec, field_problems
+from fx_operator.domain.resources import SecretsSpec as SecretsSpec
 from fx_operator.domain.scopes import OWNER_NAME_PATTERN
-from fx_operator.domain.secrets_file import NAME_PATTERN as SECRET_NAME_PATTERN
 from fx_operator.domain.yaml_values import TooDeepError, json_problems, load_json_values
 from fx_operator.exceptions import Problem, ValidationError
 
 ENTRYPOINT_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.py$"
-
-
-class DeclaredSecret(BaseModel):
-    """One name a package declares: required or not, pinned to one scope or not."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="rust-regex")
-
-    name: str = Field(pattern=SECRET_NAME_PATTERN.pattern, description="The secret's name.")
-    required: bool = Field(default=True, description="A run fails before it starts when a "
-                           "required name resolves nowhere (or not at its pinned scope).")
-    scope: Literal["package", "project", "platform"] | None = Field(
-        default=None, description="Pins the name to exactly this scope: no fallback.")
-
-
-class SecretsSpec(BaseModel):
-    """What a package declares of its secrets: ``names`` (besides those its scripts read
-    literally, found by :mod:`fx_operator.domain.secret_finder`) and the ``all`` opt-in.
-
-    One object rather than a bare list so that both forms, the list and ``{all: true}``, have
-    one structural schema in the Package CRD (which cannot say "a list or an object").
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="rust-regex")
-
-    names: tuple[DeclaredSecret, ...] = Field(default=(), description="Names the package uses.")
-    all: bool = Field(default=False, description="Deliver every name in the package's chain "
-                      "(for scripts whose names cannot be found statically).")
-
-    @model_validator(mode="after")
-    def _each_name_once(self) -> SecretsSpec:
-        seen: set[str] = set()
-        for declared in self.names:
-            if declared.name in seen:
-                raise ValueError(f"{declared.name!r} is declared twice")
-            seen.add(declared.name)
-        return self
 
 
 class PackageSpec(BaseModel):
@@ -161,21 +127,26 @@ class PackageDefinition:
 
 
 def package_definition(name: str, spec: dict[str, Any]) -> PackageDefinition:
-    """Check a Package's spec; a ValidationError lists every problem with its field."""
+    """Check a Package's spec given as JSON; a ValidationError lists every problem with its
+    field."""
+    try:
+        typed = PackageResourceSpec.model_validate(spec)
+    except PydanticValidationError as e:
+        raise ValidationError(field_problems(e, "spec"), source=f"Package {name}") from None
+    return definition_of(name, typed)
+
+
+def definition_of(name: str, spec: PackageResourceSpec) -> PackageDefinition:
+    """Check what a Package's schema cannot (see the CRD's CEL rules, which an older API server
+    skips); a ValidationError lists every problem with its field."""
     source = f"Package {name}"
     problems: list[Problem] = []
     scripts: dict[str, str] = {}
-    raw_scripts = spec.get("scripts")
-    if not isinstance(raw_scripts, list) or not raw_scripts:
+    if not spec.scripts:
         problems.append(Problem("spec.scripts", "must list at least one script"))
-        raw_scripts = []
-    for index, item in enumerate(raw_scripts):
+    for index, item in enumerate(spec.scripts):
         where = f"spec.scripts[{index}]"
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
-                or not isinstance(item.get("content"), str):
-            problems.append(Problem(where, "needs a name and a content, both strings"))
-            continue
-        script_name = item["name"]
+        script_name = item.name
         if script_name == SECRETS_FILE_NAME:
             problems.append(Problem(f"{where}.name", "a Package carries no secrets.json: seal it "
                                     "into a ScopedSecret (fxctl seal)",
@@ -185,12 +156,12 @@ def package_definition(name: str, spec: dict[str, Any]) -> PackageDefinition:
         elif script_name in scripts:
             problems.append(Problem(f"{where}.name", f"{script_name!r} appears twice"))
         else:
-            scripts[script_name] = item["content"]
+            scripts[script_name] = item.content
     total = sum(len(c.encode()) for c in scripts.values())
     if total > MAX_TOTAL_SCRIPT_BYTES:
         problems.append(Problem("spec.scripts", f"{total} bytes in all; at most "
                                 f"{MAX_TOTAL_SCRIPT_BYTES} fit in the ConfigMap"))
-    entrypoint = spec.get("entrypoint")
+    entrypoint = spec.entrypoint
     python_scripts = sorted(n for n in scripts if n.endswith(".py"))
     if entrypoint is None:
         if len(python_scripts) == 1:
@@ -198,38 +169,21 @@ def package_definition(name: str, spec: dict[str, Any]) -> PackageDefinition:
         elif scripts:
             problems.append(Problem("spec.entrypoint", "name the script to run: the package has "
                                     f"{len(python_scripts)} .py scripts", Reason.NO_ENTRYPOINT))
-    elif not isinstance(entrypoint, str):
-        problems.append(Problem("spec.entrypoint", f"must be a script's name, not "
-                                f"{type(entrypoint).__name__}", Reason.NO_ENTRYPOINT))
     elif entrypoint not in scripts:
         problems.append(Problem("spec.entrypoint", f"{entrypoint!r} is not one of the scripts",
                                 Reason.NO_ENTRYPOINT))
-    compat = spec.get("compat")
+    compat = spec.compat
     if compat not in (None, "ferris"):
         problems.append(Problem("spec.compat", f"{compat!r} is not 'ferris'"))
-    timeout = spec.get("timeoutSeconds")
-    if timeout is not None and (not isinstance(timeout, int) or timeout < 1):
+    timeout = spec.timeout_seconds
+    if timeout is not None and timeout < 1:
         problems.append(Problem("spec.timeoutSeconds", "must be a positive whole number"))
-    for key in ("params", "config", "resources"):
-        if not isinstance(spec.get(key, {}), dict):
-            problems.append(Problem(f"spec.{key}", "must be an object"))
-        elif (nesting := too_deep(spec.get(key, {}))) is not None:
+    for key, value in (("params", spec.params), ("config", spec.config),
+                       ("resources", spec.resources)):
+        if (nesting := too_deep(value)) is not None:
             problems.append(Problem(f"spec.{key}", nesting))
-    secrets = _secrets_spec(spec.get("secrets"), "spec.secrets", problems)
     if problems:
         raise ValidationError(problems, source=source)
-    return PackageDefinition(name, scripts, str(entrypoint), spec.get("image"),
-                             dict(spec.get("params") or {}), dict(spec.get("config") or {}),
-                             compat, timeout, dict(spec.get("resources") or {}), secrets)
-
-
-def _secrets_spec(raw: Any, where: str, problems: list[Problem]) -> SecretsSpec:
-    """A Package's ``spec.secrets`` checked as package.yaml's is; problems appended."""
-    if raw is None:
-        return SecretsSpec()
-    try:
-        return SecretsSpec.model_validate(raw)
-    except PydanticValidationError as e:
-        problems.extend(Problem(".".join([where, *(str(p) for p in error["loc"])]),
-                                _message(error, SecretsSpec)) for error in e.errors())
-        return SecretsSpec()
+    return PackageDefinition(name, scripts, str(entrypoint), spec.image, dict(spec.params),
+                             dict(spec.config), compat, timeout, dict(spec.resources),
+                             spec.secrets)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
 from fx_operator.app import OperatorApp
 from fx_operator.domain.api_group import PLURALS
-from fx_operator.domain.conditions import Outcome
+from fx_operator.domain.conditions import Outcome, Reason
+from fx_operator.domain.resources import InvalidResource, Resource, not_ready, parse
 from fx_operator.exceptions import FxError
+
+R = TypeVar("R", bound=Resource)
+log = logging.getLogger(__name__)
 
 
 def app_of(memo: Any) -> OperatorApp:
@@ -35,6 +40,18 @@ async def apply(app: OperatorApp, body: Any, patch: kopf.Patch | None,
         if event.type == "Warning":
             app.metrics.errors.labels(str(event.reason)).inc()
         await app.kube.post_event(involved, event.type, str(event.reason), event.message)
+
+
+async def reconciled(model: type[R], body: kopf.Body,
+                     reconcile: Callable[[R], Awaitable[Outcome]]) -> Outcome:
+    """The object parsed once, then reconciled; one its schema refuses (it slipped past the
+    API server's) gets Ready=False and a Warning Event naming the field instead."""
+    try:
+        resource = parse(model, body)
+    except InvalidResource as e:
+        log.warning("%s", e)
+        return not_ready(e.header, e, Reason.INVALID_SPEC)
+    return await reconcile(resource)
 
 
 @asynccontextmanager

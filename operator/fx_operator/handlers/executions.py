@@ -12,12 +12,13 @@ import kopf
 
 from fx_operator.app import OperatorApp
 from fx_operator.domain.api_group import GROUP, LABEL_MANAGED_BY, LABEL_RUN, MANAGER, VERSION
-from fx_operator.domain.conditions import Outcome
+from fx_operator.domain.conditions import FINAL_PHASES, Outcome
+from fx_operator.domain.resources import Execution, InvalidResource, Package, parse
 from fx_operator.exceptions import StoreError
 from fx_operator.handlers.common import app_of, apply, retrying
 from fx_operator.storage.kube import KubeError
 
-PackageIndex = kopf.Index[tuple[str, str], dict[str, Any]]
+PackageIndex = kopf.Index[tuple[str, str], Package]
 _RUN_OBJECTS: dict[str, Any] = {LABEL_RUN: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER}
 #: Tries of an admission before it gives up and fails the Execution with the last error (a Package
 #: still unpublished after ~2 minutes, the store or the API failing for ~10 minutes).
@@ -42,20 +43,31 @@ async def execution_created(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
                             **_: Any) -> None:
     app = app_of(memo)
     started = time.perf_counter()
-    key = (body.metadata.namespace or "", str(body.spec.get("package", "")))
-    seen = published_packages.get(key) if published_packages is not None else None
-    try:
-        async with retrying():
-            outcome = await app.executions.admit(dict(body),
-                                                 package=next(iter(seen or ()), None))
-    except kopf.TemporaryError as e:
-        if not gives_up(e.__cause__, retry):
-            raise
-        outcome = await app.executions.not_admitted(dict(body), e.__cause__)
+    outcome = await _admission(app, body, retry, published_packages)
     app.metrics.admission.observe(time.perf_counter() - started)
     if outcome is not None:
         app.metrics.executions.labels(outcome.status.get("phase", "Pending")).inc()
     await apply(app, body, patch, outcome)
+
+
+async def _admission(app: OperatorApp, body: kopf.Body, retry: int,
+                     packages: PackageIndex | None) -> Outcome | None:
+    """The Execution parsed once and admitted; a malformed one fails, naming the field."""
+    try:
+        execution = parse(Execution, body)
+    except InvalidResource as e:
+        if body.get("status", {}).get("phase") in FINAL_PHASES:
+            return None  # refused before: its end is never rewritten
+        return app.executions.refused(e.header, e)
+    key = (execution.metadata.namespace, execution.spec.package)
+    seen = packages.get(key) if packages is not None else None
+    try:
+        async with retrying():
+            return await app.executions.admit(execution, package=next(iter(seen or ()), None))
+    except kopf.TemporaryError as e:
+        if not gives_up(e.__cause__, retry):
+            raise
+        return await app.executions.not_admitted(execution, e.__cause__)
 
 
 def gives_up(error: BaseException | None, retry: int) -> bool:

@@ -35,6 +35,14 @@ from fx_operator.domain.conditions import (
 )
 from fx_operator.domain.nesting import too_deep
 from fx_operator.domain.package_spec import PackageDefinition
+from fx_operator.domain.resources import (
+    Condition,
+    Execution,
+    InvalidResource,
+    Package,
+    Resource,
+    parse,
+)
 from fx_operator.domain.secret_needs import MissingSecret, SecretNeeds, find_in_scripts
 from fx_operator.exceptions import FxError, ValidationError
 from fx_operator.services.metrics import Metrics
@@ -73,8 +81,8 @@ class RunKeys(Protocol):
     def finish(self, run_id: str) -> None: ...
 
 
-def run_id_of(execution: dict[str, Any]) -> str:
-    return f"run-{execution['metadata']['uid']}"
+def run_id_of(execution: Resource) -> str:
+    return f"run-{execution.metadata.uid}"
 
 
 def _step(name: str, phase: str, message: str = "", *, started: str | None = None,
@@ -107,36 +115,35 @@ class ExecutionService:
 
     # --- admission -------------------------------------------------------------------------
 
-    async def admit(self, body: dict[str, Any],
-                    package: dict[str, Any] | None = None) -> Outcome | None:
+    async def admit(self, body: Execution, package: Package | None = None) -> Outcome | None:
         """Create the run's Job, or nothing when it exists already; None when nothing to do.
 
         ``package``: the Package as the operator last saw it on its watch, if it did; read from
         the API when missing or not (yet) ready for its generation.
         """
-        meta, spec = body["metadata"], body.get("spec") or {}
-        namespace, name = meta["namespace"], meta["name"]
-        status = body.get("status") or {}
-        if status.get("phase") in FINAL_PHASES:
+        meta, spec = body.metadata, body.spec
+        namespace, name = meta.namespace, meta.name
+        status = body.status
+        if status.phase in FINAL_PHASES:
             return None
         run_id = run_id_of(body)
         job_name = job_spec.job_name(name)
-        if (nesting := too_deep(spec.get("params") or {})) is not None:
+        if (nesting := too_deep(spec.params)) is not None:
             return self._failed(body, Reason.INVALID_SPEC, f"spec.params {nesting}")
         try:
-            definition = await self._package(namespace, str(spec.get("package", "")), package)
+            definition = await self._package(namespace, spec.package, package)
         except PackageNotUsable as e:
             return self._failed(body, Reason.PACKAGE_NOT_READY, str(e))
         except KubeNotFound:
             return self._failed(body, Reason.PACKAGE_NOT_FOUND,
-                                f"no Package {spec.get('package')!r} in namespace {namespace}")
+                                f"no Package {spec.package!r} in namespace {namespace}")
         plan = job_spec.RunPlan(
-            namespace=namespace, execution=name, execution_uid=meta["uid"],
+            namespace=namespace, execution=name, execution_uid=meta.uid,
             package=definition.name, run_id=run_id, entrypoint=definition.entrypoint,
             script_names=tuple(sorted(definition.scripts)), image=definition.image,
-            timeout_seconds=spec.get("timeoutSeconds") or definition.timeout_seconds,
+            timeout_seconds=spec.timeout_seconds or definition.timeout_seconds,
             resources=definition.resources)
-        params = {**definition.params, **(spec.get("params") or {})}
+        params = {**definition.params, **spec.params}
         if definition.secrets.all and not self.settings.allow_all_secrets:
             return self._failed(body, Reason.ALL_SECRETS_FORBIDDEN,
                                 f"Package {definition.name} asks for every secret of its chain "
@@ -150,7 +157,7 @@ class ExecutionService:
             # Admitted before (a restarted operator, a retry): never a second Job, and a pod
             # started from the earlier Secret must not meet a new key.
             if await self.kube.read_job(namespace, job_name) is not None:
-                if status.get("runId") == run_id:
+                if status.run_id == run_id:
                     return None
                 # The operator stopped between creating the Job and writing this status: without
                 # the run id in the status the pod's progress would never be followed. Rebuilt
@@ -174,27 +181,28 @@ class ExecutionService:
                    if created else f"Job {job_name} already exists")
         return self._admitted(body, run_id, job_name, manifest, message)
 
-    def _admitted(self, body: dict[str, Any], run_id: str, job_name: str,
+    def _admitted(self, body: Execution, run_id: str, job_name: str,
                   manifest: dict[str, Any], message: str) -> Outcome:
         """The status of an Execution whose Job exists: its run followed from now on."""
-        generation = body["metadata"].get("generation")
+        generation = body.metadata.generation
         now = now_iso()
         return Outcome({
             "observedGeneration": generation, "phase": PENDING, "runId": run_id,
             "jobName": job_name, "manifest": manifest,
             "steps": [_step(STEP_ADMITTED, SUCCEEDED_PHASE, message, started=now, finished=now),
                       _step(STEP_DELIVERY, PENDING), _step(STEP_SCRIPT, PENDING)],
-            "conditions": with_condition((body.get("status") or {}).get("conditions"),
+            "conditions": with_condition(body.status.condition_dicts(),
                                          type_=READY, ok=True, reason=Reason.JOB_CREATED,
                                          message=message, generation=generation)},
             [EventNote("Normal", Reason.JOB_CREATED, message)])
 
-    async def _caught_up(self, body: dict[str, Any], rebuilt: Outcome) -> Outcome:
+    async def _caught_up(self, body: Execution, rebuilt: Outcome) -> Outcome:
         """A rebuilt status brought up to its pod's state: the pod's events may all have come
         (and been ignored, the status had no run id yet) before the rebuilt status was written."""
-        meta, run_id = body["metadata"], rebuilt.status["runId"]
-        for pod in await self.kube.run_pods(meta["namespace"], run_id):
-            later = progress({**body, "status": rebuilt.status}, pod)
+        meta, run_id = body.metadata, rebuilt.status["runId"]
+        for pod in await self.kube.run_pods(meta.namespace, run_id):
+            later = progress({"metadata": {"generation": meta.generation},
+                              "status": rebuilt.status}, pod)
             if later is not None:
                 if later.status.get("phase") in FINAL_PHASES:
                     await asyncio.to_thread(self.run_keys.finish, run_id)
@@ -270,21 +278,24 @@ class ExecutionService:
                 self._ca_published.add(namespace)
 
     async def _package(self, namespace: str, name: str,
-                       seen: dict[str, Any] | None) -> PackageDefinition:
-        body = seen if seen is not None and usable_from_watch(seen) else \
-            await self.kube.get_custom("packages", namespace, name)
+                       seen: Package | None) -> PackageDefinition:
+        try:
+            body = seen if seen is not None and usable_from_watch(seen) else \
+                parse(Package, await self.kube.get_custom("packages", namespace, name))
+        except InvalidResource as e:
+            raise PackageNotUsable(str(e)) from None
         ready = _ready(body)
         if ready is None:
             raise NotReadyYet(f"Package {namespace}/{name} is not published yet")
-        if ready.get("status") != "True":
-            raise PackageNotUsable(f"Package {name} is not ready ({ready.get('reason')}): "
-                                   f"{ready.get('message')}")
+        if ready.status != "True":
+            raise PackageNotUsable(f"Package {name} is not ready ({ready.reason}): "
+                                   f"{ready.message}")
         try:
             return self.packages.definition(body)
         except ValidationError as e:
             raise PackageNotUsable(str(e)) from None
 
-    async def not_admitted(self, body: dict[str, Any], error: BaseException | None) -> Outcome:
+    async def not_admitted(self, body: Resource, error: BaseException | None) -> Outcome:
         """Admission gave up on ``error``: the Execution fails with it (a Failed phase, its
         conditions and a Warning Event) instead of being left without a status.
 
@@ -292,7 +303,7 @@ class ExecutionService:
         authorizer (the operator's RBAC), after the last retry for anything else. The run's key,
         if one was registered before the failure, is closed: no Job will ever claim it.
         """
-        namespace = body["metadata"]["namespace"]
+        namespace = body.metadata.namespace
         reason = (error.reason if isinstance(error, FxError) else None) or Reason.API_ERROR
         if isinstance(error, KubeError) and error.forbidden:
             message = (f"{error}; the operator's service account is not allowed this call: "
@@ -308,15 +319,19 @@ class ExecutionService:
             log.warning("run %s not closed after its admission gave up: %s", run_id_of(body), e)
         return self._failed(body, reason, message)
 
-    def _failed(self, body: dict[str, Any], reason: Reason, message: str) -> Outcome:
-        meta, status = body["metadata"], body.get("status") or {}
-        generation = meta.get("generation")
+    def refused(self, body: Resource, error: ValidationError) -> Outcome:
+        """An Execution its schema refuses (it slipped past the API server's) fails, naming
+        the field: nothing was registered for it."""
+        return self._failed(body, error.reason or Reason.INVALID_SPEC, str(error))
+
+    def _failed(self, body: Resource, reason: Reason, message: str) -> Outcome:
+        generation = body.metadata.generation
         now = now_iso()
         return Outcome({
             "observedGeneration": generation, "phase": FAILED, "completionTime": now,
             "steps": [_step(STEP_ADMITTED, FAILED, message, started=now, finished=now)],
             "conditions": with_condition(
-                with_condition(status.get("conditions"), type_=READY, ok=False, reason=reason,
+                with_condition(body.status.condition_dicts(), type_=READY, ok=False, reason=reason,
                                message=message, generation=generation),
                 type_=SUCCEEDED, ok=False, reason=reason, message=message,
                 generation=generation)},
@@ -397,18 +412,18 @@ def _missing_message(missing: list[MissingSecret]) -> str:
             " (set it there, or declare it with required: false)")
 
 
-def usable_from_watch(package: dict[str, Any]) -> bool:
+def usable_from_watch(package: Resource) -> bool:
     """A Package as the watch last showed it is used as is only when Ready for its generation:
     a refused or unpublished one may be stale (fixed since), so the API is read instead."""
-    return (_ready(package) or {}).get("status") == "True"
+    ready = _ready(package)
+    return ready is not None and ready.status == "True"
 
 
-def _ready(package: dict[str, Any]) -> dict[str, Any] | None:
+def _ready(package: Resource) -> Condition | None:
     """The Package's Ready condition, if it speaks of the Package's current generation."""
-    for condition in (package.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == READY and \
-                condition.get("observedGeneration") == package["metadata"].get("generation"):
-            return dict(condition)
+    ready = package.status.condition(READY)
+    if ready is not None and ready.observed_generation == package.metadata.generation:
+        return ready
     return None
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from fx_ef.masking import Masker
 from fx_operator.domain import job_spec
@@ -21,7 +20,8 @@ from fx_operator.domain.conditions import (
     Reason,
     with_condition,
 )
-from fx_operator.domain.package_spec import PackageDefinition, package_definition
+from fx_operator.domain.package_spec import PackageDefinition, definition_of
+from fx_operator.domain.resources import Package, not_ready
 from fx_operator.domain.secret_needs import SecretNeeds, find_in_scripts
 from fx_operator.exceptions import Problem, ValidationError
 from fx_operator.services.secret_service import SecretService
@@ -37,24 +37,19 @@ class PackageService:
         self.secrets = secrets
         self.kube = kube
 
-    def definition(self, body: dict[str, Any]) -> PackageDefinition:
-        return package_definition(body["metadata"]["name"], body.get("spec") or {})
+    def definition(self, resource: Package) -> PackageDefinition:
+        return definition_of(resource.metadata.name, resource.spec)
 
-    async def reconcile(self, body: dict[str, Any]) -> Outcome:
-        meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        generation = meta.get("generation")
-        conditions = (body.get("status") or {}).get("conditions")
+    async def reconcile(self, resource: Package) -> Outcome:
+        meta = resource.metadata
+        namespace, name, generation = meta.namespace, meta.name, meta.generation
+        conditions = resource.status.condition_dicts()
         try:
-            package = self.definition(body)
+            package = self.definition(resource)
             chain = await self._refuse_secrets_in_scripts(namespace, package)
         except ValidationError as e:
-            reason = e.reason or Reason.INVALID_SPEC
-            message = str(e)
-            return Outcome({"observedGeneration": generation, "conditions": with_condition(
-                conditions, type_=READY, ok=False, reason=reason, message=message,
-                generation=generation)}, [EventNote("Warning", reason, message)], ok=False)
-        config_map = job_spec.scripts_configmap(namespace, name, meta["uid"], package.scripts)
+            return not_ready(resource, e, Reason.INVALID_SPEC)
+        config_map = job_spec.scripts_configmap(namespace, name, meta.uid, package.scripts)
         await self.kube.apply_config_map(config_map)
         message = (f"{len(package.scripts)} script(s) published in ConfigMap "
                    f"{config_map['metadata']['name']}; entrypoint {package.entrypoint}")

@@ -19,6 +19,7 @@ from typing import Any
 
 from fx_operator.config import Settings
 from fx_operator.domain.conditions import READY, EventNote, Outcome, Reason, with_condition
+from fx_operator.domain.resources import ScopedSecret, ScopedSecretSpec, not_ready
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.domain.sealing import SealingKeyPair, SealTarget
 from fx_operator.domain.secrets_file import validate_name
@@ -28,21 +29,21 @@ from fx_operator.services.secret_service import SecretService
 log = logging.getLogger(__name__)
 
 
-def owner_of(namespace: str, spec: dict[str, Any], settings: Settings) -> Owner:
+def owner_of(namespace: str, spec: ScopedSecretSpec, settings: Settings) -> Owner:
     """The owner a ScopedSecret writes to, or a ValidationError naming the field."""
-    scope = spec.get("scope")
+    scope = spec.scope
     if scope == Scope.PLATFORM.value and namespace != settings.platform_namespace:
         raise ValidationError(Problem(
             "spec.scope", f"platform scope is accepted only in the platform namespace "
             f"{settings.platform_namespace!r}, not in {namespace!r}",
             Reason.PLATFORM_SCOPE_NOT_ALLOWED), source="ScopedSecret")
-    if scope == Scope.PACKAGE.value and not spec.get("package"):
+    if scope == Scope.PACKAGE.value and not spec.package:
         raise ValidationError(Problem("spec.package", "package scope needs spec.package"),
                               source="ScopedSecret")
-    if scope != Scope.PACKAGE.value and spec.get("package"):
+    if scope != Scope.PACKAGE.value and spec.package:
         raise ValidationError(Problem("spec.package", "is only for package scope"),
                               source="ScopedSecret")
-    return Owner.of(str(scope), namespace, spec.get("package"))
+    return Owner.of(scope, namespace, spec.package)
 
 
 class ScopedSecretService:
@@ -52,34 +53,28 @@ class ScopedSecretService:
         self.sealing = sealing
         self.settings = settings
 
-    def _actor(self, body: dict[str, Any]) -> str:
-        meta = body["metadata"]
-        return f"operator:ScopedSecret/{meta['namespace']}/{meta['name']}"
+    def _actor(self, secret: ScopedSecret) -> str:
+        return f"operator:ScopedSecret/{secret.metadata.namespace}/{secret.metadata.name}"
 
-    async def reconcile(self, body: dict[str, Any]) -> Outcome:
-        meta, spec = body["metadata"], body.get("spec") or {}
-        namespace, generation = meta["namespace"], meta.get("generation")
-        status = body.get("status") or {}
+    async def reconcile(self, secret: ScopedSecret) -> Outcome:
+        meta, spec, status = secret.metadata, secret.spec, secret.status
+        namespace, generation = meta.namespace, meta.generation
         try:
             owner = owner_of(namespace, spec, self.settings)
-            values = self._open(namespace, owner, spec.get("encryptedData") or {})
+            values = self._open(namespace, owner, spec.encrypted_data)
             written = await asyncio.to_thread(self.secrets.sync_values, owner, values,
-                                              action="apply", actor=self._actor(body))
-            previous = {s["name"] for s in status.get("secrets") or []
-                        if isinstance(s, dict) and "name" in s}
+                                              action="apply", actor=self._actor(secret))
+            previous = {s.name for s in status.secrets if s.name is not None}
             removed = sorted(previous - set(values))
             if removed:
                 await asyncio.to_thread(self.secrets.delete_many, owner, removed,
-                                        actor=self._actor(body), action="remove")
+                                        actor=self._actor(secret), action="remove")
             versions = await asyncio.to_thread(self.secrets.current_versions, owner)
         except (ValidationError, IntegrityError) as e:
-            reason = e.reason or Reason.INVALID_SECRET
-            message = str(e)
-            log.warning("ScopedSecret %s/%s refused: %s", namespace, meta["name"], message)
-            return Outcome({"observedGeneration": generation, "conditions": with_condition(
-                status.get("conditions"), type_=READY, ok=False, reason=reason,
-                message=message, generation=generation)},
-                [EventNote("Warning", reason, message)], ok=False)
+            refused = not_ready(secret, e, Reason.INVALID_SECRET)
+            log.warning("ScopedSecret %s/%s refused: %s", namespace, meta.name,
+                        refused.events[0].message)
+            return refused
         stored = [{"name": n, "version": versions[n]} for n in sorted(values) if n in versions]
         changes = ", ".join(f"{n} v{v}" for n, v in sorted(written.items()))
         message = (f"{len(stored)} secret(s) stored at {owner.scope.value} scope; "
@@ -87,19 +82,15 @@ class ScopedSecretService:
         events = [EventNote("Normal", Reason.STORED, message)] if written or removed else []
         return Outcome({"observedGeneration": generation, "secretCount": len(stored),
                         "secrets": stored, "conditions": with_condition(
-                            status.get("conditions"), type_=READY, ok=True, reason=Reason.STORED,
+                            status.condition_dicts(), type_=READY, ok=True, reason=Reason.STORED,
                             message=message, generation=generation)}, events)
 
-    def _open(self, namespace: str, owner: Owner, sealed: dict[str, Any]) -> dict[str, Any]:
+    def _open(self, namespace: str, owner: Owner, sealed: dict[str, str]) -> dict[str, Any]:
         if not sealed:
             raise ValidationError(Problem("spec.encryptedData", "holds no secrets"),
                                   source="ScopedSecret")
         values: dict[str, Any] = {}
         for name, text in sorted(sealed.items()):
-            if not isinstance(text, str):
-                raise ValidationError(Problem(f"spec.encryptedData.{name}",
-                                              "must be a sealed value (a string)"),
-                                      source="ScopedSecret")
             # Before opening: a name too long for a sealed value's associated data (65,535
             # bytes) is refused by the rule every stored name follows (128 characters).
             validate_name(name, source="ScopedSecret")
@@ -107,15 +98,14 @@ class ScopedSecretService:
             values[name] = self.sealing.open(target, text)
         return values
 
-    async def remove(self, body: dict[str, Any]) -> list[str]:
+    async def remove(self, secret: ScopedSecret) -> list[str]:
         """On deletion: tombstone this object's names, so they stop resolving at its scope."""
-        meta, spec = body["metadata"], body.get("spec") or {}
         try:
-            owner = owner_of(meta["namespace"], spec, self.settings)
+            owner = owner_of(secret.metadata.namespace, secret.spec, self.settings)
         except ValidationError:
             return []  # it never stored anything
-        names = sorted(set(spec.get("encryptedData") or {}) |
-                       {s["name"] for s in (body.get("status") or {}).get("secrets") or []})
+        names = sorted(set(secret.spec.encrypted_data) |
+                       {s.name for s in secret.status.secrets if s.name is not None})
         removed = await asyncio.to_thread(self.secrets.delete_many, owner, names,
-                                          actor=self._actor(body), action="remove")
+                                          actor=self._actor(secret), action="remove")
         return sorted(removed)

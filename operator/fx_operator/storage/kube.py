@@ -1,38 +1,36 @@
 """Every call the operator makes to the Kubernetes API, in one place.
 
-The official client is synchronous: reads run in a worker thread (``asyncio.to_thread``) so
-kopf's event loop never blocks. The writes every admission makes (Secret, Job, Event, status)
-go out on the event loop itself over aiohttp, with the same client's configuration (server, TLS,
-refreshed bearer token): a thread hop and urllib3 per write were a third of the operator's CPU
-per admission. ``ApiException`` and HTTP errors are converted here, once, into ``KubeError``
-(retry later) or ``KubeNotFound``; callers never see the clients' exceptions.
+One async transport: every call (reads, writes, lists, deletes, TokenReviews, Events) goes out on
+the event loop over one aiohttp session, so kopf's event loop never blocks and no call needs a
+worker thread. The official client serves only to load the configuration once (in a pod: the
+service account's CA and its projected token, re-read by the client's refresh hook; elsewhere:
+$KUBECONFIG), never to make a call. HTTP errors are converted here, once, into ``KubeError``
+(retry later) or ``KubeNotFound``; callers never see aiohttp's exceptions.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import ssl
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
-import urllib3.exceptions
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
 from fx_operator.domain.api_group import GROUP, LABEL_RUN, VERSION
 from fx_operator.domain.conditions import Reason
 from fx_operator.exceptions import FxError
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 CONNECTIONS = 32  # API connections, and worker threads for blocking calls (see OperatorApp)
+MERGE_PATCH = "application/merge-patch+json"
+#: What the official client sent for a ConfigMap's patch (a dict body): maps merge alike.
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 # How long the writes reuse the client's auth headers. Asking the client each time runs its
 # refresh hook, which rebuilds the whole configuration (a quarter of a millisecond, a tenth of
 # the operator's CPU at full admission rate). Tokens rotate on a scale of minutes to hours
@@ -84,8 +82,6 @@ class PodIdentity:
 def load_api_client() -> client.ApiClient:
     """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
     configuration = client.Configuration()
-    # Every call runs in a worker thread; the default pool of 4 connections would serialise them.
-    configuration.connection_pool_maxsize = CONNECTIONS
     try:
         config.load_incluster_config(client_configuration=configuration)
         return client.ApiClient(configuration)
@@ -103,16 +99,12 @@ class Kube:
                  timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
         self.api_client = api_client
         self.timeout = timeout
-        self.core = client.CoreV1Api(api_client)
-        self.batch = client.BatchV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
-        self.auth = client.AuthenticationV1Api(api_client)
         self._http: aiohttp.ClientSession | None = None
         self._auth_headers: dict[str, str] = {}
         self._auth_headers_until = float("-inf")
 
     async def open(self) -> None:
-        """Keep one HTTP session for the writes (the operator); without it, each write opens
+        """Keep one HTTP session for every call (the operator); without it, each call opens
         its own (the CLI, which runs one event loop per call)."""
         if self._http is None:
             self._http = self._new_session()
@@ -134,28 +126,47 @@ class Kube:
                                                                     limit=CONNECTIONS),
                                      timeout=aiohttp.ClientTimeout(total=self.timeout))
 
-    async def _send(self, what: str, method: str, path: str, body: dict[str, Any], *,
-                    content_type: str = "application/json") -> None:
-        """POST, PUT or PATCH a plain JSON object on the event loop; errors as ``KubeError``."""
+    async def _request(self, what: str, method: str, path: str,
+                       body: dict[str, Any] | None = None, *,
+                       content_type: str = "application/json",
+                       query: dict[str, str] | None = None,
+                       quiet: bool = False) -> dict[str, Any]:
+        """One call on the event loop: the answer as plain JSON; errors as ``KubeError``.
+
+        ``quiet``: the error names the status only, never the server's message (which may echo
+        the request, e.g. a token under review)."""
         conf = self.api_client.configuration
-        headers = {"Accept": "application/json", "Content-Type": content_type,
-                   **self._auth()}
+        headers = {"Accept": "application/json", **self._auth()}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body)
         session = self._http or self._new_session()
         try:
-            async with session.request(method, conf.host + path, data=json.dumps(body),
+            async with session.request(method, conf.host + path, data=data, params=query,
                                        headers=headers, proxy=conf.proxy,
                                        server_hostname=conf.tls_server_name) as response:
                 answer = await response.read()
-        except (aiohttp.ClientError, OSError) as e:
+        except (aiohttp.ClientError, OSError) as e:  # no answer: timed out, refused, reset
             raise KubeError(f"{what}: {e}") from e
         finally:
             if session is not self._http:
                 await session.close()
         if not 200 <= response.status <= 299:
+            if quiet:
+                raise KubeError(f"{what}: {response.status}", response.status)
             raise _refused(what, response.status, answer, response.reason)
+        try:
+            found = json.loads(answer) if answer else {}
+        except ValueError as e:
+            raise KubeError(f"{what}: the answer is not JSON ({e})", response.status) from None
+        if not isinstance(found, dict):
+            raise KubeError(f"{what}: the answer is not a JSON object", response.status)
+        return found
 
     def _auth(self) -> dict[str, str]:
-        """The bearer token's header (or none), refreshed by the client when due."""
+        """The bearer token's header (or none), refreshed by the client's configuration when due:
+        in a pod, its in-cluster loader re-reads the projected token file once a minute."""
         now = time.monotonic()
         if now >= self._auth_headers_until:
             settings = self.api_client.configuration.auth_settings().values()
@@ -163,61 +174,45 @@ class Kube:
             self._auth_headers_until = now + AUTH_HEADERS_SECONDS
         return self._auth_headers
 
-    async def _call(self, what: str, call: Callable[[], T]) -> T:
+    async def _read(self, what: str, path: str,
+                    query: dict[str, str] | None = None) -> dict[str, Any] | None:
+        """An object as plain JSON; None when it does not exist."""
         try:
-            return await asyncio.to_thread(call)
-        except ApiException as e:
-            raise _refused(what, e.status, e.body, e.reason) from e
-        except urllib3.exceptions.HTTPError as e:  # no answer: timed out, refused, reset
-            raise KubeError(f"{what}: {e}") from e
-
-    async def _read(self, what: str, call: Callable[..., Any]) -> dict[str, Any] | None:
-        """An object as plain JSON (not the client's models); None when it does not exist."""
-        def read() -> dict[str, Any]:
-            response = call(_preload_content=False, _request_timeout=self.timeout)
-            try:
-                return dict(json.loads(response.data))
-            finally:
-                response.release_conn()
-        try:
-            return await self._call(what, read)
+            return await self._request(what, "GET", path, query=query)
         except KubeNotFound:
             return None
 
     # --- custom resources ------------------------------------------------------------------
 
     async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
-        return await self._call(f"reading {plural} {namespace}/{name}", lambda: dict(
-            self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name,
-                                                     _request_timeout=self.timeout)))
+        return await self._request(f"reading {plural} {namespace}/{name}", "GET",
+                                   _custom_path(namespace, plural, name))
 
     async def create_custom(self, plural: str, namespace: str,
                             body: dict[str, Any]) -> dict[str, Any]:
-        return await self._call(f"creating {plural} in {namespace}", lambda: dict(
-            self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body,
-                                                        _request_timeout=self.timeout)))
+        return await self._request(f"creating {plural} in {namespace}", "POST",
+                                   _custom_path(namespace, plural), body)
 
     async def patch_custom_status(self, plural: str, namespace: str, name: str,
                                   status: dict[str, Any]) -> None:
-        await self._send(f"updating the status of {plural} {namespace}/{name}", "PATCH",
-                         f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
-                         {"status": status}, content_type="application/merge-patch+json")
+        await self._request(f"updating the status of {plural} {namespace}/{name}", "PATCH",
+                            _custom_path(namespace, plural, name) + "/status",
+                            {"status": status}, content_type=MERGE_PATCH)
 
     async def list_custom(self, plural: str, namespace: str,
                           label_selector: str) -> list[dict[str, Any]]:
         """The objects of ``plural`` in ``namespace`` with these labels, as plain JSON."""
-        found = await self._read(f"listing {plural} in {namespace}", lambda **kw: (
-            self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural,
-                                                      label_selector=label_selector, **kw)))
+        found = await self._read(f"listing {plural} in {namespace}",
+                                 _custom_path(namespace, plural),
+                                 {"labelSelector": label_selector} if label_selector else None)
         return list((found or {}).get("items") or [])
 
     async def delete_custom(self, plural: str, namespace: str, name: str) -> bool:
         """Delete one object (its dependents in the background); False when already gone."""
         try:
-            await self._call(f"deleting {plural} {namespace}/{name}", lambda: (
-                self.custom.delete_namespaced_custom_object(
-                    GROUP, VERSION, namespace, plural, name,
-                    propagation_policy="Background")))
+            await self._request(f"deleting {plural} {namespace}/{name}", "DELETE",
+                                _custom_path(namespace, plural, name),
+                                query={"propagationPolicy": "Background"})
         except KubeNotFound:
             return False
         return True
@@ -225,9 +220,9 @@ class Kube:
     async def patch_custom(self, plural: str, namespace: str, name: str,
                            patch: dict[str, Any]) -> None:
         """A JSON merge patch of the object itself (e.g. a Schedule's ``spec.suspend``)."""
-        await self._send(f"updating {plural} {namespace}/{name}", "PATCH",
-                         f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}",
-                         patch, content_type="application/merge-patch+json")
+        await self._request(f"updating {plural} {namespace}/{name}", "PATCH",
+                            _custom_path(namespace, plural, name), patch,
+                            content_type=MERGE_PATCH)
 
     # --- ConfigMaps and Secrets ------------------------------------------------------------
 
@@ -236,39 +231,37 @@ class Kube:
         created it between our read and our create)."""
         meta = body["metadata"]
         what = f"writing ConfigMap {meta['namespace']}/{meta['name']}"
+        collection = f"/api/v1/namespaces/{meta['namespace']}/configmaps"
+        path = f"{collection}/{meta['name']}"
         for _ in range(2):
-            try:
-                current = await self._call(what, lambda: self.core.read_namespaced_config_map(
-                    meta["name"], meta["namespace"], _request_timeout=self.timeout))
-            except KubeNotFound:
+            current = await self._read(what, path)
+            if current is None:
                 try:
-                    await self._call(what, lambda: self.core.create_namespaced_config_map(
-                        meta["namespace"], body, _request_timeout=self.timeout))
+                    await self._request(what, "POST", collection, body)
                     return
                 except KubeError as e:
                     if e.status != 409:
                         raise
                     continue  # created meanwhile: read it and compare
-            if (current.data or {}) == body.get("data", {}) and \
-                    (current.metadata.annotations or {}) == meta.get("annotations", {}):
+            annotations = (current.get("metadata") or {}).get("annotations") or {}
+            if (current.get("data") or {}) == body.get("data", {}) and \
+                    annotations == meta.get("annotations", {}):
                 return
-            await self._call(what, lambda: self.core.patch_namespaced_config_map(
-                meta["name"], meta["namespace"],
-                {"metadata": {"annotations": meta.get("annotations", {})}, "data": body["data"]},
-                _request_timeout=self.timeout))
+            await self._request(what, "PATCH", path, {
+                "metadata": {"annotations": meta.get("annotations", {})}, "data": body["data"]},
+                content_type=STRATEGIC_MERGE_PATCH)
             return
         raise KubeError(f"{what}: created and deleted again while being written", 409)
 
     async def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._read(f"reading ConfigMap {namespace}/{name}",
-                                lambda **kw: self.core.read_namespaced_config_map(name, namespace,
-                                                                                  **kw))
+                                f"/api/v1/namespaces/{namespace}/configmaps/{name}")
 
     # --- Jobs and Pods ----------------------------------------------------------------------
 
     async def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._read(f"reading Job {namespace}/{name}",
-                                lambda **kw: self.batch.read_namespaced_job(name, namespace, **kw))
+                                f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
 
     async def create_run_objects(self, secret: dict[str, Any], job: dict[str, Any]) -> bool:
         """A run's sealed-bundle Secret (replaced if there) then its Job; False when the Job
@@ -277,14 +270,14 @@ class Kube:
         namespace, secret_name = meta["namespace"], secret["metadata"]["name"]
         what = f"creating the run objects of Job {namespace}/{meta['name']}"
         try:
-            await self._send(what, "POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
+            await self._request(what, "POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
         except KubeError as e:
             if e.status != 409:
                 raise
-            await self._send(what, "PUT", f"/api/v1/namespaces/{namespace}/secrets/{secret_name}",
-                             secret)
+            await self._request(what, "PUT",
+                                f"/api/v1/namespaces/{namespace}/secrets/{secret_name}", secret)
         try:
-            await self._send(what, "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", job)
+            await self._request(what, "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", job)
         except KubeError as e:
             if e.status == 409:
                 return False
@@ -293,15 +286,14 @@ class Kube:
 
     async def run_pods(self, namespace: str, run_id: str) -> list[dict[str, Any]]:
         """The pods of one run (by its label), as plain JSON."""
-        found = await self._read(
-            f"listing the pods of run {run_id} in {namespace}",
-            lambda **kw: self.core.list_namespaced_pod(
-                namespace, label_selector=f"{LABEL_RUN}={run_id}", **kw))
+        found = await self._read(f"listing the pods of run {run_id} in {namespace}",
+                                 f"/api/v1/namespaces/{namespace}/pods",
+                                 {"labelSelector": f"{LABEL_RUN}={run_id}"})
         return list((found or {}).get("items") or [])
 
     async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._read(f"reading Pod {namespace}/{name}",
-                                lambda **kw: self.core.read_namespaced_pod(name, namespace, **kw))
+                                f"/api/v1/namespaces/{namespace}/pods/{name}")
 
     # --- run pods' identity (the broker's PodAuthenticator) --------------------------------
 
@@ -309,14 +301,11 @@ class Kube:
         """Ask the API server who a projected token belongs to; None when it is not valid."""
         review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                   "spec": {"token": token, "audiences": [audience]}}
-        try:
-            answer = await asyncio.to_thread(self.auth.create_token_review, review,
-                                             _request_timeout=self.timeout)
-        except ApiException as e:  # its body may echo the request, token included: not shown
-            raise KubeError(f"reviewing a run pod's token: {e.status}", e.status) from None
-        except urllib3.exceptions.HTTPError as e:
-            raise KubeError(f"reviewing a run pod's token: {e}") from e
-        status = self.api_client.sanitize_for_serialization(answer).get("status") or {}
+        # Its refusal's body may echo the request, token included: only the status is shown.
+        answer = await self._request("reviewing a run pod's token", "POST",
+                                     "/apis/authentication.k8s.io/v1/tokenreviews", review,
+                                     quiet=True)
+        status = answer.get("status") or {}
         if not status.get("authenticated") or audience not in (status.get("audiences") or
                                                                [audience]):
             return None
@@ -360,11 +349,16 @@ class Kube:
                 "source": {"component": "fx-operator"}, "firstTimestamp": now.isoformat(),
                 "lastTimestamp": now.isoformat(), "count": 1}
         try:
-            await self._send("posting an Event", "POST",
-                             f"/api/v1/namespaces/{meta.get('namespace')}/events", body)
+            await self._request("posting an Event", "POST",
+                                f"/api/v1/namespaces/{meta.get('namespace')}/events", body)
         except KubeError as e:
             log.warning("event %s on %s/%s not posted: %s", reason, meta.get("namespace"),
                         meta.get("name"), e)
+
+
+def _custom_path(namespace: str, plural: str, name: str | None = None) -> str:
+    collection = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"
+    return collection if name is None else f"{collection}/{name}"
 
 
 def _refused(what: str, status: int | None, body: str | bytes | None,

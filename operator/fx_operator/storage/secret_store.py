@@ -16,7 +16,9 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from fx_operator.domain.scopes import PRECEDENCE, Owner, Scope
+from fx_operator.domain.precedence import Candidate, most_specific
+from fx_operator.domain.precedence import ScopeRule as ScopeRule  # callers' import, kept
+from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.storage.backends import (
     Backend,
     Params,
@@ -95,9 +97,9 @@ class ListedSecret:
 ListingKey = tuple[str, str, str, str]
 """(scope, project, package, name): a listing's order, and where its next page starts."""
 
-ResolvedRow = tuple[str, str, int, bytes]
-"""The winning current version of one name for a run: (scope, name, version, blob). A plain
-tuple, as the driver returns it: a run reads a hundred of them per resolution."""
+ResolvedRow = Candidate
+"""The winning current version of one name for a run: (scope, name, version, blob), the
+precedence rule's candidate as the driver returns it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +150,8 @@ _OWNER_CHAIN = """
 # data_keys: the service keeps unwrapped data keys and asks for the few it lacks.
 #
 # Every current version in the chain comes back, shadowed ones too (at most three per name), and
-# _most_specific picks the winners; shadowed blobs are never decrypted. Picking them in SQL
+# the domain's precedence rule (domain/precedence.py) picks the winners; shadowed blobs are never
+# decrypted. Picking them in SQL
 # (DISTINCT ON, or a window) sorts the rows, blobs and all, and listing the winners for the audit
 # record there is another pass before the first row leaves: on PostgreSQL the two cost about
 # 300 µs of a 100-name resolution, picking and listing them here about 50 µs.
@@ -161,29 +164,6 @@ WHERE {_OWNER_CHAIN} {{names_filter}}
 @lru_cache(maxsize=4)
 def _resolve(names_filter: str) -> str:
     return _RESOLVE.format(names_filter=names_filter)
-
-
-_RANK = {scope.value: rank for rank, scope in enumerate(PRECEDENCE)}
-
-
-ScopeRule = Callable[[str, str], bool]
-"""Whether a value at (scope, name) may be delivered: least privilege's pins and policy."""
-
-
-def _most_specific(batches: Iterable[list[ResolvedRow]],
-                   allowed: ScopeRule | None = None) -> list[ResolvedRow]:
-    """Per name, the row of the most specific scope (package, then project, then platform)
-    that ``allowed`` accepts, in name order. Rows come in batches, each looked at as it
-    arrives."""
-    best: dict[str, ResolvedRow] = {}
-    for rows in batches:
-        for row in rows:
-            if allowed is not None and not allowed(row[0], row[1]):
-                continue
-            held = best.get(row[1])
-            if held is None or _RANK[row[0]] < _RANK[held[0]]:
-                best[row[1]] = row
-    return [best[name] for name in sorted(best)]
 
 
 _AS_IS_IN_JSON = re.compile(r"[A-Za-z0-9_.-]*")
@@ -458,7 +438,7 @@ class SecretStore:
             record["read_commit"] = "on" if self.durable_read_audit else "off"
 
         def audited(batches: Iterable[list[ResolvedRow]]) -> tuple[list[ResolvedRow], Params]:
-            winners = _most_specific(batches, allowed)
+            winners = most_specific(batches, allowed)
             return winners, {**record, "entries": _resolution_entries(winners)}
 
         return self.backend.read_then_write(_resolve(names_filter), params, write, audited,

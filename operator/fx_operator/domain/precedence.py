@@ -1,0 +1,38 @@
+"""Which value of a name a package's run receives: the most specific scope wins.
+
+Package scope shadows project scope, which shadows platform scope (:data:`scopes.PRECEDENCE`);
+a scope rule (a pin to one scope, or the operator's policy) drops candidates first, so a pinned
+name never falls back to another scope. Pure: the store fetches every current version in the
+package's chain, shadowed ones too, and this picks the winners before any blob is decrypted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from fx_operator.domain.scopes import PRECEDENCE
+
+Candidate = tuple[str, str, int, bytes]
+"""The current version of one name at one scope of a package's chain: (scope, name, version,
+blob). A plain tuple, as the database driver returns it: a run reads a hundred per resolution."""
+
+ScopeRule = Callable[[str, str], bool]
+"""Whether a value at (scope, name) may be delivered: least privilege's pins and policy."""
+
+_RANK = {scope.value: rank for rank, scope in enumerate(PRECEDENCE)}
+
+
+def most_specific(batches: Iterable[list[Candidate]],
+                  allowed: ScopeRule | None = None) -> list[Candidate]:
+    """Per name, the candidate of the most specific scope (package, then project, then
+    platform) that ``allowed`` accepts, in name order. Candidates come in batches (as the
+    store's rows arrive), each looked at once."""
+    best: dict[str, Candidate] = {}
+    for candidates in batches:
+        for candidate in candidates:
+            if allowed is not None and not allowed(candidate[0], candidate[1]):
+                continue
+            held = best.get(candidate[1])
+            if held is None or _RANK[candidate[0]] < _RANK[held[0]]:
+                best[candidate[1]] = candidate
+    return [best[name] for name in sorted(best)]
