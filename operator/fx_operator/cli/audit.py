@@ -108,7 +108,7 @@ class _Listing(Generic[K, T]):
         row = self.table_row if output == "table" else self.machine_row
         rows = [row(item) for item in page]
         if output == "name":  # each once, newest first
-            rows = list({r[self.name_column]: r for r in reversed(rows)}.values())[::-1]
+            rows = list({r[self.name_column]: r for r in rows}.values())
         emit(rows, self.columns, output=output, name_column=self.name_column)
         if more:
             say_more(self.noun, self.command, self.key_of(page[-1]))
@@ -172,8 +172,8 @@ def audit(ctx: click.Context, run_id: str | None, name: str | None, scope: str |
     if ctx.invoked_subcommand is not None:
         if any(ctx.get_parameter_source(option) != ParameterSource.DEFAULT
                for option in ctx.params):
-            raise click.UsageError(f"the options of fxctl audit filter its own listing; give "
-                                   f"{ctx.invoked_subcommand}'s after it")
+            raise click.UsageError(f"fxctl audit's options filter its own listing; give "
+                                   f"{ctx.invoked_subcommand} its options after its name")
         return
     where = AuditFilter(run_id, name, scope, project, package, actor, action, since, until)
     after = None if continue_token is None else token_key(continue_token, (int,), "fxctl audit")
