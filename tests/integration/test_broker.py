@@ -307,8 +307,10 @@ async def test_platform_writes_only_where_allowed(env: Env) -> None:
                              write) == {"version": 1}
     assert env.service.get(Owner.of(Scope.PLATFORM), "SHARED") == CANARY
     [record] = [r for r in env.service.audit_records(run_id="run-2") if r.action == "set"]
+    key_id = env.service.history(Owner.of(Scope.PLATFORM), "SHARED")[0].data_key_id
     assert (record.scope, record.actor, record.entries) == (
-        "platform", "run:run-2", [{"name": "SHARED", "scope": "platform", "version": 1}])
+        "platform", "run:run-2", [{"name": "SHARED", "scope": "platform", "version": 1,
+                                   "dataKeyId": key_id}])
 
 
 @pytest.mark.asyncio

@@ -245,7 +245,11 @@ def test_without_pipeline_mode_a_resolution_reads_then_decrypts(
         resolution = service.resolve("team-a", "etl", run_id="old-libpq")
         assert resolution.values == {"A": "package", "B": {"x": 1}}
         [record] = service.audit_records(run_id="old-libpq")
-        assert record.entries == [{"name": "A", "scope": "package", "version": 1},
-                                  {"name": "B", "scope": "platform", "version": 1}]
+        assert [{k: v for k, v in e.items() if k != "dataKeyId"} for e in record.entries] == [
+            {"name": "A", "scope": "package", "version": 1},
+            {"name": "B", "scope": "platform", "version": 1}]
+        assert [e["dataKeyId"] for e in record.entries] == [
+            service.history(owner, name)[0].data_key_id for owner, name in (
+                (Owner.of(Scope.PACKAGE, "team-a", "etl"), "A"), (Owner.of(Scope.PLATFORM), "B"))]
     finally:
         service.close()

@@ -186,10 +186,13 @@ def test_audit_records_every_read_and_write_without_values(service: SecretServic
     delete, read, write = records
     assert (write.actor, write.run_id, write.scope, write.project, write.package) == (
         "user:test", "run-1", "package", "team-a", "etl")
-    assert write.entries == [{"name": "AUDITED", "scope": "package", "version": 1}]
+    key_id = service.history(PKG, "AUDITED")[0].data_key_id  # the data key of what was read
+    assert write.entries == [{"name": "AUDITED", "scope": "package", "version": 1,
+                              "dataKeyId": key_id}]
     assert (read.actor, read.run_id) == ("run:run-2", "run-2")
-    assert read.entries == [{"name": "AUDITED", "scope": "package", "version": 1}]
-    assert delete.entries == [{"name": "AUDITED", "scope": "package", "version": 2}]
+    assert read.entries == [{"name": "AUDITED", "scope": "package", "version": 1,
+                             "dataKeyId": key_id}]
+    assert delete.entries == [{"name": "AUDITED", "scope": "package", "version": 2}]  # no key
     assert "audit-canary-31337" not in repr(records)
     assert [r.action for r in service.audit_records(run_id="run-2")] == ["resolve"]
 

@@ -50,7 +50,8 @@ class LazyGroup(click.Group):
                    "completion": "fx_operator.cli.completion:completion",
                    "gc": "fx_operator.cli.gc:gc",
                    "schedule": "fx_operator.cli.schedule:schedule",
-                   "explain": "fx_operator.cli.explain:explain_command"})
+                   "explain": "fx_operator.cli.explain:explain_command",
+                   "audit": "fx_operator.cli.audit:audit"})
 @click.version_option(__version__, prog_name="fxctl", message=VERSION_MESSAGE)
 def cli() -> None:
     """Run packages of Python scripts and hand them secrets safely.

@@ -7,7 +7,8 @@ Rows carry typed cells (``datetime``, ``bool``, numbers). Tables are for people:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ import click
 import yaml
 
 FORMATS = ("table", "json", "yaml", "name")
+NDJSON = "ndjson"  # one JSON object per line, written as rows come: for listings of any length
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -28,6 +30,33 @@ def output_option(command: F) -> F:
 
 def chosen_format(output: str, as_json: bool) -> str:
     return "json" if as_json else output
+
+
+def streaming_output_option(command: F) -> F:
+    """``output_option`` with ``ndjson`` too (``-o ndjson``, or ``--ndjson``)."""
+    command = click.option("--ndjson", "as_ndjson", is_flag=True,
+                           help="Same as -o ndjson: one JSON object per line, as they "
+                                "come.")(command)
+    command = click.option("--json", "as_json", is_flag=True, help="Same as -o json.")(command)
+    return click.option("-o", "--output", "output", type=click.Choice((*FORMATS, NDJSON)),
+                        default="table", show_default=True, help="Output format.")(command)
+
+
+def chosen_streaming_format(output: str, as_json: bool, as_ndjson: bool) -> str:
+    if as_json and as_ndjson:
+        raise click.UsageError("--json and --ndjson: choose one")
+    return NDJSON if as_ndjson else chosen_format(output, as_json)
+
+
+def emit_lines(rows: Iterable[dict[str, Any]]) -> None:
+    """One JSON object per line (NDJSON), each written as it comes (a pipe sees the first ones
+    before the last are read)."""
+    encode = json.JSONEncoder(default=_json_default).encode
+    out = sys.stdout
+    for row in rows:
+        line: str = encode(row)
+        out.write(line + "\n")
+    out.flush()
 
 
 def age(then: datetime, now: datetime | None = None) -> str:

@@ -6,7 +6,6 @@ to other processes (argv): prefer ``-`` and stdin for real secrets.
 
 from __future__ import annotations
 
-import base64
 import json
 import sys
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import click
 from fx_operator.cli.common import existing_secret_service, parse_value, secret_service
 from fx_operator.cli.completion import complete_packages, complete_secret_names
 from fx_operator.cli.output import chosen_format, emit, output_option
+from fx_operator.cli.paging import cut, fetch_size, paging_options, say_more, token_key
 from fx_operator.cli.progress import progress
 from fx_operator.config import Settings
 from fx_operator.domain.scopes import DEFAULT_PROJECT, Owner, Scope
@@ -29,12 +29,12 @@ from fx_operator.storage.secret_store import ListedSecret, ListingKey, VersionRe
 
 SCOPES = click.Choice([s.value for s in Scope])
 F = TypeVar("F", bound=Callable[..., Any])
-DEFAULT_PAGE = 1000  # a screenful many times over; --all for every one
 PROGRESS_IMPORT = 2000  # secrets in a file, from which an import shows its progress
 PROGRESS_ROTATION = 100  # data keys (owners), from which a master-key rotation shows progress
 
 
-def _owner_options(command: F) -> F:
+def owner_options(command: F) -> F:
+    """--scope, -p/--project and --package: whose secret NAME is (see resolve_owner)."""
     command = click.option("--package", "package", metavar="N",
                            shell_complete=complete_packages,
                            help="The package (implies package scope).")(command)
@@ -104,7 +104,7 @@ def secrets() -> None:
 @secrets.command("set")
 @click.argument("name", shell_complete=complete_secret_names)
 @click.argument("value")
-@_owner_options
+@owner_options
 @click.option("--string", "as_string", is_flag=True,
               help="Store VALUE as text even when it parses as JSON (e.g. 1e3, null, true).")
 def set_(name: str, value: str, scope: str | None, project: str | None, package: str | None,
@@ -153,11 +153,7 @@ def import_(file: Path, project: str, package: str) -> None:
 @click.option("--scope", type=SCOPES, default=None)
 @click.option("-p", "--project", default=None, metavar="P")
 @click.option("--package", default=None, metavar="N", shell_complete=complete_packages)
-@click.option("--limit", type=click.IntRange(min=1), default=DEFAULT_PAGE, show_default=True,
-              help="Most secrets to show; a line on stderr says how to see the next ones.")
-@click.option("--continue", "continue_token", metavar="TOKEN", default=None,
-              help="Go on where the previous page stopped (the token it printed).")
-@click.option("--all", "list_all", is_flag=True, help="Every secret, however many (no --limit).")
+@paging_options("secrets")
 @output_option
 def list_(scope: str | None, project: str | None, package: str | None, limit: int,
           continue_token: str | None, list_all: bool, output: str, as_json: bool) -> None:
@@ -168,36 +164,23 @@ def list_(scope: str | None, project: str | None, package: str | None, limit: in
     with existing_secret_service() as service:
         records = [] if service is None else service.list(
             scope=Scope(scope) if scope else None, project=project, package=package,
-            after=after, limit=None if list_all else limit + 1)
-    more = not list_all and len(records) > limit
-    page = records[:limit] if more else records
+            after=after, limit=fetch_size(limit, list_all))
+    page, more = cut(records, limit, list_all)
     emit([_row(r) for r in page],
          ["name", "scope", "project", "package", "version", "created", "by"],
          output=chosen_format(output, as_json))
     if more:
-        click.echo(f"more secrets: fxctl secrets list --continue {_token(page[-1].key)} "
-                   "(with the same options), or --all", err=True)
+        say_more("secrets", "fxctl secrets list", page[-1].key)
 
 
-def _token(key: ListingKey) -> str:
-    """Where a page ended, as an opaque word for --continue (names only, never a value)."""
-    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
-
-
-def _listing_key(token: str) -> ListingKey:
-    try:
-        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except ValueError:
-        key = None
-    if not (isinstance(key, list) and len(key) == 4 and all(isinstance(k, str) for k in key)):
-        raise click.BadParameter("not a token printed by fxctl secrets list",
-                                 param_hint="--continue")
+def _listing_key(text: str) -> ListingKey:
+    key = token_key(text, (str, str, str, str), "fxctl secrets list")
     return (key[0], key[1], key[2], key[3])
 
 
 @secrets.command()
 @click.argument("name", shell_complete=complete_secret_names)
-@_owner_options
+@owner_options
 def delete(name: str, scope: str | None, project: str | None, package: str | None) -> None:
     """Delete NAME at one scope (a tombstone version; history is kept)."""
     with secret_service() as service:
@@ -208,7 +191,7 @@ def delete(name: str, scope: str | None, project: str | None, package: str | Non
 
 @secrets.command()
 @click.argument("name", shell_complete=complete_secret_names)
-@_owner_options
+@owner_options
 @output_option
 def history(name: str, scope: str | None, project: str | None, package: str | None,
             output: str, as_json: bool) -> None:
@@ -227,7 +210,7 @@ def history(name: str, scope: str | None, project: str | None, package: str | No
 @secrets.command()
 @click.argument("name", shell_complete=complete_secret_names)
 @click.option("--to-version", "to_version", type=click.IntRange(min=1), required=True)
-@_owner_options
+@owner_options
 def rollback(name: str, to_version: int, scope: str | None, project: str | None,
              package: str | None) -> None:
     """Make version V of NAME current again (written as a new version)."""
@@ -257,7 +240,7 @@ def rotate_master_key(new_key_file: Path | None) -> None:
 
 
 @secrets.command("rotate-data-key")
-@_owner_options
+@owner_options
 def rotate_data_key(scope: str | None, project: str | None, package: str | None) -> None:
     """Re-encrypt every version of one owner under a fresh data key."""
     owner = _explicit_owner(scope, project, package)

@@ -96,7 +96,9 @@ def hold_master_key(store: SecretStore, tx: Transaction, master_key: MasterKey) 
 
 
 def _entries(records: Sequence[VersionRecord]) -> list[dict[str, Any]]:
-    return [{"name": r.name, "scope": r.owner.scope.value, "version": r.version} for r in records]
+    """An audit record's entries: which versions, and the data key of each (none: deleted)."""
+    return [{"name": r.name, "scope": r.owner.scope.value, "version": r.version,
+             **({"dataKeyId": r.data_key_id} if r.data_key_id else {})} for r in records]
 
 
 class SecretService:

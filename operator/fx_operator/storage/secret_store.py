@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, TypeVar
 
+from fx_operator.domain.crypto import VALUE_HEADER_BYTES, header_data_key_id
 from fx_operator.domain.precedence import Candidate, most_specific
 from fx_operator.domain.precedence import ScopeRule as ScopeRule  # callers' import, kept
 from fx_operator.domain.scopes import Owner, Scope
@@ -170,15 +171,28 @@ _AS_IS_IN_JSON = re.compile(r"[A-Za-z0-9_.-]*")
 
 
 def _resolution_entries(rows: list[ResolvedRow]) -> str:
-    """The audit entries of a resolution, the JSON list of {name, scope, version} every audit
-    record has, written out: a hundred per resolution, in under half json.dumps's time. Secret
-    names are plain (``NAME_PATTERN``); any other is escaped by json.dumps."""
+    """The audit entries of a resolution, the JSON list of {name, scope, version, dataKeyId}
+    every audit record of secrets has, written out: a hundred per resolution, in under half
+    json.dumps's time. Secret names are plain (``NAME_PATTERN``); any other is escaped by
+    json.dumps. ``dataKeyId``, the data key that wrapped the value delivered (from the blob's
+    header; a resolution's blobs share a few keys), is what ``fxctl audit consumers
+    --data-key`` finds runs by."""
+    key_ids: dict[bytes, str] = {}
+    keys = []
+    for row in rows:
+        header = row[3][:VALUE_HEADER_BYTES]
+        key_id = key_ids.get(header)
+        if key_id is None:
+            key_id = key_ids[header] = header_data_key_id(header)
+        keys.append(key_id)
     if _AS_IS_IN_JSON.fullmatch("".join([row[1] for row in rows])):
-        entries = [f'{{"name":"{name}","scope":"{scope}","version":{version:d}}}'
-                   for scope, name, version, _ in rows]
+        entries = [f'{{"name":"{name}","scope":"{scope}","version":{version:d},'
+                   f'"dataKeyId":"{key_id}"}}'
+                   for (scope, name, version, _), key_id in zip(rows, keys, strict=True)]
     else:
-        entries = [f'{{"name":{json.dumps(name)},"scope":"{scope}","version":{version:d}}}'
-                   for scope, name, version, _ in rows]
+        entries = [f'{{"name":{json.dumps(name)},"scope":"{scope}","version":{version:d},'
+                   f'"dataKeyId":"{key_id}"}}'
+                   for (scope, name, version, _), key_id in zip(rows, keys, strict=True)]
     return "[" + ",".join(entries) + "]"
 
 
