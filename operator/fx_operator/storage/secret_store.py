@@ -464,6 +464,22 @@ class SecretStore:
         return self.backend.read_then_write(_resolve(names_filter), params, write, audited,
                                             opening)
 
+    def resolve_in(self, tx: Transaction, project: str, package: str,
+                   names: Sequence[str] | None, *, actor: str, run_id: str | None,
+                   allowed: ScopeRule | None = None) -> list[ResolvedRow]:
+        """``resolve`` inside a transaction the caller commits (durably, with what else it
+        wrote): the winning rows, their audit record written in ``tx``."""
+        params: Params = {"project": project, "package": package}
+        names_filter = ""
+        if names is not None:
+            names_filter = "AND " + self.backend.names_filter("v.name", "names")
+            params["names"] = self.backend.names_param(names)
+        winners = _most_specific([tx.execute(_resolve(names_filter), params)], allowed)
+        tx.execute(_AUDIT, {**_audit_params(AuditRecord(actor, "resolve", project, package,
+                                                        run_id=run_id)),
+                            "entries": _resolution_entries(winners)})
+        return winners
+
     # --- audit ----------------------------------------------------------------------------
 
     def audit(self, tx: Transaction, record: AuditRecord) -> None:
