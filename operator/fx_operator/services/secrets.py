@@ -313,10 +313,10 @@ class SecretService:
             opened = self._open(rows, owners)
             assert opened is not None, "every data key was just read"
             return opened
-        rows, opened = self.store.resolve(chain[0].project, chain[0].package, names,
-                                          actor=actor or self.actor, run_id=run_id,
-                                          opening=lambda rows: self._open(rows, owners),
-                                          allowed=allowed)
+        with self.store.resolving(chain[0].project, chain[0].package, names,
+                                  actor=actor or self.actor, run_id=run_id,
+                                  allowed=allowed) as rows:
+            opened = self._open(rows, owners)  # on PostgreSQL, while the audit record commits
         if opened is None:  # a data key was not held: read it now (another connection)
             self.keys.read_missing(None, rows, owners)
             opened = self._open(rows, owners)

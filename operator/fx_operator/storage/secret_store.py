@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any
 
 from fx_operator.domain.scopes import PRECEDENCE, Owner, Scope
 from fx_operator.storage.backends import (
@@ -27,8 +27,6 @@ from fx_operator.storage.backends import (
     utcnow,
 )
 from fx_operator.storage.migrating import ensure_current
-
-T = TypeVar("T")
 
 # From this many versions in one write on, they go in as one bulk insert (COPY on PostgreSQL):
 # below it, COPY's extra round trips (the column types, the copy itself) cost more than they save.
@@ -438,14 +436,15 @@ class SecretStore:
 
     # --- resolution -----------------------------------------------------------------------
 
-    def resolve(self, project: str, package: str, names: Sequence[str] | None, *, actor: str,
-                run_id: str | None, opening: Callable[[list[ResolvedRow]], T],
-                allowed: ScopeRule | None = None) -> tuple[list[ResolvedRow], T]:
+    @contextmanager
+    def resolving(self, project: str, package: str, names: Sequence[str] | None, *, actor: str,
+                  run_id: str | None,
+                  allowed: ScopeRule | None = None) -> Iterator[list[ResolvedRow]]:
         """The winning version of each name for a package (read in one round trip, audited in
-        the same transaction), and what ``opening`` makes of them. On PostgreSQL ``opening``
-        runs while the audit record is being committed, and its result is returned only once
-        the commit is confirmed. ``allowed`` drops rows a run may not receive (pins, policy):
-        they are neither winners, nor decrypted, nor in the audit record."""
+        the same transaction), for the block to use once. On PostgreSQL the block runs while the
+        audit record is being committed, and leaving it waits for the commit's confirmation (an
+        error then, if it failed: nothing the block made leaves). ``allowed`` drops rows a run
+        may not receive (pins, policy): they are neither winners, nor in the audit record."""
         params: Params = {"project": project, "package": package}
         names_filter = ""
         if names is not None:
@@ -461,8 +460,9 @@ class SecretStore:
             winners = _most_specific(batches, allowed)
             return winners, {**record, "entries": _resolution_entries(winners)}
 
-        return self.backend.read_then_write(_resolve(names_filter), params, write, audited,
-                                            opening)
+        with self.backend.read_then_write(_resolve(names_filter), params, write,
+                                          audited) as winners:
+            yield winners
 
     def resolve_in(self, tx: Transaction, project: str, package: str,
                    names: Sequence[str] | None, *, actor: str, run_id: str | None,
