@@ -43,11 +43,6 @@ PROGRESS_STEP = 1000  # values sealed between two reports of an import
 T = TypeVar("T")
 
 
-# tuple.__new__ makes a ManifestEntry without the Python-level __new__ a NamedTuple call runs:
-# a fifth of the cost of each of the 100 entries of a resolution.
-_new_entry = tuple.__new__
-
-
 class ManifestEntry(NamedTuple):
     """Which scope and version won for one name, and the data key that opened it. No value.
     (A tuple: one per name per resolution.)"""
@@ -330,7 +325,9 @@ class SecretService:
         then, since a pool of one connection has no other (the steady state holds them all)."""
         values: dict[str, Any] = {}
         manifest: dict[str, ManifestEntry] = {}
-        checked: dict[bytes, DataKey] = {}  # blob header -> its key, checked for the row's owner
+        # Blob header -> its key, checked for the row's owner once per key, not per row: 72 µs
+        # of 540 µs CPU per 100-name resolution (bench_store's data, interleaved, thread time).
+        checked: dict[bytes, DataKey] = {}
         for scope, name, version, blob in rows:
             header = blob[: crypto.VALUE_HEADER_BYTES]
             key = checked.get(header)
@@ -340,7 +337,7 @@ class SecretService:
                     return None
                 checked[header] = key
             values[name] = crypto.decrypt_value(key, name, version, blob)
-            manifest[name] = _new_entry(ManifestEntry, (key.owner.scope, version, key.key_id))
+            manifest[name] = ManifestEntry(key.owner.scope, version, key.key_id)
         return Resolution(values, manifest)
 
     def audit_records(self, *, run_id: str | None = None,
