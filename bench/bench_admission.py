@@ -8,6 +8,9 @@
   CPU speed drifts by a third within a minute, and a floor measured once, before, drifted with
   it.
 * p50/p99 admission latency at an offered 20 Executions/s. Target: p99 ≤ 100 ms.
+* CPU time per admitted Execution over the counted bursts (user + system, from /proc): of the
+  operator process, and of PostgreSQL (the postmaster and its backends): what an admission costs
+  the machine, which the rate on a shared machine shows only roughly.
 
 As in a cluster, the API server (the emulator), each operator and PostgreSQL are processes of
 their own; the client (this script) creates the Executions and timestamps each Job's ADDED event
@@ -123,6 +126,34 @@ def steady(custom: client.CustomObjectsApi, clock: JobClock) -> list[float]:
     return [clock.seen[n] - t for n, t in created.items()]
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """The living processes ``pid`` started (Linux: /proc/<pid>/task/*/children)."""
+    found: list[int] = []
+    for path in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in path.read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def cpu_seconds(pid: int, *, tree: bool = False) -> float:
+    """User + system CPU time of a process (and, with ``tree``, of its children, living and
+    reaped), from /proc; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    total = int(fields[11]) + int(fields[12])  # utime, stime
+    if tree:
+        total += int(fields[13]) + int(fields[14])  # cutime, cstime: reaped children
+        return total / _TICK + sum(cpu_seconds(child) for child in _children(pid))
+    return total / _TICK
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -142,12 +173,13 @@ def api_server(folder: Path, name: str) -> Iterator[client.ApiClient]:
 
 
 @contextmanager
-def operator_process(command: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
+def operator_process(command: list[str], env: dict[str, str],
+                     log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=child_env(env), stdout=out,
                                    stderr=subprocess.STDOUT, cwd=REPO)
         try:
-            yield
+            yield process
         finally:
             process.terminate()
             try:
@@ -166,14 +198,24 @@ class Side:
     custom: client.CustomObjectsApi
     clock: JobClock
     settled: Callable[[client.CustomObjectsApi], bool]
+    pid: int
+    database_pid: int | None = None
     rates: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # operator CPU s per Execution, per burst
+    database_cpu: list[float] = field(default_factory=list)
 
     def burst(self, round_: str, *, counted: bool = True) -> None:
+        before = cpu_seconds(self.pid)
+        database_before = cpu_seconds(self.database_pid, tree=True) if self.database_pid else 0
         rate = burst(self.custom, self.clock, f"{self.name}-{round_}")
-        if counted:
-            self.rates.append(rate)
         wait_for(lambda: self.settled(self.custom), f"{self.name}'s burst to settle",
                  timeout=120)
+        if counted:
+            self.rates.append(rate)
+            self.cpu.append((cpu_seconds(self.pid) - before) / N)
+            if self.database_pid:
+                self.database_cpu.append(
+                    (cpu_seconds(self.database_pid, tree=True) - database_before) / N)
 
 
 def _all_handled_by_kopf(custom: client.CustomObjectsApi) -> bool:
@@ -189,10 +231,11 @@ def noop_side(folder: Path) -> Iterator[Side]:
         env = {"KUBECONFIG": str(folder / "noop-kubeconfig")}
         command = [sys.executable, "-m", "kopf", "run", "--standalone", "-A",
                    str(REPO / "bench" / "noop_operator.py")]
-        with operator_process(command, env, folder / "noop-operator.log"):
+        with operator_process(command, env, folder / "noop-operator.log") as process:
             clock = JobClock(api)
             time.sleep(2)  # kopf's start-up: its watches open
-            yield Side("noop", client.CustomObjectsApi(api), clock, _all_handled_by_kopf)
+            yield Side("noop", client.CustomObjectsApi(api), clock, _all_handled_by_kopf,
+                       process.pid)
             clock.stop()
 
 
@@ -217,7 +260,7 @@ def _public_key(core: client.CoreV1Api) -> SealingPublicKey | None:
 
 
 @contextmanager
-def fx_side(folder: Path, dsn: str) -> Iterator[Side]:
+def fx_side(folder: Path, dsn: str, database_pid: int) -> Iterator[Side]:
     """The fx operator with a Package and 20 package-scope secrets, ready to admit."""
     key_file = folder / "master.key"
     FileMasterKeyProvider(key_file).write_new(MasterKey.generate())
@@ -232,7 +275,7 @@ def fx_side(folder: Path, dsn: str) -> Iterator[Side]:
     command = [sys.executable, "-m", "fx_operator", "operator",
                "--liveness", f"http://127.0.0.1:{_free_port()}/healthz"]
     with api_server(folder, "fx") as api, \
-            operator_process(command, env, folder / "fx-operator.log"):
+            operator_process(command, env, folder / "fx-operator.log") as process:
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         key = wait_for(lambda: _public_key(core), "the operator to start", timeout=120)
         custom.create_namespaced_custom_object("fx.dev", "v1alpha1", NS, "packages", {
@@ -246,7 +289,7 @@ def fx_side(folder: Path, dsn: str) -> Iterator[Side]:
         wait_for(lambda: _ready(custom, "scopedsecrets", "bench-secrets"), "the ScopedSecret",
                  timeout=120)
         clock = JobClock(api)
-        yield Side("fx", custom, clock, _all_admitted)
+        yield Side("fx", custom, clock, _all_admitted, process.pid, database_pid)
         clock.stop()
 
 
@@ -255,7 +298,8 @@ def main() -> None:
         folder = Path(os.environ.get("BENCH_LOGS") or tmp_dir)
         folder.mkdir(parents=True, exist_ok=True)
         dsn = server.create_database("bench_admission")
-        with noop_side(folder) as floor, fx_side(folder, dsn) as fx:
+        postmaster = int((server.datadir / "postmaster.pid").read_text().splitlines()[0])
+        with noop_side(folder) as floor, fx_side(folder, dsn, postmaster) as fx:
             # A first burst on each side warms what a running operator has warm (connections
             # in the pools, worker threads, unwrapped data keys); it is not counted.
             floor.burst("warm-up", counted=False)
@@ -277,6 +321,15 @@ def main() -> None:
         print(f"{'no-op kopf operator (floor)' if side is floor else 'fx operator':28s} "
               f"median {statistics.median(side.rates):6.1f} Jobs/s  (rounds: "
               f"{', '.join(f'{r:.1f}' for r in side.rates)})")
+    for side in (floor, fx):
+        line = (f"CPU per Execution, {'floor' if side is floor else 'fx'} operator: median "
+                f"{statistics.median(side.cpu) * 1e3:5.2f} ms (rounds: "
+                f"{', '.join(f'{c * 1e3:.2f}' for c in side.cpu)})")
+        if side.database_cpu:
+            line += (f"; PostgreSQL: median {statistics.median(side.database_cpu) * 1e3:5.2f} ms "
+                     f"(rounds: {', '.join(f'{c * 1e3:.2f}' for c in side.database_cpu)})")
+        print(line)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     verdict = "ok" if ratio >= 0.5 else "MISSED"
     print(f"ratio of the medians {ratio:4.2f}x (target ≥ 0.5: {verdict})")
     print(f"latency at 20/s offered, {len(latencies)} Executions: p50 {p50 * 1e3:6.1f} ms  "

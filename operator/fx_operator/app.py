@@ -72,7 +72,7 @@ class OperatorApp:
         dns_names = settings.broker_dns_names or [urlsplit(settings.broker_url).hostname or
                                                   "localhost"]
         keys = await asyncio.to_thread(load_or_create_operator_keys, secrets, dns_names)
-        run_keys = RunKeyService(secrets.store, secrets.master_key)
+        run_keys = RunKeyService(secrets.store, secrets.keys)
         metrics = Metrics()
         broker = await start_broker(
             host=settings.broker_host, port=settings.broker_port,

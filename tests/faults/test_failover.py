@@ -243,7 +243,7 @@ class Burst:
         self.pair = pair
         self.service = service
         self.runs = RunService(service)
-        self.keys = RunKeyService(service.store, service.master_key)
+        self.keys = RunKeyService(service.store, service.keys)
         self.ledgers = [Ledger() for _ in range(WRITERS)]
         self.errors: list[BaseException] = []
         self.interruptions: Counter[str] = Counter()  # operations the failover cut, by outcome

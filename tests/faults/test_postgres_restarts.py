@@ -179,7 +179,7 @@ def test_a_claim_that_landed_unanswered_is_delivered_when_the_pod_asks_again(
     service = open_service(settings_for("postgres", tmp_path, postgres_dsn))
     try:
         store = _AnswerLostAfterCommit(service.store)
-        keys = RunKeyService(store, service.master_key)  # type: ignore[arg-type]
+        keys = RunKeyService(store, service.keys)  # type: ignore[arg-type]
         run, pod = "run-unanswered", PodIdentity(NAMESPACE, "fx-run-x-abcde", "uid-1", "default")
         key = os.urandom(32)
         keys.register(run, NAMESPACE, "x", "fx-run-x", "writer", key, False)

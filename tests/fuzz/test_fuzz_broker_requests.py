@@ -126,7 +126,7 @@ def test_broker_http_endpoint(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
     global LOOP, CLIENT
     service = open_secret_service(Settings(home=tmp_path, database_url=None,
                                            master_key_file=None, actor="user:fuzz"))
-    keys = RunKeyService(service.store, service.master_key)
+    keys = RunKeyService(service.store, service.keys)
     keys.register(RUN_ID, "team-a", "exec-1", "fx-run-1", "etl", os.urandom(32), False)
     keys.claim(RUN_ID, _OnePod.identity, RUN_ID)  # the pod got its key: its channel is open
     app = make_app(authenticator=_OnePod(), run_keys=keys, runs=RunService(service))

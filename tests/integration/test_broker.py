@@ -129,7 +129,7 @@ async def env(service: SecretService, tmp_path: Path) -> AsyncIterator[Env]:
     ca_file = tmp_path / "ca.crt"
     ca_file.write_text(ca.certificate_pem)
     cluster = FakeCluster()
-    keys = RunKeyService(service.store, service.master_key)
+    keys = RunKeyService(service.store, service.keys)
     server = await start_broker(certificate_pem=serving.certificate_pem,
                                 private_key_pem=serving.private_key_pem, authenticator=cluster,
                                 run_keys=keys, runs=RunService(service), host="127.0.0.1",

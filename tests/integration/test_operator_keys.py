@@ -15,7 +15,7 @@ def test_keys_are_made_once_and_survive_master_key_rotation(service: SecretServi
     again = load_or_create_operator_keys(service, ["localhost"])
     assert again.sealing.public == first.sealing.public
     assert again.ca_certificate_pem == first.ca_certificate_pem
-    RunKeyService(service.store, service.master_key).register(
+    RunKeyService(service.store, service.keys).register(
         "run-1", "team-a", "e", "fx-run-e", "etl", b"k" * 32, False)
     with service.store.transaction() as tx:
         dump = "".join(str(r) for r in tx.execute("SELECT * FROM store_meta"))

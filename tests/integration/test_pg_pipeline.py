@@ -4,7 +4,7 @@ unless the commit succeeded."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,6 @@ import pytest
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import StoreError
 from fx_operator.storage import pg_pipeline
-from fx_operator.storage.pg_pipeline import read_then_write
 from psycopg import pq
 from support.stores import open_service, settings_for
 
@@ -38,6 +37,16 @@ def refuse_commits_of_t(conn: psycopg.Connection[Any]) -> None:
 
 def rows_in_t(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     return conn.execute("SELECT x, note FROM t ORDER BY x").fetchall()
+
+
+def read_then_write(conn: psycopg.Connection[Any], read: tuple[str, Sequence[Any]], write: str,
+                    after_read: Callable[[Iterable[list[Any]]], tuple[Any, Sequence[Any]]],
+                    use: Callable[[Any], Any]) -> tuple[Any, Any]:
+    """The one-shot API with ``use`` as its block: what was kept, and what ``use`` made of it
+    while the write and its commit went on."""
+    with pg_pipeline.read_then_write(conn, read, write, after_read) as kept:
+        result = use(kept)
+    return kept, result
 
 
 def flat(batches: Iterable[list[Any]]) -> list[Any]:

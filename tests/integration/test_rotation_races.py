@@ -45,7 +45,7 @@ def _new_secret_owner(service: SecretService) -> object:
 
 
 def _run_key(service: SecretService) -> object:
-    return RunKeyService(service.store, service.master_key).register(
+    return RunKeyService(service.store, service.keys).register(
         RUN_AFTER, "team-a", "nightly", f"fx-{RUN_AFTER}", "etl", os.urandom(32), False)
 
 
@@ -103,7 +103,7 @@ def _fill(settings: Settings, keys: Keys, *, data_keys: bool = True) -> None:
         keys.add(FileMasterKeyProvider(key_file_of(settings)).load())
         if data_keys:
             first.set(KEPT, "DB_PASS", "kept-value")
-        RunKeyService(first.store, first.master_key).register(
+        RunKeyService(first.store, first.keys).register(
             RUN_BEFORE, "team-a", "nightly", f"fx-{RUN_BEFORE}", "etl", b"r" * 32, False)
 
 

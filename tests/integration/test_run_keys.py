@@ -23,7 +23,7 @@ POD = PodIdentity(NS, "etl-run-abc", "uid-pod-1", "default")
 
 @pytest.fixture
 def keys(service: SecretService) -> RunKeyService:
-    return RunKeyService(service.store, service.master_key)
+    return RunKeyService(service.store, service.keys)
 
 
 def _register(keys: RunKeyService, run_id: str = RUN, namespace: str = NS, *,

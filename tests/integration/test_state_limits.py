@@ -95,7 +95,7 @@ class Channels:
             self.local.append(channel)
             return channel.descriptor
         assert self.broker is not None and self.cluster is not None and self.ca_file
-        keys = RunKeyService(self.service.store, self.service.master_key)
+        keys = RunKeyService(self.service.store, self.service.keys)
         keys.register(run_id, "team-a", f"exec-{run_id}", f"fx-{run_id}", package,
                       os.urandom(contract.RUN_KEY_BYTES), False)
         token = f"token-{run_id}-{os.urandom(8).hex()}"
@@ -123,7 +123,7 @@ async def channels(request: pytest.FixtureRequest, service: SecretService,
         made.cluster = OnePodCluster()
         made.broker = await start_broker(
             certificate_pem=serving.certificate_pem, private_key_pem=serving.private_key_pem,
-            authenticator=made.cluster, run_keys=RunKeyService(service.store, service.master_key),
+            authenticator=made.cluster, run_keys=RunKeyService(service.store, service.keys),
             runs=runs, host="127.0.0.1", port=0)
     else:
         made.local = []

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fx_operator.config import Settings
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.exceptions import ConfigError, MasterKeyError
-from fx_operator.services.secret_service import MASTER_KEY_META, SecretService
+from fx_operator.services.key_ring import MASTER_KEY_META
+from fx_operator.services.rotation import pending_rotation_file as pending_rotation_file
+from fx_operator.services.secret_service import SecretService
 from fx_operator.storage.master_keys import (
     FileMasterKeyProvider,
     LocalMasterKeyProvider,
@@ -39,10 +39,6 @@ def key_provider(settings: Settings) -> FileMasterKeyProvider:
                           "is set (a local key is made only for the embedded store)")
     check_home(settings)
     return LocalMasterKeyProvider(settings.local_master_key_path)
-
-
-def pending_rotation_file(path: Path) -> Path:
-    return path.with_name(path.name + ".new")
 
 
 def check_master_key(store: SecretStore, key: MasterKey, provider: FileMasterKeyProvider) -> None:

@@ -48,6 +48,7 @@ from fx_operator.exceptions import FxError, ValidationError
 from fx_operator.services.metrics import Metrics
 from fx_operator.services.packages import PackageService
 from fx_operator.services.secret_service import SecretService
+from fx_operator.storage.backends import Transaction
 from fx_operator.storage.kube import Kube, KubeError, KubeNotFound
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,9 @@ class RunKeys(Protocol):
 
     def register(self, run_id: str, namespace: str, execution: str, job_name: str,
                  package: str, key: bytes, allow_platform_write: bool, *,
-                 replace: bool = True) -> bool: ...
+                 replace: bool = True, tx: Transaction | None = None) -> bool: ...
 
-    def finish(self, run_id: str) -> None: ...
+    def finish(self, run_id: str, *, tx: Transaction | None = None) -> None: ...
 
 
 def run_id_of(execution: Resource) -> str:
@@ -232,25 +233,29 @@ class ExecutionService:
         """In a worker thread: register a new run key, resolve the run's secrets (only the
         names it needs) and seal them under that key; the base64 bundle and the manifest (no
         values). None when the run was registered before and ``replace`` is False; the missing
-        required names when some are, the key erased at once (it sealed nothing)."""
+        required names when some are, the key erased at once (it sealed nothing).
+
+        One transaction, one durable commit: the run key, the resolution and their two audit
+        records are written all together or not at all."""
         namespace, run_id = plan.namespace, plan.run_id
         allow_platform = self.settings.may_write_platform(namespace, definition.name)
         key = new_run_key()
-        with self.metrics.timing_store("register-run-key"):
-            if not self.run_keys.register(run_id, namespace, plan.execution,
-                                          job_spec.job_name(plan.execution),
-                                          definition.name, key, allow_platform, replace=replace):
-                return None
-        with self.metrics.timing_store("resolve"):
-            resolution = self.secrets.resolve(namespace, definition.name, needs.names,
-                                              run_id=run_id,
-                                              actor=f"operator:Execution/{namespace}/"
-                                                    f"{plan.execution}",
-                                              allowed=needs.allows if needs.restricted else None)
-        if missing := needs.missing(resolution.values):
-            del resolution, key
-            self.run_keys.finish(run_id)
-            return missing
+        with self.secrets.transaction() as tx:
+            with self.metrics.timing_store("register-run-key"):
+                if not self.run_keys.register(run_id, namespace, plan.execution,
+                                              job_spec.job_name(plan.execution),
+                                              definition.name, key, allow_platform,
+                                              replace=replace, tx=tx):
+                    return None
+            with self.metrics.timing_store("resolve"):
+                resolution = self.secrets.resolve(
+                    namespace, definition.name, needs.names, run_id=run_id,
+                    actor=f"operator:Execution/{namespace}/{plan.execution}",
+                    allowed=needs.allows if needs.restricted else None, tx=tx)
+            if missing := needs.missing(resolution.values):
+                del resolution, key
+                self.run_keys.finish(run_id, tx=tx)
+                return missing
         bundle = {
             "format": contract.BUNDLE_FORMAT, "run_id": run_id,
             "package": {"name": definition.name, "id": f"{namespace}/{definition.name}",

@@ -8,27 +8,20 @@ names the configuration gives.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fx_operator.domain import internal_keys, pki
+from fx_operator.domain import pki
 from fx_operator.domain.sealing import SealingKeyPair
-from fx_operator.services.secret_service import (
-    OPERATOR_KEYS_ID,
-    OPERATOR_WRAPPED_META,
-    SecretService,
-    hold_master_key,
-)
-from fx_operator.storage.backends import Transaction
+from fx_operator.services.key_ring import OPERATOR_WRAPPED_META
+from fx_operator.services.secret_service import SecretService
 
 log = logging.getLogger(__name__)
 
 _SEALING_META, _CA_KEY_META = OPERATOR_WRAPPED_META  # rewrapped by master-key rotation
 _CA_CERT_META = "operator.broker_ca_certificate"  # public: not wrapped
-_ID = OPERATOR_KEYS_ID
 
 
 @dataclass(frozen=True)
@@ -42,37 +35,23 @@ class OperatorKeys:
         return f"OperatorKeys(sealing={self.sealing.public.key_id})"
 
 
-def _load(service: SecretService, tx: Transaction, meta: str, purpose: str) -> bytes | None:
-    text = service.store.get_meta(tx, meta)
-    if text is None:
-        return None
-    return internal_keys.unwrap(service.master_key, purpose, _ID, base64.b64decode(text))
-
-
-def _save(service: SecretService, tx: Transaction, meta: str, purpose: str,
-          secret: bytes) -> None:
-    hold_master_key(service.store, tx, service.master_key)
-    wrapped = internal_keys.wrap(service.master_key, purpose, _ID, secret)
-    service.store.set_meta(tx, meta, base64.b64encode(wrapped).decode())
-
-
 def load_or_create_operator_keys(service: SecretService, names: Sequence[str]) -> OperatorKeys:
     """The stored keys, made (under a lock, once) when the store has none."""
+    keys = service.keys
     with service.store.transaction() as tx:
-        sealing_raw = _load(service, tx, _SEALING_META, internal_keys.SEALING_KEY)
+        sealing_raw = keys.load_operator_key(tx, _SEALING_META)
         if sealing_raw is None:
             sealing = SealingKeyPair.generate()
-            _save(service, tx, _SEALING_META, internal_keys.SEALING_KEY, sealing.private_bytes())
+            keys.save_operator_key(tx, _SEALING_META, sealing.private_bytes())
             log.info("made the sealing key pair %s", sealing.public.key_id)
         else:
             sealing = SealingKeyPair(sealing_raw)
         ca_cert = service.store.get_meta(tx, _CA_CERT_META)
-        ca_key = _load(service, tx, _CA_KEY_META, internal_keys.BROKER_CA_KEY)
+        ca_key = keys.load_operator_key(tx, _CA_KEY_META)
         if ca_cert is None or ca_key is None or pki.expires_within(ca_cert, 30):
             ca = pki.make_ca()
             service.store.set_meta(tx, _CA_CERT_META, ca.certificate_pem)
-            _save(service, tx, _CA_KEY_META, internal_keys.BROKER_CA_KEY,
-                  ca.private_key_pem.encode())
+            keys.save_operator_key(tx, _CA_KEY_META, ca.private_key_pem.encode())
             log.info("made the broker's CA")
         else:
             ca = pki.KeyPair(ca_cert, ca_key.decode())

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from typing import Protocol
 
-from fx_operator.domain import internal_keys
 from fx_operator.domain.crypto import MasterKey
-from fx_operator.exceptions import MasterKeyError, PermissionDeniedError, RunError, StoreError
+from fx_operator.exceptions import PermissionDeniedError, RunError, StoreError
+from fx_operator.services import rotation
+from fx_operator.services.key_ring import KeyRing
 from fx_operator.services.runs import RunGrant
-from fx_operator.services.secret_service import MASTER_KEY_META, hold_master_key
 from fx_operator.storage import run_keys
 from fx_operator.storage.backends import Transaction, utcnow
 from fx_operator.storage.run_keys import RunKeyRecord
@@ -112,11 +114,12 @@ def _check(record: RunKeyRecord | None, run_id: str, caller: Caller,
 
 
 class RunKeyService:
-    """One-time run keys, wrapped under the master key while they wait for their pod."""
+    """One-time run keys, wrapped under the master key (the process's key ring) while they
+    wait for their pod."""
 
-    def __init__(self, store: SecretStore, master_key: MasterKey) -> None:
+    def __init__(self, store: SecretStore, keys: KeyRing) -> None:
         self.store = store
-        self.master_key = master_key
+        self.keys = keys
         #: Claims whose commit failed with the connection (the server crashed or restarted):
         #: it may have landed, the pod never got the key. Run id -> (pod uid, key), handed to
         #: that pod when it asks again and the row says the claim did land (see ``claim``).
@@ -125,18 +128,18 @@ class RunKeyService:
 
     def register(self, run_id: str, namespace: str, execution: str, job_name: str,
                  package: str, key: bytes, allow_platform_write: bool, *,
-                 replace: bool = True) -> bool:
+                 replace: bool = True, tx: Transaction | None = None) -> bool:
         """Keep a newly admitted run's key until its pod claims it.
 
         ``replace=False``: only for a run never registered before; False (nothing written) when
-        it was, so a re-admission can first look at what the earlier one made.
+        it was, so a re-admission can first look at what the earlier one made. ``tx``: in this
+        transaction (an admission's, which commits it with the resolution), else its own.
         """
-        record = RunKeyRecord(
-            run_id, namespace, execution, job_name, package,
-            internal_keys.wrap(self.master_key, internal_keys.RUN_KEY, run_id, key),
-            self.master_key.key_id, allow_platform_write, utcnow())
-        with self.store.transaction() as tx:
-            hold_master_key(self.store, tx, self.master_key)
+        wrapped, master_key_id = self.keys.wrap_run_key(run_id, key)
+        record = RunKeyRecord(run_id, namespace, execution, job_name, package, wrapped,
+                              master_key_id, allow_platform_write, utcnow())
+        with self._in(tx) as tx:
+            self.keys.hold(tx)
             if not run_keys.create(tx, record, replace=replace):
                 if not replace:
                     return False
@@ -179,8 +182,7 @@ class RunKeyService:
                     if wrapped is not None:
                         # Unwrapped inside the claim's transaction: if it fails, nothing was
                         # claimed.
-                        claimed = internal_keys.unwrap(self.master_key, internal_keys.RUN_KEY,
-                                                       run_id, wrapped)
+                        claimed = self.keys.unwrap_run_key(run_id, wrapped)
                         self.store.audit(tx, AuditRecord(
                             _actor(caller), ACTION_DELIVER, record.namespace, record.package,
                             run_id=run_id, entries=[_pod_entry(caller)]))
@@ -232,11 +234,11 @@ class RunKeyService:
                     caller.namespace, caller.pod_name, refusal.code)
         raise RunRefused(refusal, run_id)
 
-    def finish(self, run_id: str) -> None:
+    def finish(self, run_id: str, *, tx: Transaction | None = None) -> None:
         """The run ended (any outcome): its key can no longer be claimed. Idempotent."""
         with self._unconfirmed_lock:
             self._unconfirmed.pop(run_id, None)
-        with self.store.transaction() as tx:
+        with self._in(tx) as tx:
             finished = run_keys.mark_finished(tx, run_id)
         if finished:
             log.info("run %s finished: its key is erased", run_id)
@@ -245,21 +247,23 @@ class RunKeyService:
         with self.store.transaction() as tx:
             return run_keys.get(tx, run_id)
 
+    @property
+    def master_key(self) -> MasterKey:
+        """The ring's master key (not a copy: a rotation in this process changes it)."""
+        return self.keys.master_key
+
     def rotate_master_key(self, new_key: MasterKey) -> int:
-        """Follow the store's master-key rotation (``SecretService.rotate_master_key``, which
-        rewraps the run keys too): use ``new_key`` from now on, rewrapping any unclaimed key
-        still under the old one. Refused unless the store records ``new_key``: a run key wrapped
-        under any other would not open after a restart."""
-        with self.store.transaction() as tx:
-            recorded = self.store.hold_master_key_id(tx, MASTER_KEY_META, self.master_key.key_id)
-            if recorded != new_key.key_id:
-                raise MasterKeyError(
-                    f"the store records master key {recorded}, not {new_key.key_id}: rotate the "
-                    "store first; no run key was rewrapped")
-            count = run_keys.rewrap_all(tx, self.master_key, new_key)
-        self.master_key = new_key
-        log.info("rewrapped %d run key(s) under master key %s", count, new_key.key_id)
-        return count
+        """Follow the store's master-key rotation (``services.rotation``)."""
+        return rotation.follow_rotation(self.keys, new_key)
+
+    @contextmanager
+    def _in(self, tx: Transaction | None) -> Iterator[Transaction]:
+        """``tx`` when given (its owner commits), else a transaction of its own."""
+        if tx is not None:
+            yield tx
+            return
+        with self.store.transaction() as own:
+            yield own
 
     def purge(self, older_than_days: float) -> int:
         """Forget runs older than this (their keys are long erased); returns how many."""

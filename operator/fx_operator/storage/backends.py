@@ -23,7 +23,6 @@ from fx_operator.exceptions import ConflictError, StoreError
 
 Params = dict[str, Any]
 Row = tuple[Any, ...]
-T = TypeVar("T")
 K = TypeVar("K")
 
 
@@ -69,17 +68,21 @@ class Backend(ABC):
         with self.transaction() as tx:
             return tx.execute(sql, params)
 
+    @contextmanager
     def read_then_write(self, read_sql: str, params: Params, write_sql: str,
-                        after_read: Callable[[Iterable[list[Row]]], tuple[K, Params]],
-                        use: Callable[[K], T]) -> tuple[K, T]:
-        """One transaction: ``read_sql``, then ``write_sql`` with the parameters ``after_read``
-        makes of the rows read (handed over in batches), and ``use`` on what it kept of them.
-        PostgreSQL hands rows over while the server still sends the rest, runs ``use`` while
-        the write and its commit go on, and returns only once the commit is confirmed."""
+                        after_read: Callable[[Iterable[list[Row]]], tuple[K, Params]]
+                        ) -> Iterator[K]:
+        """One shot, one transaction: ``read_sql``, then ``write_sql`` with the parameters
+        ``after_read`` makes of the rows read (handed over in batches); the block gets what
+        ``after_read`` kept of them. Here the block runs once the transaction committed;
+        PostgreSQL hands rows over while the server still sends the rest and runs the block
+        while the write and its commit go on, leaving it only once the commit is confirmed
+        (``pg_pipeline``). Either way, nothing the block made leaves it unless the write
+        committed."""
         with self.transaction() as tx:
             kept, write_params = after_read([tx.execute(read_sql, params)])
             tx.execute(write_sql, write_params)
-        return kept, use(kept)
+        yield kept
 
     @abstractmethod
     def names_filter(self, column: str, param: str) -> str:

@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 from typing import Protocol
 
-from fx_operator.domain.crypto import MasterKey
+from fx_operator.domain.master_key import MasterKey
 from fx_operator.exceptions import MasterKeyError
 
 log = logging.getLogger(__name__)

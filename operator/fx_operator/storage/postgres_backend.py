@@ -25,7 +25,7 @@ from fx_operator.exceptions import (
     StoreError,
 )
 from fx_operator.storage import pg_pipeline
-from fx_operator.storage.backends import Backend, K, Params, Row, T, Transaction
+from fx_operator.storage.backends import Backend, K, Params, Row, Transaction
 
 _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
@@ -158,11 +158,14 @@ class PostgresBackend(Backend):
             cur = conn.execute(_to_pyformat(sql), params, prepare=True)
             return cur.fetchall() if cur.description is not None else []
 
+    @contextmanager
     def read_then_write(self, read_sql: str, params: Params, write_sql: str,
-                        after_read: Callable[[Iterable[list[Row]]], tuple[K, Params]],
-                        use: Callable[[K], T]) -> tuple[K, T]:
+                        after_read: Callable[[Iterable[list[Row]]], tuple[K, Params]]
+                        ) -> Iterator[K]:
         if not pg_pipeline.SUPPORTED:  # a libpq older than 14: one after the other
-            return super().read_then_write(read_sql, params, write_sql, after_read, use)
+            with super().read_then_write(read_sql, params, write_sql, after_read) as kept:
+                yield kept
+            return
         read, read_order = _to_numbered(read_sql)
         write, write_order = _to_numbered(write_sql)
         # A connection lost before the write was sent (e.g. found dead after a failover) lost
@@ -176,14 +179,19 @@ class PostgresBackend(Backend):
                 attempt.committing = True  # the write and its commit go out next
                 return kept, [write_params[n] for n in write_order]
 
+            handed_over = False
             try:
-                with self._converting_errors(attempt), self.pool.connection() as conn:
+                with self._converting_errors(attempt), ExitStack() as held:
+                    conn = held.enter_context(self.pool.connection())
                     attempt.conn = conn
-                    return pg_pipeline.read_then_write(
-                        conn, (read, [params[n] for n in read_order]), write, numbered_write,
-                        use)
+                    kept = held.enter_context(pg_pipeline.read_then_write(
+                        conn, (read, [params[n] for n in read_order]), write, numbered_write))
+                    handed_over = True
+                    yield kept
+                return
             except ConnectionLostError:
-                continue
+                if handed_over:
+                    raise
         raise ConnectionLostError("every pooled connection to PostgreSQL was found broken")
 
     @contextmanager

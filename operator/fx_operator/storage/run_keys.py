@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from fx_operator.domain import internal_keys
-from fx_operator.domain.crypto import MasterKey
 from fx_operator.storage.backends import Row, Transaction, as_datetime, utcnow
 
 
@@ -109,16 +107,21 @@ def mark_finished(tx: Transaction, run_id: str, at: datetime | None = None) -> b
     return bool(rows)
 
 
-def rewrap_all(tx: Transaction, old: MasterKey, new: MasterKey) -> int:
-    """Master-key rotation: every unclaimed key wrapped by ``old`` is rewrapped by ``new``."""
+def wrapped_under(tx: Transaction, master_key_id: str) -> list[tuple[str, bytes]]:
+    """(run id, wrapped key) of every unclaimed key wrapped under this master key (a rotation)."""
     rows = tx.execute("SELECT run_id, wrapped_key FROM run_keys WHERE wrapped_key IS NOT NULL "
-                      "AND master_key_id = :old", {"old": old.key_id})
+                      "AND master_key_id = :master ORDER BY run_id", {"master": master_key_id})
+    return [(str(run_id), bytes(blob)) for run_id, blob in rows]
+
+
+def replace_wrapped(tx: Transaction, rewrapped: list[tuple[str, bytes]],
+                    master_key_id: str) -> None:
+    """Master-key rotation: the (run id, key rewrapped under ``master_key_id``) given."""
     tx.executemany(
-        "UPDATE run_keys SET wrapped_key = :wrapped, master_key_id = :new WHERE run_id = :run_id",
-        [{"run_id": run_id, "new": new.key_id,
-          "wrapped": internal_keys.rewrap(old, new, internal_keys.RUN_KEY, run_id, bytes(blob))}
-         for run_id, blob in rows])
-    return len(rows)
+        "UPDATE run_keys SET wrapped_key = :wrapped, master_key_id = :master "
+        "WHERE run_id = :run_id",
+        [{"run_id": run_id, "master": master_key_id, "wrapped": wrapped}
+         for run_id, wrapped in rewrapped])
 
 
 def delete_older_than(tx: Transaction, days: float, now: datetime | None = None) -> int:

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any
 
-from fx_operator.domain.crypto import VALUE_HEADER_BYTES, header_data_key_id
 from fx_operator.domain.precedence import Candidate, most_specific
 from fx_operator.domain.precedence import ScopeRule as ScopeRule  # callers' import, kept
 from fx_operator.domain.scopes import Owner, Scope
+from fx_operator.domain.value_header import VALUE_HEADER_BYTES, header_data_key_id
 from fx_operator.storage.backends import (
     Backend,
     Params,
@@ -30,8 +30,6 @@ from fx_operator.storage.backends import (
     utcnow,
 )
 from fx_operator.storage.migrating import ensure_current
-
-T = TypeVar("T")
 
 # From this many versions in one write on, they go in as one bulk insert (COPY on PostgreSQL):
 # below it, COPY's extra round trips (the column types, the copy itself) cost more than they save.
@@ -176,7 +174,8 @@ def _resolution_entries(rows: list[ResolvedRow]) -> str:
     json.dumps's time. Secret names are plain (``NAME_PATTERN``); any other is escaped by
     json.dumps. ``dataKeyId``, the data key that wrapped the value delivered (from the blob's
     header; a resolution's blobs share a few keys), is what ``fxctl audit consumers
-    --data-key`` finds runs by."""
+    --data-key`` finds runs by. (Written by hand: 62 µs of 540 µs CPU per 100-name
+    resolution saved against json.dumps, bench_store's data, interleaved, thread time.)"""
     key_ids: dict[bytes, str] = {}
     keys = []
     for row in rows:
@@ -432,19 +431,27 @@ class SecretStore:
 
     # --- resolution -----------------------------------------------------------------------
 
-    def resolve(self, project: str, package: str, names: Sequence[str] | None, *, actor: str,
-                run_id: str | None, opening: Callable[[list[ResolvedRow]], T],
-                allowed: ScopeRule | None = None) -> tuple[list[ResolvedRow], T]:
-        """The winning version of each name for a package (read in one round trip, audited in
-        the same transaction), and what ``opening`` makes of them. On PostgreSQL ``opening``
-        runs while the audit record is being committed, and its result is returned only once
-        the commit is confirmed. ``allowed`` drops rows a run may not receive (pins, policy):
-        they are neither winners, nor decrypted, nor in the audit record."""
+    def _resolution_query(self, project: str, package: str,
+                          names: Sequence[str] | None) -> tuple[str, Params]:
+        """The candidates' SELECT (every scope's current version of the names) and its
+        parameters."""
         params: Params = {"project": project, "package": package}
         names_filter = ""
         if names is not None:
             names_filter = "AND " + self.backend.names_filter("v.name", "names")
             params["names"] = self.backend.names_param(names)
+        return _resolve(names_filter), params
+
+    @contextmanager
+    def resolving(self, project: str, package: str, names: Sequence[str] | None, *, actor: str,
+                  run_id: str | None,
+                  allowed: ScopeRule | None = None) -> Iterator[list[ResolvedRow]]:
+        """The winning version of each name for a package (read in one round trip, audited in
+        the same transaction), for the block to use once. On PostgreSQL the block runs while the
+        audit record is being committed, and leaving it waits for the commit's confirmation (an
+        error then, if it failed: nothing the block made leaves). ``allowed`` drops rows a run
+        may not receive (pins, policy): they are neither winners, nor in the audit record."""
+        query, params = self._resolution_query(project, package, names)
         record = _audit_params(AuditRecord(actor, "resolve", project, package, run_id=run_id))
         write = _AUDIT
         if self.backend.dialect == "postgresql":  # takes the parameters it names
@@ -455,8 +462,21 @@ class SecretStore:
             winners = most_specific(batches, allowed)
             return winners, {**record, "entries": _resolution_entries(winners)}
 
-        return self.backend.read_then_write(_resolve(names_filter), params, write, audited,
-                                            opening)
+        with self.backend.read_then_write(query, params, write,
+                                          audited) as winners:
+            yield winners
+
+    def resolve_in(self, tx: Transaction, project: str, package: str,
+                   names: Sequence[str] | None, *, actor: str, run_id: str | None,
+                   allowed: ScopeRule | None = None) -> list[ResolvedRow]:
+        """``resolve`` inside a transaction the caller commits (durably, with what else it
+        wrote): the winning rows, their audit record written in ``tx``."""
+        query, params = self._resolution_query(project, package, names)
+        winners = most_specific([tx.execute(query, params)], allowed)
+        tx.execute(_AUDIT, {**_audit_params(AuditRecord(actor, "resolve", project, package,
+                                                        run_id=run_id)),
+                            "entries": _resolution_entries(winners)})
+        return winners
 
     # --- audit ----------------------------------------------------------------------------
 
