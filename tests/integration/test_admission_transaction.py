@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fx_operator.config import Settings
 from fx_operator.domain import job_spec
+from fx_operator.domain.resources import Execution, Package
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import StoreError
 from fx_operator.services.executions import ExecutionService, run_id_of
@@ -25,17 +26,18 @@ from fx_operator.storage import run_keys
 from fx_operator.storage.backends import Transaction
 
 NS, PACKAGE = "team-a", "etl"
-EXECUTION = {"apiVersion": "fx.dev/v1alpha1", "kind": "Execution",
-             "metadata": {"name": "nightly", "namespace": NS, "uid": "u-1", "generation": 1},
-             "spec": {"package": PACKAGE}}
+EXECUTION = Execution.model_validate({
+    "apiVersion": "fx.dev/v1alpha1", "kind": "Execution",
+    "metadata": {"name": "nightly", "namespace": NS, "uid": "u-1", "generation": 1},
+    "spec": {"package": PACKAGE}})
 RUN_ID = run_id_of(EXECUTION)
 JOB = job_spec.job_name("nightly")
-PACKAGE_BODY = {
+PACKAGE_BODY = Package.model_validate({
     "apiVersion": "fx.dev/v1alpha1", "kind": "Package",
     "metadata": {"name": PACKAGE, "namespace": NS, "generation": 1},
     "spec": {"scripts": [{"name": "main.py", "content": "print('x')\n"}],
              "secrets": {"names": [{"name": "DB_PASS"}, {"name": "API_TOKEN"}]}},
-    "status": {"conditions": [{"type": "Ready", "status": "True", "observedGeneration": 1}]}}
+    "status": {"conditions": [{"type": "Ready", "status": "True", "observedGeneration": 1}]}})
 
 _FAIL_RESOLVE_AUDIT = {
     "sqlite": ["CREATE TRIGGER fail_resolve_audit BEFORE INSERT ON audit "
