@@ -11,6 +11,8 @@ import os
 
 from fx_ef import contract
 
+__all__ = ["executor_command", "init_command"]
+
 StrPath = str | os.PathLike[str]
 
 

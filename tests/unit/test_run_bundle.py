@@ -4,11 +4,12 @@ reads back; every refusal names its field and never quotes a value."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fx_ef import contract
+from fx_ef import contract, executor
 from fx_ef.bundle import new_run_key, open_bundle, seal_bundle
 from fx_ef.run_bundle import (
     BundleChannel,
@@ -154,3 +155,32 @@ def test_the_bundle_is_immutable_and_its_repr_shows_no_secret_nor_token() -> Non
     shown = repr(bundle) + repr(bundle.channel) + str(bundle)
     assert SECRET not in shown and "t0k3n-private" not in shown
     assert "run-1" in shown and "<2 hidden>" in shown
+
+
+@pytest.mark.parametrize(("changes", "code", "message"), [
+    ({"format": 99}, executor.EXIT_USAGE, "is not of format 1"),
+    ({"run_id": 7}, executor.EXIT_USAGE, ": run_id must be a non-empty string, found a number"),
+    ({"scopes": {"DB_PASS": "service"}}, executor.EXIT_USAGE, ": scopes.DB_PASS is 'service'"),
+    ({"entrypoint": None}, executor.EXIT_NO_ENTRYPOINT, "the bundle names no entrypoint"),
+    ({"entrypoint": 3}, executor.EXIT_NO_ENTRYPOINT, "the bundle names no entrypoint"),
+])
+def test_the_executor_reads_through_the_reader(tmp_path: Path, changes: dict[str, Any],
+                                               code: int, message: str) -> None:
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(_document(**changes)))
+    with pytest.raises(executor.ExecutorError) as caught:
+        executor.load_plan(str(path), str(tmp_path))
+    assert caught.value.exit_code == code
+    assert message in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+def test_the_executors_plan_carries_the_read_bundle(tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text("pass\n")
+    path = tmp_path / "bundle.json"
+    path.write_text(_built(compat="ferris").to_json())
+    plan = executor.load_plan(str(path), str(tmp_path))
+    assert plan.bundle == _built(compat="ferris")
+    assert json.loads(plan.argv[1]) == {"day": "monday", "package_name": "etl",
+                                        "package_id": "team-a/etl", "execution_id": "run-1",
+                                        "secrets": {"DB_PASS": SECRET, "EMPTY": ""}}
