@@ -13,6 +13,8 @@ from typing import Any
 
 from fx_ef import contract
 from fx_ef._errors import NoRunContextError, RunDataError
+from fx_ef._fields import FieldError, Fields, kind
+from fx_ef.run_bundle import BundleChannel, RunBundle
 
 # Lower rank wins: package > project > platform (contract.SCOPES is in precedence order).
 SCOPE_RANK: dict[str, int] = {scope: rank for rank, scope in enumerate(contract.SCOPES)}
@@ -118,64 +120,52 @@ def parse_json_object(raw: bytes, path: str, what: str) -> dict[str, Any]:
     except RecursionError:  # the decoder recurses once per level of nesting
         raise RunDataError(f"{what} {path} is nested too deeply to read") from None
     if not isinstance(document, dict):
-        raise RunDataError(f"{what} {path} must hold a JSON object, not {_kind(document)}")
+        raise RunDataError(f"{what} {path} must hold a JSON object, not {kind(document)}")
     return document
 
 
 def load_bundle(path: str) -> RunData:
+    """The run's data from its bundle, read by the bundle's one reader (``RunBundle``)."""
     what = "the run's bundle"
     document = read_json_object(path, what)
-    fields = _Fields(document, path, what)
-    if document.get("format") != contract.BUNDLE_FORMAT:
-        raise RunDataError(f"{what} {path} has format {_shown(document.get('format'))}; this "
-                           f"fx_ef reads format {contract.BUNDLE_FORMAT}")
-    run_id = fields.string("run_id")
-    package = fields.object("package", required=True)
-    package_fields = _Fields(package, path, what, prefix="package.")
-    name = package_fields.string("name")
-    package_id = package_fields.string("id")
-    project = package_fields.optional_string("project")
-    secrets = fields.object("secrets")
-    scopes = fields.object("scopes")
-    for secret_name, scope in scopes.items():
-        if not isinstance(scope, str) or scope not in SCOPE_RANK:
-            raise RunDataError(f"{what} {path}: scopes.{_key(secret_name)} is {_shown(scope)}, "
-                               f"expected one of {', '.join(contract.SCOPES)}")
-    for secret_name in secrets.keys() - scopes.keys():
+    try:
+        bundle = RunBundle.from_dict(document)
+    except FieldError as e:
+        raise RunDataError(e.located(f"{what} {path}")) from None
+    scopes = bundle.scopes
+    for secret_name in bundle.secrets.keys() - scopes.keys():
         scopes[secret_name] = "package"  # unknown: assume the strongest, so a set never shadows it
-    allow_platform_write = document.get("allow_platform_write", False)
-    if not isinstance(allow_platform_write, bool):
-        raise RunDataError(f"{what} {path}: allow_platform_write must be true or false")
-    params = {**fields.object("params"), "package_name": name, "package_id": package_id,
-              "execution_id": run_id}
-    return RunData(source=path, local=False, run_id=run_id,
-                   package=Package(name, package_id, project), params=params,
-                   config=fields.object("config"), secrets=secrets, scopes=scopes,
-                   channel=_channel(document.get("channel"), path, what),
-                   allow_platform_write=allow_platform_write)
+    package = bundle.package
+    params = {**bundle.params, "package_name": package.name, "package_id": package.id,
+              "execution_id": bundle.run_id}
+    return RunData(source=path, local=False, run_id=bundle.run_id,
+                   package=Package(package.name, package.id, package.project), params=params,
+                   config=bundle.config, secrets=bundle.secrets, scopes=scopes,
+                   channel=_channel(bundle.channel),
+                   allow_platform_write=bundle.allow_platform_write)
 
 
-def _channel(value: object, path: str, what: str) -> ChannelSpec | None:
-    if value is None:
+def _channel(channel: BundleChannel | None) -> ChannelSpec | None:
+    if channel is None:
         return None
-    if not isinstance(value, dict):
-        raise RunDataError(f"{what} {path}: channel must be an object or null, not {_kind(value)}")
-    fields = _Fields(value, path, what, prefix="channel.")
-    url = fields.string("url")
-    if not url.startswith(("unix:/", "https://", "http://")):
-        raise RunDataError(f"{what} {path}: channel.url must be unix:/PATH or https://HOST:PORT")
     # The pod's environment may say where its token and CA are mounted; it wins over the bundle.
-    return ChannelSpec(url, fields.optional_string("token"),
-                       os.environ.get(contract.ENV_TOKEN_FILE) or fields.optional_string(
-                           "token_file"),
-                       os.environ.get(contract.ENV_CA_FILE) or fields.optional_string("ca_file"))
+    return ChannelSpec(channel.url, channel.token,
+                       os.environ.get(contract.ENV_TOKEN_FILE) or channel.token_file,
+                       os.environ.get(contract.ENV_CA_FILE) or channel.ca_file)
 
 
 def load_local(path: str) -> RunData:
     """ef_env.json: ``params``, ``config`` and three layers of secrets (see ``fx_ef``'s docs)."""
     what = f"the local environment ({contract.ENV_LOCAL}={contract.LOCAL_ENV_VALUE})"
     document = read_json_object(path, what)
-    fields = _Fields(document, path, what)
+    try:
+        return _local_data(document, path)
+    except FieldError as e:
+        raise RunDataError(e.located(f"{what} {path}")) from None
+
+
+def _local_data(document: dict[str, Any], path: str) -> RunData:
+    fields = Fields(document)
     params = fields.object("params")
     layers = {scope: fields.object(key) for scope, key in LOCAL_LAYERS.items()}
     secrets: dict[str, Any] = {}
@@ -183,7 +173,7 @@ def load_local(path: str) -> RunData:
     for scope in reversed(contract.SCOPES):  # platform first, so stronger scopes overwrite
         secrets.update(layers[scope])
         scopes.update(dict.fromkeys(layers[scope], scope))
-    param_fields = _Fields(params, path, what, prefix="params.")
+    param_fields = Fields(params, prefix="params.")
     folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
     name = param_fields.optional_string("package_name") or folder
     package_id = param_fields.optional_string("package_id") or name
@@ -194,63 +184,3 @@ def load_local(path: str) -> RunData:
                    package=Package(name, package_id, None), params=params,
                    config=fields.object("config"), secrets=secrets, scopes=scopes, channel=None,
                    allow_platform_write=True, layers=layers)
-
-
-class _Fields:
-    """Typed access to a document's fields, with errors that say which field of which file."""
-
-    def __init__(self, document: dict[str, Any], path: str, what: str, prefix: str = "") -> None:
-        self._document = document
-        self._where = f"{what} {path}"
-        self._prefix = prefix
-
-    def _error(self, key: str, expected: str, value: object) -> RunDataError:
-        found = "nothing (or null)" if value is None else _kind(value)
-        return RunDataError(f"{self._where}: {self._prefix}{key} must be {expected}, "
-                            f"found {found}")
-
-    def string(self, key: str) -> str:
-        value = self._document.get(key)
-        if not isinstance(value, str) or not value:
-            raise self._error(key, "a non-empty string", value)
-        return value
-
-    def optional_string(self, key: str) -> str | None:
-        value = self._document.get(key)
-        if value is not None and not isinstance(value, str):
-            raise self._error(key, "a string or null", value)
-        return value
-
-    def object(self, key: str, *, required: bool = False) -> dict[str, Any]:
-        value = self._document.get(key)
-        if value is None and not required:
-            return {}
-        if not isinstance(value, dict):
-            raise self._error(key, "an object", value)
-        return value
-
-
-def _shown(value: object) -> str:
-    """A field's value in a message when it is None, a number or short text (a format, a
-    scope), escaped so that it cannot break the line; otherwise its type only."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
-        return "a number"  # repr() of an integer past 4,300 digits would itself raise
-    if value is None or (isinstance(value, str | bool | int | float) and len(repr(value)) <= 64):
-        return repr(value)
-    return _kind(value)
-
-
-def _key(name: str) -> str:
-    """A key in a message: as written when short and printable, else escaped and cut."""
-    return name if len(name) <= 128 and name.isprintable() else ascii(name[:64])
-
-
-def _kind(value: object) -> str:
-    """A JSON value's type in words; never the value itself, which may be a secret."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    names = {dict: "an object", list: "an array", str: "a string", int: "a number",
-             float: "a number"}
-    return names.get(type(value), type(value).__name__)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-    from fx_ef._context import Context
+    from fx_ef._owner import RunOwner
     from fx_ef._rundata import RunData
 
 _WRITABLE = ("project", "platform")  # contract.WRITABLE_SCOPES, without importing it here
@@ -25,7 +25,7 @@ class Secrets:
 
     __slots__ = ("_asked", "_owner", "_values")
 
-    def __init__(self, owner: Context) -> None:
+    def __init__(self, owner: RunOwner) -> None:
         self._owner = owner
         self._values: dict[str, Any] | None = None  # filled by the context's first load
         self._asked: set[str] = set()  # names asked for but not delivered, reported once each

@@ -15,7 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from fx_ef._context import Context
+    from fx_ef._owner import RunOwner
     from fx_ef._rundata import RunData
 
 
@@ -24,7 +24,7 @@ class State:
 
     __slots__ = ("_owner",)
 
-    def __init__(self, owner: Context) -> None:
+    def __init__(self, owner: RunOwner) -> None:
         self._owner = owner
 
     def get(self) -> dict[str, Any]:

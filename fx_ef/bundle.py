@@ -1,4 +1,5 @@
-"""Sealing and opening a run's bundle under its one-time run key (format in ``fx_ef.contract``).
+"""Sealing and opening a run's bundle under its one-time run key (format in ``fx_ef.contract``,
+type in ``fx_ef.run_bundle``).
 
 The operator seals; the init step opens. ``cryptography`` is imported here and nowhere else in
 ``fx_ef``, so that ``import fx_ef`` in a script stays cheap.
@@ -6,8 +7,8 @@ The operator seals; the init step opens. ``cryptography`` is imported here and n
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from fx_ef.contract import (
     RUN_KEY_BYTES,
     SEALED_BUNDLE_VERSION,
 )
+from fx_ef.run_bundle import RunBundle, bundle_json
 
 _NONCE_BYTES = 12
 
@@ -43,17 +45,20 @@ def _aad(run_id: object) -> bytes:
         raise BundleError("the bundle's run id is not valid text (a lone surrogate)") from None
 
 
-def seal_bundle(bundle: dict[str, Any], key: bytes) -> bytes:
+def seal_bundle(bundle: RunBundle | Mapping[str, Any], key: bytes) -> bytes:
     """Encrypt a bundle for its run; the run id inside it is bound as associated data.
 
-    A bundle that JSON cannot carry (a lone surrogate, a container inside itself, a type JSON
-    lacks, nesting past the decoder's limit) is a ``BundleError``, never a half-made bundle.
+    The operator seals a ``RunBundle`` (``RunBundle.build``); a mapping is sealed as it is, for
+    tests that need a bundle the writer would refuse. A bundle that JSON cannot carry (a lone
+    surrogate, a container inside itself, a type JSON lacks, nesting past the decoder's limit)
+    is a ``BundleError``, never a half-made bundle.
     """
-    if bundle.get("format") != BUNDLE_FORMAT:
+    document = bundle.to_dict() if isinstance(bundle, RunBundle) else bundle
+    if document.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"bundle format must be {BUNDLE_FORMAT}")
-    aad = _aad(bundle.get("run_id"))
+    aad = _aad(document.get("run_id"))
     try:
-        plaintext = json.dumps(bundle, separators=(",", ":"), ensure_ascii=False).encode()
+        plaintext = bundle_json(document).encode()
     except (TypeError, ValueError, RecursionError) as e:  # UnicodeEncodeError is a ValueError
         raise BundleError(f"the bundle cannot be written as JSON ({type(e).__name__})") from None
     nonce = os.urandom(_NONCE_BYTES)

@@ -4,6 +4,11 @@ the operator (which builds runs) and the run's own processes (init step, executo
 The operator imports these names when it builds a Job or a local run; nothing here imports the
 operator. Change a value only with a migration note: running pods and stored results depend on it.
 
+In code, the contract's two moving parts are typed: the bundle is ``fx_ef.run_bundle.RunBundle``
+(its one writer ``RunBundle.build``, its one reader ``RunBundle.from_json``), and the init and
+executor command lines are built by ``fx_ef.command_lines`` from the ``FLAG_*`` names below, which
+``fx_ef.init`` and ``fx_ef.executor`` parse.
+
 Bundle (the run's plaintext, written by the init step to a tmpfs file, mode 0400)::
 
     {
@@ -84,6 +89,30 @@ RUN_HEADER: Final = "X-FX-Run"
 
 SCOPES: Final = ("package", "project", "platform")  # precedence order: first wins
 WRITABLE_SCOPES: Final = ("project", "platform")
+
+# --- command lines of the run's steps ------------------------------------------------------------
+# Built by ``fx_ef.command_lines`` (the operator's Job, ``fxctl run``), parsed by ``fx_ef.init`` and
+# ``fx_ef.executor``: one spelling of each flag.
+INIT_MODULE: Final = "fx_ef.init"
+EXECUTOR_MODULE: Final = "fx_ef.executor"
+LOCAL_EXECUTOR_MODULE: Final = "fx_ef.local_executor"  # the executor of a run on a workstation
+FLAG_RUN_ID: Final = "--run-id"
+FLAG_SEALED: Final = "--sealed"
+FLAG_OUT: Final = "--out"
+FLAG_KEY_STDIN: Final = "--key-stdin"
+FLAG_BROKER: Final = "--broker"
+FLAG_TOKEN_FILE: Final = "--token-file"  # noqa: S105 (a flag's name)
+FLAG_CA_FILE: Final = "--ca-file"
+FLAG_BROKER_WAIT: Final = "--broker-wait"
+FLAG_BUNDLE: Final = "--bundle"
+FLAG_PACKAGE_DIR: Final = "--package-dir"
+FLAG_RESULT: Final = "--result"
+FLAG_RESULT_MAX_BYTES: Final = "--result-max-bytes"
+FLAG_NO_MASK: Final = "--no-mask"
+FLAG_TIMEOUT: Final = "--timeout"
+FLAG_GRACE: Final = "--grace"
+FLAG_KEEP_BUNDLE: Final = "--keep-bundle"
+FLAG_RUNNER_PID: Final = "--runner-pid"
 
 # --- the run's result ----------------------------------------------------------------------------
 OUTPUT_TAIL_BYTES: Final = 16 * 1024  # masked tail kept in the result

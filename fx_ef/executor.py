@@ -38,8 +38,10 @@ from types import FrameType, TracebackType
 from typing import Any, BinaryIO, NamedTuple, TypedDict
 
 from fx_ef import contract
+from fx_ef._fields import FieldError
 from fx_ef._process import exit_without_teardown, set_dumpable
 from fx_ef.masking import Masker, MaskingStream
+from fx_ef.run_bundle import RunBundle, UnknownBundleFormat
 
 EXIT_USAGE, EXIT_NO_ENTRYPOINT = 2, 3
 EXIT_SCRIPT_FAILED = 1
@@ -80,7 +82,7 @@ class RunResult(TypedDict):
 
 class _Plan(NamedTuple):
     bundle_path: str
-    bundle: dict[str, Any]
+    bundle: RunBundle
     entrypoint: str
     argv: list[str]
 
@@ -89,17 +91,21 @@ def load_plan(bundle_path: str, package_dir: str) -> _Plan:
     """Read the bundle and check the entrypoint, before anything is started."""
     try:
         with open(bundle_path, "rb") as f:
-            bundle = json.loads(f.read())
+            raw = f.read()
     except OSError as e:
         raise ExecutorError(f"cannot read the bundle {bundle_path}: {e.strerror}",
                             EXIT_USAGE) from None
-    except ValueError as e:
-        raise ExecutorError(f"the bundle {bundle_path} is not JSON: {e}", EXIT_USAGE) from None
-    if not isinstance(bundle, dict) or bundle.get("format") != contract.BUNDLE_FORMAT:
+    try:
+        bundle = RunBundle.from_json(raw)
+    except UnknownBundleFormat:
         raise ExecutorError(f"the bundle {bundle_path} is not of format "
-                            f"{contract.BUNDLE_FORMAT}", EXIT_USAGE)
-    name = bundle.get("entrypoint")
-    if not isinstance(name, str) or not name:
+                            f"{contract.BUNDLE_FORMAT}", EXIT_USAGE) from None
+    except FieldError as e:
+        if e.field == "entrypoint":
+            raise ExecutorError("the bundle names no entrypoint", EXIT_NO_ENTRYPOINT) from None
+        raise ExecutorError(e.located(f"the bundle {bundle_path}"), EXIT_USAGE) from None
+    name = bundle.entrypoint
+    if not name:
         raise ExecutorError("the bundle names no entrypoint", EXIT_NO_ENTRYPOINT)
     root = os.path.realpath(package_dir)
     entrypoint = os.path.realpath(os.path.join(root, name))
@@ -110,18 +116,17 @@ def load_plan(bundle_path: str, package_dir: str) -> _Plan:
         raise ExecutorError(f"entrypoint {name!r} not found in {package_dir}",
                             EXIT_NO_ENTRYPOINT)
     argv = [entrypoint]
-    if bundle.get("compat") == "ferris":
+    if bundle.compat == "ferris":
         # The original platform's calling convention, opted into per package: argv is visible
         # to other processes on the machine, so this is never the default.
-        argv.append(json.dumps({**bundle.get("params", {}), **_identity_params(bundle),
-                                "secrets": bundle.get("secrets", {})}))
+        argv.append(json.dumps({**bundle.params, **_identity_params(bundle),
+                                "secrets": bundle.secrets}))
     return _Plan(bundle_path, bundle, entrypoint, argv)
 
 
-def _identity_params(bundle: dict[str, Any]) -> dict[str, Any]:
-    package = bundle.get("package") or {}
-    return {"package_name": package.get("name"), "package_id": package.get("id"),
-            "execution_id": bundle.get("run_id")}
+def _identity_params(bundle: RunBundle) -> dict[str, Any]:
+    return {"package_name": bundle.package.name, "package_id": bundle.package.id,
+            "execution_id": bundle.run_id}
 
 
 # --- the child ------------------------------------------------------------------------------------
@@ -142,7 +147,7 @@ def _run_script(plan: _Plan, out_w: int, err_w: int, mask_w: int) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     os.environ[contract.ENV_BUNDLE] = plan.bundle_path
-    os.environ[contract.ENV_RUN_ID] = str(plan.bundle.get("run_id", ""))
+    os.environ[contract.ENV_RUN_ID] = plan.bundle.run_id
     os.environ[contract.ENV_MASK_FD] = str(mask_w)
     os.environ.pop(contract.ENV_LOCAL, None)
     folder = os.path.dirname(plan.entrypoint)
@@ -400,8 +405,11 @@ class _Args:
         self.keep_bundle = False  # tests only
 
 
-_OPTIONS = ("bundle=", "package-dir=", "result=", "result-max-bytes=", "no-mask", "timeout=",
-            "grace=", "keep-bundle", "help")
+_VALUED = (contract.FLAG_BUNDLE, contract.FLAG_PACKAGE_DIR, contract.FLAG_RESULT,
+           contract.FLAG_RESULT_MAX_BYTES, contract.FLAG_TIMEOUT, contract.FLAG_GRACE)
+_SWITCHES = (contract.FLAG_NO_MASK, contract.FLAG_KEEP_BUNDLE)
+# getopt's spelling of the flags ``fx_ef.command_lines.executor_command`` writes.
+_OPTIONS = (*(f"{flag[2:]}=" for flag in _VALUED), *(flag[2:] for flag in _SWITCHES), "help")
 
 
 def parse_args(argv: list[str]) -> _Args | None:
@@ -421,11 +429,11 @@ def parse_args(argv: list[str]) -> _Args | None:
             print(__doc__)
             return None
         name = option[2:].replace("-", "_")
-        if option in ("--no-mask", "--keep-bundle"):
+        if option in _SWITCHES:
             setattr(args, name, True)
-        elif option == "--result-max-bytes":
+        elif option == contract.FLAG_RESULT_MAX_BYTES:
             setattr(args, name, _number(int, option, value))
-        elif option in ("--timeout", "--grace"):
+        elif option in (contract.FLAG_TIMEOUT, contract.FLAG_GRACE):
             setattr(args, name, _number(float, option, value))
         else:
             setattr(args, name, value)
@@ -453,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     except ExecutorError as e:
         print(f"fx executor: {e}", file=sys.stderr)
         return e.exit_code
-    masker = Masker(plan.bundle.get("secrets") or {})
+    masker = Masker(plan.bundle.secrets)
     warned = masker.unmasked_names
     _warn_unmasked(warned)
     tail = _Tail(contract.OUTPUT_TAIL_BYTES)
@@ -494,10 +502,10 @@ def main(argv: list[str] | None = None) -> int:
     if timed_out:
         print(f"fx executor: the script ran past its timeout of {args.timeout:g}s and was "
               "stopped", file=sys.stderr)
-    package = plan.bundle.get("package") or {}
+    package = plan.bundle.package
     result = RunResult(
-        run_id=str(plan.bundle.get("run_id", "")), project=str(package.get("project", "")),
-        package=str(package.get("name", "")), exit_code=code, signal=killed_by,
+        run_id=plan.bundle.run_id, project=package.project or "",
+        package=package.name, exit_code=code, signal=killed_by,
         timed_out=timed_out, started_at=_timestamp(started_at),
         finished_at=_timestamp(time.time()),
         duration_s=round(duration, 6), output_tail=tail.text(),

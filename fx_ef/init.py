@@ -141,20 +141,22 @@ def deliver(sealed_path: Path, out_dir: Path, run_id: str, key: bytes) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fx_ef.init",
+    """The flags ``fx_ef.command_lines.init_command`` writes (``contract.FLAG_*``)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {contract.INIT_MODULE}",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--run-id", default=os.environ.get(contract.ENV_RUN_ID),
+    parser.add_argument(contract.FLAG_RUN_ID, default=os.environ.get(contract.ENV_RUN_ID),
                         help=f"the run (default: ${contract.ENV_RUN_ID})")
-    parser.add_argument("--sealed", type=Path, default=Path(contract.POD_SEALED_BUNDLE))
-    parser.add_argument("--out", type=Path, default=Path(contract.POD_SECRETS_DIR))
+    parser.add_argument(contract.FLAG_SEALED, type=Path, default=Path(contract.POD_SEALED_BUNDLE))
+    parser.add_argument(contract.FLAG_OUT, type=Path, default=Path(contract.POD_SECRETS_DIR))
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--key-stdin", action="store_true",
+    source.add_argument(contract.FLAG_KEY_STDIN, action="store_true",
                         help="read the base64 run key from stdin (local runs)")
-    source.add_argument("--broker", default=os.environ.get(contract.ENV_BROKER_URL),
+    source.add_argument(contract.FLAG_BROKER, default=os.environ.get(contract.ENV_BROKER_URL),
                         help=f"the broker's https URL (default: ${contract.ENV_BROKER_URL})")
-    parser.add_argument("--token-file", type=Path, default=Path(contract.POD_TOKEN_FILE))
-    parser.add_argument("--ca-file", type=Path, default=Path(contract.POD_CA_FILE))
-    parser.add_argument("--broker-wait", type=float, default=BROKER_WAIT_SECONDS,
+    parser.add_argument(contract.FLAG_TOKEN_FILE, type=Path,
+                        default=Path(contract.POD_TOKEN_FILE))
+    parser.add_argument(contract.FLAG_CA_FILE, type=Path, default=Path(contract.POD_CA_FILE))
+    parser.add_argument(contract.FLAG_BROKER_WAIT, type=float, default=BROKER_WAIT_SECONDS,
                         help="seconds to keep asking while the broker cannot be reached "
                              f"(default: {BROKER_WAIT_SECONDS:g})")
     return parser
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if not args.run_id:
-            raise InitError(f"no run id: pass --run-id or set {contract.ENV_RUN_ID}", EXIT_USAGE)
+            raise InitError(f"no run id: pass {contract.FLAG_RUN_ID} or set "
+                            f"{contract.ENV_RUN_ID}", EXIT_USAGE)
         if args.key_stdin:
             key = _decode_key(sys.stdin.readline(), "stdin")
         elif args.broker:
@@ -172,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                                   args.ca_file if args.ca_file.exists() else None,
                                   wait=args.broker_wait)
         else:
-            raise InitError("no key source: pass --key-stdin or --broker", EXIT_USAGE)
+            raise InitError(f"no key source: pass {contract.FLAG_KEY_STDIN} or "
+                            f"{contract.FLAG_BROKER}", EXIT_USAGE)
         path = deliver(args.sealed, args.out, args.run_id, key)
     except InitError as e:
         print(f"fx init: {e}", file=sys.stderr)

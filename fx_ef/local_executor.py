@@ -17,10 +17,11 @@ import signal
 import sys
 from collections.abc import Callable
 
-from fx_ef import executor
+from fx_ef import contract, executor
 from fx_ef._process import die_with_parent, exit_without_teardown
 
-USAGE = "usage: python -m fx_ef.local_executor --runner-pid PID [executor arguments]"
+USAGE = (f"usage: python -m {contract.LOCAL_EXECUTOR_MODULE} {contract.FLAG_RUNNER_PID} PID "
+         "[executor arguments]")
 
 
 def _script_dies_with(executor_pid: int) -> Callable[[], None]:
@@ -34,7 +35,7 @@ def _script_dies_with(executor_pid: int) -> Callable[[], None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 2 or args[0] != "--runner-pid" or not args[1].isdigit():
+    if len(args) < 2 or args[0] != contract.FLAG_RUNNER_PID or not args[1].isdigit():
         print(USAGE, file=sys.stderr)
         return executor.EXIT_USAGE
     die_with_parent(signal.SIGKILL, int(args[1]))

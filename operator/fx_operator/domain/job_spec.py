@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fx_ef import contract
+from fx_ef.command_lines import executor_command, init_command
 from fx_operator.domain.api_group import (
     ANNOTATION_CONTENT_HASH,
     API_VERSION,
@@ -158,10 +159,9 @@ def run_job(plan: RunPlan, settings: RunPodSettings) -> dict[str, Any]:
     ca_mount = {"name": "broker-ca", "mountPath": _dir(contract.POD_CA_FILE), "readOnly": True}
     init = {
         "name": INIT_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "fx_ef.init", "--run-id", plan.run_id,
-                    "--sealed", contract.POD_SEALED_BUNDLE, "--out", secrets_dir,
-                    "--broker", settings.broker_url, "--token-file", contract.POD_TOKEN_FILE,
-                    "--ca-file", contract.POD_CA_FILE],
+        "command": init_command(run_id=plan.run_id, sealed=contract.POD_SEALED_BUNDLE,
+                                out=secrets_dir, broker=settings.broker_url,
+                                token_file=contract.POD_TOKEN_FILE, ca_file=contract.POD_CA_FILE),
         "env": env, "securityContext": _restricted(),
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
                       "limits": {"cpu": "500m", "memory": "128Mi"}},
@@ -170,9 +170,8 @@ def run_job(plan: RunPlan, settings: RunPodSettings) -> dict[str, Any]:
             {"name": "secrets", "mountPath": secrets_dir},
             token_mount, ca_mount],
     }
-    command = ["python", "-m", "fx_ef.executor", "--bundle", bundle_path,
-               "--package-dir", contract.POD_PACKAGE_DIR, "--result", contract.POD_RESULT_FILE,
-               "--result-max-bytes", str(RESULT_MAX_BYTES)]
+    command = executor_command(bundle=bundle_path, package_dir=contract.POD_PACKAGE_DIR,
+                               result=contract.POD_RESULT_FILE, result_max_bytes=RESULT_MAX_BYTES)
     script = {
         "name": SCRIPT_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
         "command": command, "env": env, "securityContext": _restricted(),

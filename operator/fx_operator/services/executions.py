@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from fx_ef import contract
 from fx_ef.bundle import new_run_key, seal_bundle
+from fx_ef.run_bundle import BundleChannel, RunBundle
 from fx_operator.config import Settings
 from fx_operator.domain import api_group, job_spec
 from fx_operator.domain.conditions import (
@@ -256,17 +257,14 @@ class ExecutionService:
                 del resolution, key
                 self.run_keys.finish(run_id, tx=tx)
                 return missing
-        bundle = {
-            "format": contract.BUNDLE_FORMAT, "run_id": run_id,
-            "package": {"name": definition.name, "id": f"{namespace}/{definition.name}",
-                        "project": namespace},
-            "entrypoint": definition.entrypoint, "compat": definition.compat,
-            "params": params, "config": definition.config, "secrets": resolution.values,
-            "scopes": {n: e.scope.value for n, e in resolution.manifest.items()},
-            "channel": {"url": self.settings.broker_url, "token": None,
-                        "token_file": contract.POD_TOKEN_FILE, "ca_file": contract.POD_CA_FILE},
-            "allow_platform_write": allow_platform,
-        }
+        bundle = RunBundle.build(
+            run_id=run_id, project=namespace, package=definition.name,
+            entrypoint=definition.entrypoint, compat=definition.compat, params=params,
+            config=definition.config, secrets=resolution.values,
+            scopes={n: e.scope.value for n, e in resolution.manifest.items()},
+            channel=BundleChannel(self.settings.broker_url, token_file=contract.POD_TOKEN_FILE,
+                                  ca_file=contract.POD_CA_FILE),
+            allow_platform_write=allow_platform)
         sealed = base64.b64encode(seal_bundle(bundle, key)).decode()
         manifest = resolution.manifest_dict()
         del bundle, resolution, key  # plaintext lives no longer than needed

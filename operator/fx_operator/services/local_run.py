@@ -31,6 +31,8 @@ from typing import Any, Protocol
 
 from fx_ef import contract
 from fx_ef.bundle import new_run_key, seal_bundle
+from fx_ef.command_lines import executor_command
+from fx_ef.run_bundle import BundleChannel, RunBundle
 from fx_operator.domain.package_spec import PackageSpec, parse_package_spec
 from fx_operator.domain.scopes import DEFAULT_PROJECT, OWNER_NAME_PATTERN
 from fx_operator.domain.secret_needs import SecretNeeds, find_in_scripts
@@ -216,14 +218,9 @@ class LocalRunner:
     def _execute(self, bundle: Path, folder: PackageFolder, result: Path,
                  options: RunOptions) -> int:
         # The executor as a local run starts it: it and the script die with this process.
-        command = [self.python, "-m", "fx_ef.local_executor", "--runner-pid", str(os.getpid()),
-                   "--bundle", str(bundle), "--package-dir", str(folder.path),
-                   "--result", str(result)]
-        if not options.mask:
-            command.append("--no-mask")
-        timeout = options.timeout or folder.spec.timeout
-        if timeout:
-            command += ["--timeout", str(timeout)]
+        command = executor_command(
+            python=self.python, runner_pid=os.getpid(), bundle=bundle, package_dir=folder.path,
+            result=result, mask=options.mask, timeout=options.timeout or folder.spec.timeout)
         process = subprocess.Popen(command, env=_script_env())
         with _forwarding_signals(process):
             return process.wait()
@@ -262,20 +259,15 @@ def _script_env() -> dict[str, str]:
 
 
 def _bundle(folder: PackageFolder, run_id: str, resolution: Resolution, options: RunOptions,
-            channel: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "format": contract.BUNDLE_FORMAT,
-        "run_id": run_id,
-        "package": {"name": folder.name, "id": folder.package_id, "project": folder.project},
-        "entrypoint": folder.entrypoint,
-        "compat": folder.spec.compat,
-        "params": {**folder.spec.params, **options.params},
-        "config": dict(folder.spec.config),
-        "secrets": resolution.values,
-        "scopes": {name: entry.scope.value for name, entry in resolution.manifest.items()},
-        "channel": channel,
-        "allow_platform_write": options.allow_platform_write,
-    }
+            channel: dict[str, Any]) -> RunBundle:
+    return RunBundle.build(
+        run_id=run_id, project=folder.project, package=folder.name,
+        entrypoint=folder.entrypoint, compat=folder.spec.compat,
+        params={**folder.spec.params, **options.params}, config=folder.spec.config,
+        secrets=resolution.values,
+        scopes={name: entry.scope.value for name, entry in resolution.manifest.items()},
+        channel=BundleChannel.from_value(channel),
+        allow_platform_write=options.allow_platform_write)
 
 
 def _record(result_file: Path, folder: PackageFolder, run_id: str, exit_code: int,
