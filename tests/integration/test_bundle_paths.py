@@ -19,7 +19,7 @@ from fx_operator.services import executions, local_run
 from fx_operator.services.executions import ExecutionService
 from fx_operator.services.local_run import LocalRunner, RunOptions, load_package_folder
 from fx_operator.services.run_keys import RunKeyService
-from fx_operator.services.secrets import SecretService
+from fx_operator.services.secret_service import SecretService
 from fx_operator.storage.kube import PodIdentity
 
 from fx_ef.bundle import open_bundle
