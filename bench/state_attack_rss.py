@@ -49,7 +49,7 @@ def _serve(dsn: str, folder: Path) -> None:
     async def main() -> None:
         service = SecretService(SecretStore.open_postgres(dsn), MasterKey.generate(),
                                 actor="bench")
-        keys = RunKeyService(service.store, service.master_key)
+        keys = RunKeyService(service.store, service.keys)
         keys.register(RUN_ID, "team-a", "exec-1", "fx-1", "etl", os.urandom(32), False)
         ca = pki.make_ca()
         serving = pki.make_serving_certificate(ca, ["localhost"], ["127.0.0.1"])

@@ -15,6 +15,7 @@ from fx_operator.config import Settings
 from fx_operator.domain.job_spec import RunPlan, job_name
 from fx_operator.domain.package_spec import PackageDefinition
 from fx_operator.domain.scopes import Owner
+from fx_operator.endpoints.local_channel import LocalChannel
 from fx_operator.services import executions, local_run
 from fx_operator.services.executions import ExecutionService
 from fx_operator.services.local_run import LocalRunner, RunOptions, load_package_folder
@@ -65,7 +66,7 @@ def _operator_path(service: SecretService, settings: Settings,
     """What admission seals for a pod, and what the pod reads after claiming its key."""
     seals = _Seals(executions.seal_bundle)
     monkeypatch.setattr(executions, "seal_bundle", seals)
-    run_keys = RunKeyService(service.store, service.master_key)
+    run_keys = RunKeyService(service.store, service.keys)
     nothing: Any = None  # admission's sealing step talks to neither the API nor the packages
     admission = ExecutionService(service, run_keys, nothing, nothing, settings, nothing,
                                  ca_pem="")
@@ -97,8 +98,8 @@ def _local_path(service: SecretService, tmp_path: Path,
     (folder / "package.yaml").write_text(
         f"name: {PACKAGE}\nproject: {PROJECT}\nparams: {{day: monday}}\n"
         "config: {region: eu}\n")
-    record = LocalRunner(service).run(load_package_folder(folder),
-                                      RunOptions(params={"limit": 10}))
+    record = LocalRunner(service, channel=LocalChannel).run(load_package_folder(folder),
+                                                            RunOptions(params={"limit": 10}))
     assert record.exit_code == 0, record.output_tail
     assert record.output_tail.splitlines() == [
         "DB_PASS delivered", "API_TOKEN delivered", "SIGNING_KEY delivered"]
