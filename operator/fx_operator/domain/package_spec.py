@@ -32,6 +32,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from fx_operator.domain.conditions import Reason
 from fx_operator.domain.nesting import too_deep
+from fx_operator.domain.retries import check_retries
 from fx_operator.domain.scopes import OWNER_NAME_PATTERN
 from fx_operator.domain.secrets_file import NAME_PATTERN as SECRET_NAME_PATTERN
 from fx_operator.domain.yaml_values import TooDeepError, json_problems, load_json_values
@@ -158,6 +159,8 @@ class PackageDefinition:
     timeout_seconds: int | None = None
     resources: dict[str, Any] = field(default_factory=dict)
     secrets: SecretsSpec = field(default_factory=SecretsSpec)
+    #: ``spec.retries``: the default of its runs' retries (``domain.retries``), if it sets one.
+    retries: dict[str, Any] | None = None
 
 
 def package_definition(name: str, spec: dict[str, Any]) -> PackageDefinition:
@@ -216,11 +219,13 @@ def package_definition(name: str, spec: dict[str, Any]) -> PackageDefinition:
         elif (nesting := too_deep(spec.get(key, {}))) is not None:
             problems.append(Problem(f"spec.{key}", nesting))
     secrets = _secrets_spec(spec.get("secrets"), "spec.secrets", problems)
+    problems.extend(check_retries(spec.get("retries"), "spec.retries"))
     if problems:
         raise ValidationError(problems, source=source)
     return PackageDefinition(name, scripts, str(entrypoint), spec.get("image"),
                              dict(spec.get("params") or {}), dict(spec.get("config") or {}),
-                             compat, timeout, dict(spec.get("resources") or {}), secrets)
+                             compat, timeout, dict(spec.get("resources") or {}), secrets,
+                             spec.get("retries"))
 
 
 def _secrets_spec(raw: Any, where: str, problems: list[Problem]) -> SecretsSpec:

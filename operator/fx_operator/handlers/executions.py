@@ -1,4 +1,5 @@
-"""Execution: admit it into a Job, then follow the run pod and the Job to the end."""
+"""Execution: admit it into a Job, follow the run pod and the Job to the end, and start the next
+try of a failed run when its backoff is over."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from fx_operator.domain.conditions import Outcome
 from fx_operator.domain.job_spec import GROUP, LABEL_MANAGED_BY, LABEL_RUN, MANAGER, VERSION
+from fx_operator.domain.retries import awaiting_next_try, current_try, seconds_until_next_try
 from fx_operator.exceptions import StoreError
 from fx_operator.handlers.common import app_of, apply, retrying
 from fx_operator.services.app import OperatorApp
@@ -31,6 +34,9 @@ FORBIDDEN_TRIES = 3
 #: doubling up to EVENT_RETRY_MAX_DELAY: ~10 minutes in all, as admission), or its end is lost.
 EVENT_TRIES = 25
 EVENT_RETRY_MAX_DELAY = 30.0
+#: How long the next-try daemon waits for its own status write to come back on the watch (which
+#: stops it) before it looks again; looking again is harmless, admission is idempotent.
+NEXT_TRY_RECHECK_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +130,42 @@ async def _report(app: OperatorApp, observed: tuple[dict[str, Any], Outcome] | N
     if outcome.status.get("phase") != (execution.get("status") or {}).get("phase"):
         app.metrics.executions.labels(outcome.status.get("phase", "")).inc()
     await apply(app, execution, None, outcome)
+
+
+def _awaiting_next_try(status: kopf.Status, **_: Any) -> bool:
+    return awaiting_next_try(status)
+
+
+# A daemon only while a failed try's successor waits (kopf stops it when the filter no longer
+# matches, and starts it again after the next failure): no task per Execution otherwise. Started
+# again by kopf for every Execution still waiting when the operator restarts; the try it makes
+# comes from the status, so a restart anywhere in between makes that one try, once.
+@kopf.daemon(GROUP, VERSION, "executions", id="next-try", when=_awaiting_next_try,
+             cancellation_timeout=10)
+async def start_next_try(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo,
+                         **_: Any) -> None:
+    """``body`` is live: each look sees the latest status. Waits for ``status.nextTryAt`` on the
+    daemon's stop flag (never a sleep in a handler), then admits the next try."""
+    app = app_of(memo)
+    failures = 0
+    while not stopped:
+        wait = seconds_until_next_try(body.status, datetime.now(UTC))
+        if wait > 0:
+            await stopped.wait(wait)
+            continue
+        number = current_try(body.status) + 1
+        try:
+            async with retrying():
+                outcome = await app.executions.next_try(dict(body))
+        except kopf.TemporaryError as e:
+            if not gives_up(e.__cause__, failures):
+                failures += 1
+                await stopped.wait(e.delay or 1.0)
+                continue
+            outcome = await app.executions.not_admitted(dict(body), e.__cause__, number)
+        if stopped:  # the operator is stopping: its HTTP session may be closed already
+            break
+        if outcome is not None:
+            app.metrics.executions.labels(outcome.status.get("phase", "Running")).inc()
+        await apply(app, body, None, outcome)
+        await stopped.wait(NEXT_TRY_RECHECK_SECONDS)
