@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
+from fx_operator.cli.main import cli
 from fx_operator.domain.job_spec import GROUP, VERSION, job_name, run_id
 from kubernetes import client
 from support.cluster import Cluster, cluster
@@ -143,6 +145,17 @@ def test_the_packages_retries_are_the_default_and_an_execution_overrides_them(
     status = k8s.finished(NS, "flaky-default-2")["status"]
     assert status["phase"] == "Failed" and len(status["tries"]) == 1, status
     assert status["retryPolicy"] == {"limit": 0, "backoffSeconds": 0}
+
+
+
+def test_fxctl_run_shows_the_tries(k8s: Cluster) -> None:
+    _flaky_package(k8s, "flaky-cli", retries={"limit": 2, "backoffSeconds": 0})
+    ran = CliRunner().invoke(cli, ["run", "flaky-cli", "-n", NS, "--param", "succeed_at=2"],
+                             catch_exceptions=False)
+    k8s.extra_outputs.append(ran.output)
+    assert ran.exit_code == 0, ran.output
+    assert "try 2 secret ***" in ran.output
+    assert "fxctl: Succeeded after 2 tries:" in ran.output, ran.output
 
 
 def test_an_operator_restart_between_tries_makes_exactly_one_next_try(k8s: Cluster) -> None:
