@@ -123,13 +123,17 @@ async def _until_recorded(record: Callable[[], Awaitable[None]], what: str) -> N
 
 
 async def _report(app: OperatorApp, observed: tuple[dict[str, Any], Outcome] | None) -> None:
-    """An Execution's new status from its pod or Job: counted when its phase moves, applied."""
+    """An Execution's new status from its pod or Job: counted when its phase moves, applied.
+
+    Applied onto the version it was decided from: a run pod's and its Job's events are handled
+    at once, and a status decided from a stale read (a try's end already recorded, the next try
+    admitted since) must not overwrite a newer one. The loser's 409 is retried, reading again."""
     if observed is None:
         return
     execution, outcome = observed
     if outcome.status.get("phase") != (execution.get("status") or {}).get("phase"):
         app.metrics.executions.labels(outcome.status.get("phase", "")).inc()
-    await apply(app, execution, None, outcome)
+    await apply(app, execution, None, outcome, conditional=True)
 
 
 def _awaiting_next_try(status: kopf.Status, **_: Any) -> bool:

@@ -446,6 +446,12 @@ class ExecutionService:
         run_id = (meta.get("labels") or {}).get(job_spec.LABEL_RUN)
         if status.get("runId") and (run_id != status["runId"] or try_ended(status)):
             return None  # an earlier try's Job, or the end of this try already recorded
+        if run_id:  # the pod's own end, when it has one, says more (its exit code, its output)
+            for pod in await self.kube.run_pods(meta["namespace"], str(run_id)):
+                said = progress(execution, pod)
+                if said is not None and try_ended(said.status):
+                    await asyncio.to_thread(self.run_keys.finish, str(run_id))
+                    return execution, said
         reason = (Reason.DEADLINE_EXCEEDED if failed[0].get("reason") == "DeadlineExceeded"
                   else Reason.POD_FAILED)
         message = f"Job {meta.get('name')} failed: {failed[0].get('message') or reason}"

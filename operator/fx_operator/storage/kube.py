@@ -198,10 +198,16 @@ class Kube:
                                                         _request_timeout=self.timeout)))
 
     async def patch_custom_status(self, plural: str, namespace: str, name: str,
-                                  status: dict[str, Any]) -> None:
+                                  status: dict[str, Any], *,
+                                  resource_version: str | None = None) -> None:
+        """Merge ``status`` in; with ``resource_version``, only into that version of the object
+        (a 409 ``KubeError`` when it changed since: read again, decide again)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         await self._send(f"updating the status of {plural} {namespace}/{name}", "PATCH",
                          f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
-                         {"status": status}, content_type="application/merge-patch+json")
+                         body, content_type="application/merge-patch+json")
 
     async def list_custom(self, plural: str, namespace: str,
                           label_selector: str) -> list[dict[str, Any]]:
