@@ -222,6 +222,46 @@ def test_the_broker_gives_a_key_once_and_only_to_the_runs_own_pod(real: RealClus
     assert "(4" in _ask_for_key(real, run_id, delivered)  # finished: refused for good
 
 
+# --- retries -------------------------------------------------------------------------------------
+
+#: Fails (exit 1) for its first two tries, counted in its Package's state, then succeeds.
+FAILS_TWICE = ("import sys\n"
+               "from fx_ef import context\n"
+               "tries = int(context.state.get().get('tries', 0)) + 1\n"
+               "context.state.put('tries', tries)\n"
+               "print('try', tries)\n"
+               "sys.exit(0 if tries >= 3 else 1)\n")
+
+
+def test_a_script_failing_twice_then_succeeding_ends_succeeded_after_three_tries(
+        real: RealCluster) -> None:
+    """Three runs of one Execution on the real Job controller: three run ids, three Jobs, and
+    each try's key refused when its pod asks again."""
+    real.apply(package("team-a", "fails-twice", {"main.py": FAILS_TWICE},
+                       retries={"limit": 3, "backoffSeconds": 1}))
+    real.ready("packages", "team-a", "fails-twice")
+    real.apply(execution("team-a", "fails-twice-1", "fails-twice"))
+    done = real.finished("team-a", "fails-twice-1")
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status
+    assert "try 3" in status["result"]["outputTail"]
+    tries = status["tries"]
+    assert [(t["try"], t["phase"], t.get("exitCode")) for t in tries] == [
+        (1, "Failed", 1), (2, "Failed", 1), (3, "Succeeded", 0)]
+    uid = done["metadata"]["uid"]
+    assert [t["runId"] for t in tries] == [f"run-{uid}", f"run-{uid}-2", f"run-{uid}-3"]
+    jobs = real.batch.list_namespaced_job("team-a", label_selector="fx.dev/execution="
+                                          "fails-twice-1").items
+    assert sorted(j.metadata.name for j in jobs) == sorted(job_name("fails-twice-1", n)
+                                                           for n in (1, 2, 3))
+    for entry in tries:
+        (pod,) = real.core.list_namespaced_pod(
+            "team-a", label_selector=f"fx.dev/run-id={entry['runId']}").items
+        (delivered,) = real.agent.tokens[pod.metadata.uid]
+        assert "(4" in _ask_for_key(real, entry["runId"], delivered)  # a key goes once
+        assert run_closed(real.operator_env["FX_DATABASE_URL"], entry["runId"])
+
+
 # --- bad manifests -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("manifest", "message"), [
@@ -238,6 +278,9 @@ def test_the_broker_gives_a_key_once_and_only_to_the_runs_own_pod(real: RealClus
     ({"apiVersion": "fx.dev/v1alpha1", "kind": "Execution",
       "metadata": {"name": "bad-execution", "namespace": "team-a"}, "spec": {}},
      "spec.package"),
+    (execution("team-a", "bad-retries", "any", retries={"limit": 11}), "spec.retries.limit"),
+    (package("team-a", "bad-backoff", {"main.py": "pass"}, retries={"backoffSeconds": -1}),
+     "spec.retries.backoffSeconds"),
 ])
 def test_the_api_server_refuses_what_the_schemas_forbid(real: RealCluster,
                                                          manifest: dict[str, Any],

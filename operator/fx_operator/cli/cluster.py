@@ -7,6 +7,7 @@ manifest carries only values sealed for their namespace, scope, package and name
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import sys
 import time
@@ -20,6 +21,7 @@ from fx_operator.cli.progress import phases
 from fx_operator.config import Settings
 from fx_operator.domain.api_group import API_VERSION, GROUP, VERSION
 from fx_operator.domain.conditions import FINAL_PHASES
+from fx_operator.domain.retries import RetryPolicy
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.domain.sealing import (
     PUBLIC_KEY_CONFIGMAP,
@@ -117,7 +119,7 @@ def run_in_cluster(package: str, namespace: str, params: dict[str, Any], follow:
     with phases(f"fxctl: execution {namespace}/{name}", limit) as show:
         while ((phase := (execution.get("status") or {}).get("phase")) not in FINAL_PHASES
                and time.monotonic() <= started + limit):
-            show(phase or "waiting for the operator", time.monotonic() - started)
+            show(_shown_phase(execution.get("status") or {}), time.monotonic() - started)
             time.sleep(0.5)
             execution = asyncio.run(kube.get_custom("executions", namespace, name))
     if phase not in FINAL_PHASES:
@@ -131,20 +133,37 @@ def run_in_cluster(package: str, namespace: str, params: dict[str, Any], follow:
         return EXIT_WAIT_TIMEOUT
     status = execution["status"]
     click.echo((status.get("result") or {}).get("outputTail", ""), nl=False)
+    tries = int(status.get("tryCount") or 1)
+    after = f" after {tries} tries" if tries > 1 else ""
     for condition in status.get("conditions") or []:
         if condition.get("type") == "Succeeded":
-            click.echo(f"fxctl: {status['phase']}: {condition.get('message')}", err=True)
+            click.echo(f"fxctl: {status['phase']}{after}: {condition.get('message')}", err=True)
     return int(status.get("exitCode", 1))
 
 
+def _shown_phase(status: dict[str, Any]) -> str:
+    """The phase while following a run, with its try once a retry began (``Running (try 2)``),
+    or the time of the next try while it waits."""
+    phase = str(status.get("phase") or "waiting for the operator")
+    tries = int(status.get("tryCount") or 1)
+    if status.get("nextTryAt"):
+        return f"try {tries} failed, try {tries + 1} at {status['nextTryAt']}"
+    return f"{phase} (try {tries})" if tries > 1 else phase
+
+
 def _default_wait(kube: Any, namespace: str, package: str, timeout: float | None) -> float:
-    if not timeout:
-        try:
-            found = asyncio.run(kube.get_custom("packages", namespace, package))
-            timeout = (found.get("spec") or {}).get("timeoutSeconds")
-        except FxError:  # no such Package (the Execution will say so) or not readable
-            timeout = None
-    return float(timeout or DEFAULT_WAIT_SECONDS) + WAIT_MARGIN_SECONDS
+    """Each try's time (its timeout plus a margin) for as many tries as the Package's retries
+    allow, and the backoffs between them."""
+    spec: dict[str, Any] = {}
+    # No such Package (the Execution will say so) or not readable: a run's default wait.
+    with contextlib.suppress(FxError):
+        spec = asyncio.run(kube.get_custom("packages", namespace, package)).get("spec") or {}
+    per_try = float(timeout or spec.get("timeoutSeconds") or DEFAULT_WAIT_SECONDS) \
+        + WAIT_MARGIN_SECONDS
+    policy = RetryPolicy.inherited(spec.get("retries") if isinstance(spec.get("retries"), dict)
+                                   else None)
+    backoffs = sum(policy.backoff(n).total_seconds() for n in range(1, policy.max_tries))
+    return per_try * policy.max_tries + backoffs
 
 
 def _peering_priority(ctx: click.Context, param: click.Parameter, value: str) -> int:

@@ -49,6 +49,7 @@ class Reason(StrEnum):
     SECRETS_SET = "SecretsSet"
     SECRET_MISSING = "SecretMissing"  # noqa: S105 (a reason, not a password)
     ALL_SECRETS_FORBIDDEN = "AllSecretsForbidden"
+    RETRYING = "Retrying"  # a try failed; the next starts after its backoff
     # Schedule
     SCHEDULED = "Scheduled"
     SUSPENDED = "Suspended"

@@ -8,6 +8,9 @@
   pod-security level; no default service-account token; no retries (the key is given once).
 
 Names are deterministic, so a restarted operator finds the Job it made instead of making another.
+Each try of an Execution (``spec.retries``) is a run of its own: try 1 keeps the names runs have
+always had (``run-<uid>``, ``fx-run-<execution>``); try N puts N after the prefix's word
+(``run-<uid>-N``, ``fx-runN-<execution>``), which no first try's name can be.
 """
 
 from __future__ import annotations
@@ -44,12 +47,21 @@ def _bounded(prefix: str, name: str) -> str:
     return f"{full[:_MAX_NAME - 9].rstrip('-')}-{digest}"
 
 
-def job_name(execution: str) -> str:
-    return _bounded("fx-run-", execution)
+def _nth(word: str, try_number: int) -> str:
+    return f"fx-{word}-" if try_number <= 1 else f"fx-{word}{try_number}-"
 
 
-def sealed_secret_name(execution: str) -> str:
-    return _bounded("fx-sealed-", execution)
+def run_id(execution_uid: str, try_number: int = 1) -> str:
+    """The run id of one try of an Execution (audit records, the run key, fx_ef's execution_id)."""
+    return f"run-{execution_uid}" if try_number <= 1 else f"run-{execution_uid}-{try_number}"
+
+
+def job_name(execution: str, try_number: int = 1) -> str:
+    return _bounded(_nth("run", try_number), execution)
+
+
+def sealed_secret_name(execution: str, try_number: int = 1) -> str:
+    return _bounded(_nth("sealed", try_number), execution)
 
 
 def scripts_configmap_name(package: str) -> str:
@@ -96,6 +108,15 @@ class RunPlan:
     image: str | None = None
     timeout_seconds: int | None = None
     resources: dict[str, Any] = field(default_factory=dict)
+    try_number: int = 1
+
+    @property
+    def job_name(self) -> str:
+        return job_name(self.execution, self.try_number)
+
+    @property
+    def sealed_secret_name(self) -> str:
+        return sealed_secret_name(self.execution, self.try_number)
 
     def labels(self) -> dict[str, str]:
         return {LABEL_RUN: self.run_id, LABEL_EXECUTION: self.execution,
@@ -126,7 +147,7 @@ def sealed_bundle_secret(plan: RunPlan, sealed_base64: str) -> dict[str, Any]:
     """The run's bundle, sealed under the one-time run key: ciphertext only (P1)."""
     return {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": sealed_secret_name(plan.execution), "namespace": plan.namespace,
+        "metadata": {"name": plan.sealed_secret_name, "namespace": plan.namespace,
                      "labels": plan.labels(),
                      "ownerReferences": [owner_reference("Execution", plan.execution,
                                                          plan.execution_uid)]},
@@ -145,7 +166,7 @@ def _dir(path: str) -> str:
 
 
 def run_job(plan: RunPlan, settings: RunPodSettings) -> dict[str, Any]:
-    """The Job of one run (its deterministic name: ``job_name(plan.execution)``)."""
+    """The Job of one run (its deterministic name: ``plan.job_name``)."""
     secrets_dir = contract.POD_SECRETS_DIR
     bundle_path = f"{secrets_dir}/{contract.BUNDLE_FILE_NAME}"
     image = plan.image or settings.runtime_image
@@ -188,7 +209,7 @@ def run_job(plan: RunPlan, settings: RunPodSettings) -> dict[str, Any]:
         {"name": "package", "configMap": {
             "name": scripts_configmap_name(plan.package), "defaultMode": 0o444,
             "items": [{"key": n, "path": n} for n in plan.script_names]}},
-        {"name": "sealed", "secret": {"secretName": sealed_secret_name(plan.execution),
+        {"name": "sealed", "secret": {"secretName": plan.sealed_secret_name,
                                       "defaultMode": 0o400}},
         {"name": "secrets", "emptyDir": {"medium": "Memory",
                                          "sizeLimit": settings.bundle_size_limit}},
@@ -218,7 +239,7 @@ def run_job(plan: RunPlan, settings: RunPodSettings) -> dict[str, Any]:
         job_spec["activeDeadlineSeconds"] = plan.timeout_seconds
     return {
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": job_name(plan.execution), "namespace": plan.namespace,
+        "metadata": {"name": plan.job_name, "namespace": plan.namespace,
                      "labels": plan.labels(),
                      "ownerReferences": [owner_reference("Execution", plan.execution,
                                                          plan.execution_uid)]},

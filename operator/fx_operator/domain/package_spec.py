@@ -35,6 +35,7 @@ from fx_operator.domain.nesting import too_deep
 from fx_operator.domain.resources import DeclaredSecret as DeclaredSecret  # moved; kept here
 from fx_operator.domain.resources import PackageResourceSpec, field_problems
 from fx_operator.domain.resources import SecretsSpec as SecretsSpec
+from fx_operator.domain.retries import check_retries
 from fx_operator.domain.scopes import OWNER_NAME_PATTERN
 from fx_operator.domain.yaml_values import TooDeepError, json_problems, load_json_values
 from fx_operator.exceptions import Problem, ValidationError
@@ -124,6 +125,8 @@ class PackageDefinition:
     timeout_seconds: int | None = None
     resources: dict[str, Any] = field(default_factory=dict)
     secrets: SecretsSpec = field(default_factory=SecretsSpec)
+    #: ``spec.retries``: the default of its runs' retries (``domain.retries``), if it sets one.
+    retries: dict[str, Any] | None = None
 
 
 def package_definition(name: str, spec: dict[str, Any]) -> PackageDefinition:
@@ -182,8 +185,9 @@ def definition_of(name: str, spec: PackageResourceSpec) -> PackageDefinition:
                        ("resources", spec.resources)):
         if (nesting := too_deep(value)) is not None:
             problems.append(Problem(f"spec.{key}", nesting))
+    problems.extend(check_retries(spec.retries, "spec.retries"))
     if problems:
         raise ValidationError(problems, source=source)
     return PackageDefinition(name, scripts, str(entrypoint), spec.image, dict(spec.params),
                              dict(spec.config), compat, timeout, dict(spec.resources),
-                             spec.secrets)
+                             spec.secrets, spec.retries)

@@ -147,6 +147,7 @@ class PackageResourceSpec(_Model):
     resources: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: int | None = None
     secrets: SecretsSpec = Field(default_factory=SecretsSpec)
+    retries: dict[str, Any] | None = None  # checked by ``domain.retries.check_retries``
 
 
 class PackageStatus(Status):
@@ -194,6 +195,7 @@ class ExecutionSpec(_Model):
     package: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: int | None = None
+    retries: dict[str, Any] | None = None  # checked by ``domain.retries.check_retries``
 
 
 class Step(_Model):
@@ -227,6 +229,11 @@ class ExecutionStatus(Status):
     steps: list[Step] = Field(default_factory=list)
     manifest: dict[str, ManifestEntry] = Field(default_factory=dict)
     result: RunResult | None = None
+    # the tries of a run retried (``domain.retries`` reads them as the API spells them)
+    tries: list[dict[str, Any]] = Field(default_factory=list)
+    try_count: int | None = None
+    retry_policy: dict[str, Any] | None = None
+    next_try_at: str | None = None
 
 
 class Execution(Resource):
@@ -248,6 +255,7 @@ class ScheduleSpec(_Model):
     suspend: bool = False
     successful_executions_history_limit: int = 3
     failed_executions_history_limit: int = 1
+    retries: dict[str, Any] | None = None  # copied into each Execution made
 
 
 class ScheduleStatus(Status):

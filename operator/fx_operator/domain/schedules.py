@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from fx_operator.domain.nesting import too_deep
+from fx_operator.domain.retries import check_retries
 from fx_operator.exceptions import Problem, ValidationError
 
 MACROS = {
@@ -212,6 +213,8 @@ class ScheduleSpec(BaseModel):
     time_zone: str | None = Field(default=None, alias="timeZone", max_length=64)
     params: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: int | None = Field(default=None, alias="timeoutSeconds", ge=1, le=604800)
+    #: Each Execution's ``spec.retries`` (``domain.retries``), copied as written.
+    retries: dict[str, Any] | None = None
     concurrency_policy: ConcurrencyPolicy = Field(default=ConcurrencyPolicy.ALLOW,
                                                   alias="concurrencyPolicy")
     starting_deadline_seconds: int | None = Field(default=None, alias="startingDeadlineSeconds",
@@ -233,6 +236,8 @@ def parse_schedule_spec(spec: Any) -> ScheduleSpec:
     deep = too_deep(spec.get("params"))
     if deep:
         raise ValidationError(Problem("spec.params", deep), source="Schedule")
+    if retry_problems := check_retries(spec.get("retries"), "spec.retries"):
+        raise ValidationError(retry_problems, source="Schedule")
     try:
         parsed = ScheduleSpec.model_validate(spec)
     except PydanticValidationError as e:

@@ -25,8 +25,11 @@ def app_of(memo: Any) -> OperatorApp:
 
 
 async def apply(app: OperatorApp, body: Any, patch: kopf.Patch | None,
-                outcome: Outcome | None) -> None:
-    """Write the outcome's status (through kopf's patch when handling that object) and Events."""
+                outcome: Outcome | None, *, conditional: bool = False) -> None:
+    """Write the outcome's status (through kopf's patch when handling that object) and Events.
+
+    ``conditional``: only onto the version of ``body`` the outcome was decided from (a 409 when
+    another write came first), for outcomes decided from an object read apart."""
     if outcome is None:
         return
     involved = dict(body)
@@ -34,8 +37,10 @@ async def apply(app: OperatorApp, body: Any, patch: kopf.Patch | None,
         patch.status.update(outcome.status)
     else:
         meta = involved["metadata"]
+        version = meta.get("resourceVersion") if conditional else None
         await app.kube.patch_custom_status(PLURALS[involved["kind"]], meta["namespace"],
-                                           meta["name"], outcome.status)
+                                           meta["name"], outcome.status,
+                                           resource_version=version)
     for event in outcome.events:
         if event.type == "Warning":
             app.metrics.errors.labels(str(event.reason)).inc()

@@ -1,4 +1,5 @@
-"""Execution: admit it into a Job, then follow the run pod and the Job to the end."""
+"""Execution: admit it into a Job, follow the run pod and the Job to the end, and start the next
+try of a failed run when its backoff is over."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -14,6 +16,7 @@ from fx_operator.app import OperatorApp
 from fx_operator.domain.api_group import GROUP, LABEL_MANAGED_BY, LABEL_RUN, MANAGER, VERSION
 from fx_operator.domain.conditions import FINAL_PHASES, Outcome
 from fx_operator.domain.resources import Execution, InvalidResource, Package, parse
+from fx_operator.domain.retries import awaiting_next_try, current_try, seconds_until_next_try
 from fx_operator.exceptions import StoreError
 from fx_operator.handlers.common import app_of, apply, retrying
 from fx_operator.storage.kube import KubeError
@@ -32,6 +35,9 @@ FORBIDDEN_TRIES = 3
 #: doubling up to EVENT_RETRY_MAX_DELAY: ~10 minutes in all, as admission), or its end is lost.
 EVENT_TRIES = 25
 EVENT_RETRY_MAX_DELAY = 30.0
+#: How long the next-try daemon waits for its own status write to come back on the watch (which
+#: stops it) before it looks again; looking again is harmless, admission is idempotent.
+NEXT_TRY_RECHECK_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +135,58 @@ async def _until_recorded(record: Callable[[], Awaitable[None]], what: str) -> N
 
 
 async def _report(app: OperatorApp, observed: tuple[dict[str, Any], Outcome] | None) -> None:
-    """An Execution's new status from its pod or Job: counted when its phase moves, applied."""
+    """An Execution's new status from its pod or Job: counted when its phase moves, applied.
+
+    Applied onto the version it was decided from: a run pod's and its Job's events are handled
+    at once, and a status decided from a stale read (a try's end already recorded, the next try
+    admitted since) must not overwrite a newer one. The loser's 409 is retried, reading again."""
     if observed is None:
         return
     execution, outcome = observed
     if outcome.status.get("phase") != (execution.get("status") or {}).get("phase"):
         app.metrics.executions.labels(outcome.status.get("phase", "")).inc()
-    await apply(app, execution, None, outcome)
+    await apply(app, execution, None, outcome, conditional=True)
+
+
+def _awaiting_next_try(status: kopf.Status, **_: Any) -> bool:
+    return awaiting_next_try(status)
+
+
+# A daemon only while a failed try's successor waits (kopf stops it when the filter no longer
+# matches, and starts it again after the next failure): no task per Execution otherwise. Started
+# again by kopf for every Execution still waiting when the operator restarts; the try it makes
+# comes from the status, so a restart anywhere in between makes that one try, once.
+@kopf.daemon(GROUP, VERSION, "executions", id="next-try", when=_awaiting_next_try,
+             cancellation_timeout=10)
+async def start_next_try(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo,
+                         **_: Any) -> None:
+    """``body`` is live: each look sees the latest status. Waits for ``status.nextTryAt`` on the
+    daemon's stop flag (never a sleep in a handler), then admits the next try."""
+    app = app_of(memo)
+    failures = 0
+    while not stopped:
+        wait = seconds_until_next_try(body.status, datetime.now(UTC))
+        if wait > 0:
+            await stopped.wait(wait)
+            continue
+        number = current_try(body.status) + 1
+        try:
+            execution = parse(Execution, body)
+        except InvalidResource as e:  # malformed since its last try: it fails, naming the field
+            await apply(app, body, None, app.executions.refused(e.header, e))
+            return
+        try:
+            async with retrying():
+                outcome = await app.executions.next_try(execution)
+        except kopf.TemporaryError as e:
+            if not gives_up(e.__cause__, failures):
+                failures += 1
+                await stopped.wait(e.delay or 1.0)
+                continue
+            outcome = await app.executions.not_admitted(execution, e.__cause__, number)
+        if stopped:  # the operator is stopping: its HTTP session may be closed already
+            break
+        if outcome is not None:
+            app.metrics.executions.labels(outcome.status.get("phase", "Running")).inc()
+        await apply(app, body, None, outcome)
+        await stopped.wait(NEXT_TRY_RECHECK_SECONDS)

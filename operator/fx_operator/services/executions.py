@@ -4,6 +4,12 @@ follow its pod to the end, reporting phase, steps, exit code and the masked resu
 Admission is idempotent: the run id comes from the Execution's uid and the Job's name from the
 Execution's name, so an operator restarted at any point finds what it made instead of making a
 second Job. Plaintext exists only in memory here, between the resolution and the sealing.
+
+A failed try with retries left (``domain.retries``) is recorded in ``status.tries`` with the time
+of the next (``status.nextTryAt``); the phase stays Running, the Succeeded condition Unknown with
+reason Retrying. The next try is admitted as the first was, under its own run id and Job name
+(``next_try``, when due); the failed try's Job is kept as history (owned by the Execution, gone
+with its time to live), its run closed so its key is refused from then on.
 """
 
 from __future__ import annotations
@@ -44,6 +50,17 @@ from fx_operator.domain.resources import (
     Resource,
     parse,
 )
+from fx_operator.domain.retries import (
+    RetryPolicy,
+    awaiting_next_try,
+    check_retries,
+    current_try,
+    failed_try_entry,
+    tries_of,
+    try_ended,
+    try_to_admit,
+    with_latest,
+)
 from fx_operator.domain.secret_needs import MissingSecret, SecretNeeds, find_in_scripts
 from fx_operator.exceptions import FxError, ValidationError
 from fx_operator.services.metrics import Metrics
@@ -83,8 +100,18 @@ class RunKeys(Protocol):
     def finish(self, run_id: str, *, tx: Transaction | None = None) -> None: ...
 
 
-def run_id_of(execution: Resource) -> str:
-    return f"run-{execution.metadata.uid}"
+def run_id_of(execution: Resource, try_number: int = 1) -> str:
+    return job_spec.run_id(execution.metadata.uid, try_number)
+
+
+def _status_of(execution: Resource) -> dict[str, Any]:
+    """The status as the API spells it (camelCase), for the pure rules over it
+    (``domain.retries``, ``progress``) and the patches built from it."""
+    return execution.status.model_dump(by_alias=True, exclude_none=True)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _step(name: str, phase: str, message: str = "", *, started: str | None = None,
@@ -117,41 +144,51 @@ class ExecutionService:
 
     # --- admission -------------------------------------------------------------------------
 
-    async def admit(self, body: Execution, package: Package | None = None) -> Outcome | None:
+    async def admit(self, body: Execution, package: Package | None = None, *,
+                    try_number: int | None = None) -> Outcome | None:
         """Create the run's Job, or nothing when it exists already; None when nothing to do.
 
         ``package``: the Package as the operator last saw it on its watch, if it did; read from
-        the API when missing or not (yet) ready for its generation.
+        the API when missing or not (yet) ready for its generation. ``try_number``: the try to
+        admit; default the one the status stands for (none while the next waits for its time).
         """
         meta, spec = body.metadata, body.spec
         namespace, name = meta.namespace, meta.name
-        status = body.status
-        if status.phase in FINAL_PHASES:
+        status = _status_of(body)
+        if body.status.phase in FINAL_PHASES:
             return None
-        run_id = run_id_of(body)
-        job_name = job_spec.job_name(name)
+        number = try_number if try_number is not None else try_to_admit(status)
+        if number is None:
+            return None  # a failed try's successor waits for its time: ``next_try`` starts it
+        run_id = run_id_of(body, number)
+        job_name = job_spec.job_name(name, number)
         if (nesting := too_deep(spec.params)) is not None:
-            return self._failed(body, Reason.INVALID_SPEC, f"spec.params {nesting}")
+            return self._failed(body, Reason.INVALID_SPEC, f"spec.params {nesting}", number)
+        if problems := check_retries(spec.retries, "spec.retries"):
+            return self._failed(body, Reason.INVALID_SPEC, "; ".join(map(str, problems)), number)
         try:
             definition = await self._package(namespace, spec.package, package)
         except PackageNotUsable as e:
-            return self._failed(body, Reason.PACKAGE_NOT_READY, str(e))
+            return self._failed(body, Reason.PACKAGE_NOT_READY, str(e), number)
         except KubeNotFound:
             return self._failed(body, Reason.PACKAGE_NOT_FOUND,
-                                f"no Package {spec.package!r} in namespace {namespace}")
+                                f"no Package {spec.package!r} in namespace {namespace}", number)
+        # Fixed when the first try is admitted: every later try follows the same policy.
+        policy = (RetryPolicy.from_status(status) if status.get("retryPolicy") else
+                  RetryPolicy.inherited(spec.retries, definition.retries))
         plan = job_spec.RunPlan(
             namespace=namespace, execution=name, execution_uid=meta.uid,
             package=definition.name, run_id=run_id, entrypoint=definition.entrypoint,
             script_names=tuple(sorted(definition.scripts)), image=definition.image,
             timeout_seconds=spec.timeout_seconds or definition.timeout_seconds,
-            resources=definition.resources)
+            resources=definition.resources, try_number=number)
         params = {**definition.params, **spec.params}
         if definition.secrets.all and not self.settings.allow_all_secrets:
             return self._failed(body, Reason.ALL_SECRETS_FORBIDDEN,
                                 f"Package {definition.name} asks for every secret of its chain "
                                 "(spec.secrets.all), which the operator's configuration forbids "
                                 "(allowAllSecrets: false): declare the names in "
-                                "spec.secrets.names instead")
+                                "spec.secrets.names instead", number)
         needs = self.needs(definition)
         sealed = await asyncio.to_thread(self._register_and_seal, plan, definition, params,
                                          needs, replace=False)
@@ -159,13 +196,13 @@ class ExecutionService:
             # Admitted before (a restarted operator, a retry): never a second Job, and a pod
             # started from the earlier Secret must not meet a new key.
             if await self.kube.read_job(namespace, job_name) is not None:
-                if status.run_id == run_id:
+                if body.status.run_id == run_id:
                     return None
                 # The operator stopped between creating the Job and writing this status: without
                 # the run id in the status the pod's progress would never be followed. Rebuilt
                 # from what exists: the Job, and the resolution's audit record of this run.
                 manifest = await asyncio.to_thread(self._recorded_manifest, run_id)
-                rebuilt = self._admitted(body, run_id, job_name, manifest,
+                rebuilt = self._admitted(body, plan, policy, manifest,
                                          f"Job {job_name} of run {run_id} found after a "
                                          f"restart of the operator; status rebuilt")
                 return await self._caught_up(body, rebuilt)
@@ -173,30 +210,48 @@ class ExecutionService:
                                              needs, replace=True)  # refused once delivered
             assert sealed is not None
         if isinstance(sealed, list):
-            return self._failed(body, Reason.SECRET_MISSING, _missing_message(sealed))
+            return self._failed(body, Reason.SECRET_MISSING, _missing_message(sealed), number)
         bundle_b64, manifest = sealed
         await self._publish_ca(namespace)
         created = await self.kube.create_run_objects(
             job_spec.sealed_bundle_secret(plan, bundle_b64),
             job_spec.run_job(plan, self.pod_settings))
-        message = (f"Job {job_name} created for run {run_id} with {len(manifest)} secret(s)"
-                   if created else f"Job {job_name} already exists")
-        return self._admitted(body, run_id, job_name, manifest, message)
+        of_tries = f" (try {number} of {policy.max_tries})" if policy.limit else ""
+        message = (f"Job {job_name} created for run {run_id}{of_tries} with {len(manifest)} "
+                   f"secret(s)" if created else f"Job {job_name} already exists")
+        return self._admitted(body, plan, policy, manifest, message)
 
-    def _admitted(self, body: Execution, run_id: str, job_name: str,
+    async def next_try(self, body: Execution) -> Outcome | None:
+        """Admit the try that follows a failed one (its time has come: the caller waited until
+        ``status.nextTryAt``); None when no try is waiting. The number comes from the status,
+        so an operator restarted before, during or after this makes that one try, once."""
+        status = _status_of(body)
+        if not awaiting_next_try(status):
+            return None
+        return await self.admit(body, try_number=current_try(status) + 1)
+
+    def _admitted(self, body: Execution, plan: job_spec.RunPlan, policy: RetryPolicy,
                   manifest: dict[str, Any], message: str) -> Outcome:
         """The status of an Execution whose Job exists: its run followed from now on."""
         generation = body.metadata.generation
+        status = _status_of(body)
+        number = plan.try_number
         now = now_iso()
-        return Outcome({
-            "observedGeneration": generation, "phase": PENDING, "runId": run_id,
-            "jobName": job_name, "manifest": manifest,
+        entry = {"try": number, "runId": plan.run_id, "jobName": plan.job_name,
+                 "phase": PENDING}
+        new: dict[str, Any] = {
+            "observedGeneration": generation, "phase": PENDING if number == 1 else RUNNING,
+            "runId": plan.run_id, "jobName": plan.job_name, "manifest": manifest,
             "steps": [_step(STEP_ADMITTED, SUCCEEDED_PHASE, message, started=now, finished=now),
                       _step(STEP_DELIVERY, PENDING), _step(STEP_SCRIPT, PENDING)],
-            "conditions": with_condition(body.status.condition_dicts(),
+            "tries": [*(t for t in tries_of(status) if int(t.get("try", 0)) < number), entry],
+            "tryCount": number, "retryPolicy": policy.as_status(),
+            "conditions": with_condition(status.get("conditions"),
                                          type_=READY, ok=True, reason=Reason.JOB_CREATED,
-                                         message=message, generation=generation)},
-            [EventNote("Normal", Reason.JOB_CREATED, message)])
+                                         message=message, generation=generation)}
+        if number > 1:  # the failed try's end, cleared (a merge patch keeps what it omits)
+            new.update(nextTryAt=None, exitCode=None, result=None, completionTime=None)
+        return Outcome(new, [EventNote("Normal", Reason.JOB_CREATED, message)])
 
     async def _caught_up(self, body: Execution, rebuilt: Outcome) -> Outcome:
         """A rebuilt status brought up to its pod's state: the pod's events may all have come
@@ -206,7 +261,7 @@ class ExecutionService:
             later = progress({"metadata": {"generation": meta.generation},
                               "status": rebuilt.status}, pod)
             if later is not None:
-                if later.status.get("phase") in FINAL_PHASES:
+                if try_ended(later.status):
                     await asyncio.to_thread(self.run_keys.finish, run_id)
                 return Outcome(later.status, [*rebuilt.events, *later.events])
         return rebuilt
@@ -234,17 +289,13 @@ class ExecutionService:
         """In a worker thread: register a new run key, resolve the run's secrets (only the
         names it needs) and seal them under that key; the base64 bundle and the manifest (no
         values). None when the run was registered before and ``replace`` is False; the missing
-        required names when some are, the key erased at once (it sealed nothing).
-
-        One transaction, one durable commit: the run key, the resolution and their two audit
-        records are written all together or not at all."""
+        required names when some are, the key erased at once (it sealed nothing)."""
         namespace, run_id = plan.namespace, plan.run_id
         allow_platform = self.settings.may_write_platform(namespace, definition.name)
         key = new_run_key()
         with self.secrets.transaction() as tx:
             with self.metrics.timing_store("register-run-key"):
-                if not self.run_keys.register(run_id, namespace, plan.execution,
-                                              job_spec.job_name(plan.execution),
+                if not self.run_keys.register(run_id, namespace, plan.execution, plan.job_name,
                                               definition.name, key, allow_platform,
                                               replace=replace, tx=tx):
                     return None
@@ -298,7 +349,8 @@ class ExecutionService:
         except ValidationError as e:
             raise PackageNotUsable(str(e)) from None
 
-    async def not_admitted(self, body: Resource, error: BaseException | None) -> Outcome:
+    async def not_admitted(self, body: Resource, error: BaseException | None,
+                           try_number: int | None = None) -> Outcome:
         """Admission gave up on ``error``: the Execution fails with it (a Failed phase, its
         conditions and a Warning Event) instead of being left without a status.
 
@@ -307,6 +359,8 @@ class ExecutionService:
         if one was registered before the failure, is closed: no Job will ever claim it.
         """
         namespace = body.metadata.namespace
+        number = try_number or current_try(_status_of(body))
+        run_id = run_id_of(body, number)
         reason = (error.reason if isinstance(error, FxError) else None) or Reason.API_ERROR
         if isinstance(error, KubeError) and error.forbidden:
             message = (f"{error}; the operator's service account is not allowed this call: "
@@ -317,24 +371,33 @@ class ExecutionService:
         else:
             message = f"admission gave up: {error}"
         try:
-            await asyncio.to_thread(self.run_keys.finish, run_id_of(body))
+            await asyncio.to_thread(self.run_keys.finish, run_id)
         except FxError as e:  # never registered, most likely: the store is what failed
-            log.warning("run %s not closed after its admission gave up: %s", run_id_of(body), e)
-        return self._failed(body, reason, message)
+            log.warning("run %s not closed after its admission gave up: %s", run_id, e)
+        return self._failed(body, reason, message, number)
 
     def refused(self, body: Resource, error: ValidationError) -> Outcome:
         """An Execution its schema refuses (it slipped past the API server's) fails, naming
         the field: nothing was registered for it."""
         return self._failed(body, error.reason or Reason.INVALID_SPEC, str(error))
 
-    def _failed(self, body: Resource, reason: Reason, message: str) -> Outcome:
+    def _failed(self, body: Resource, reason: Reason, message: str,
+                try_number: int = 1) -> Outcome:
+        """A try refused at admission: the Execution's end, whatever retries remain (trying
+        again cannot change a missing secret, an unusable Package or a bad spec)."""
+        status = _status_of(body)
         generation = body.metadata.generation
         now = now_iso()
+        entry = {"try": try_number, "runId": run_id_of(body, try_number), "phase": FAILED,
+                 "reason": str(reason), "finishedAt": now}
+        cleared = {"nextTryAt": None} if status.get("nextTryAt") else {}
         return Outcome({
-            "observedGeneration": generation, "phase": FAILED, "completionTime": now,
+            "observedGeneration": generation, "phase": FAILED, "completionTime": now, **cleared,
+            "tries": [*(t for t in tries_of(status) if int(t.get("try", 0)) < try_number),
+                      entry], "tryCount": try_number,
             "steps": [_step(STEP_ADMITTED, FAILED, message, started=now, finished=now)],
             "conditions": with_condition(
-                with_condition(body.status.condition_dicts(), type_=READY, ok=False, reason=reason,
+                with_condition(status.get("conditions"), type_=READY, ok=False, reason=reason,
                                message=message, generation=generation),
                 type_=SUCCEEDED, ok=False, reason=reason, message=message,
                 generation=generation)},
@@ -359,7 +422,7 @@ class ExecutionService:
         outcome = progress(execution, pod)
         if outcome is None:
             return None
-        if outcome.status.get("phase") in FINAL_PHASES:
+        if try_ended(outcome.status):  # the Execution's end, or a try's that another follows
             await asyncio.to_thread(self.run_keys.finish, status["runId"])
         if any(e.reason == Reason.SECRETS_DELIVERED for e in outcome.events):
             self._observe_delivery(status)
@@ -402,6 +465,15 @@ class ExecutionService:
         if execution is None:
             return None
         status = execution.get("status") or {}
+        run_id = (meta.get("labels") or {}).get(api_group.LABEL_RUN)
+        if status.get("runId") and (run_id != status["runId"] or try_ended(status)):
+            return None  # an earlier try's Job, or the end of this try already recorded
+        if run_id:  # the pod's own end, when it has one, says more (its exit code, its output)
+            for pod in await self.kube.run_pods(meta["namespace"], str(run_id)):
+                said = progress(execution, pod)
+                if said is not None and try_ended(said.status):
+                    await asyncio.to_thread(self.run_keys.finish, str(run_id))
+                    return execution, said
         reason = (Reason.DEADLINE_EXCEEDED if failed[0].get("reason") == "DeadlineExceeded"
                   else Reason.POD_FAILED)
         message = f"Job {meta.get('name')} failed: {failed[0].get('message') or reason}"
@@ -433,6 +505,8 @@ def _ready(package: Resource) -> Condition | None:
 def progress(execution: dict[str, Any], pod: dict[str, Any]) -> Outcome | None:
     """Pure: what the pod's status means for the Execution's."""
     status = execution.get("status") or {}
+    if try_ended(status):
+        return None  # the try's end is recorded; a later event of its pod changes nothing
     pod_status = pod.get("status") or {}
     init: dict[str, Any] = next(iter(pod_status.get("initContainerStatuses") or []), {})
     main: dict[str, Any] = next(iter(pod_status.get("containerStatuses") or []), {})
@@ -462,11 +536,18 @@ def progress(execution: dict[str, Any], pod: dict[str, Any]) -> Outcome | None:
                       steps=steps, started=terminated.get("startedAt"),
                       finished=terminated.get("finishedAt"))
     running = main_state.get("running")
-    if running and status.get("phase") != RUNNING:
-        steps[STEP_SCRIPT] = _step(STEP_SCRIPT, RUNNING, started=running.get("startedAt"))
-        events.append(EventNote("Normal", Reason.RUNNING, "the script is running"))
+    if running and steps.get(STEP_SCRIPT, {}).get("phase") != RUNNING:
+        started = running.get("startedAt") or now_iso()
+        steps[STEP_SCRIPT] = _step(STEP_SCRIPT, RUNNING, started=started)
+        number = current_try(status)
+        events.append(EventNote("Normal", Reason.RUNNING, "the script is running" + (
+            f" (try {number})" if number > 1 else "")))
+        latest = {**(tries_of(status) or [{"try": 1, "runId": status.get("runId"),
+                                            "jobName": status.get("jobName")}])[-1],
+                  "phase": RUNNING, "startedAt": started}
         return Outcome({**_keep(status), "phase": RUNNING,
-                        "startTime": running.get("startedAt") or now_iso(),
+                        "startTime": status.get("startTime") or started,
+                        "tries": with_latest(status, latest),
                         "steps": list(steps.values())}, events)
     if events:
         return Outcome({**_keep(status), "steps": list(steps.values())}, events)
@@ -475,7 +556,8 @@ def progress(execution: dict[str, Any], pod: dict[str, Any]) -> Outcome | None:
 
 def _keep(status: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if k in (
-        "observedGeneration", "runId", "jobName", "manifest", "conditions", "startTime")}
+        "observedGeneration", "runId", "jobName", "manifest", "conditions", "startTime",
+        "tries", "tryCount", "retryPolicy")}
 
 
 def _result(message: str | None) -> dict[str, Any] | None:
@@ -522,5 +604,36 @@ def _final(execution: dict[str, Any], phase: str, reason: Reason, message: str,
         new["result"] = result
     if "startTime" not in new and started:
         new["startTime"] = started
+    number = current_try(status)
+    entry = failed_try_entry(status, reason=reason, exit_code=exit_code, started=started,
+                             finished=str(new["completionTime"]))
+    if phase == SUCCEEDED_PHASE:
+        entry["phase"] = SUCCEEDED_PHASE
+    new["tries"], new["tryCount"] = with_latest(status, entry), number
+    policy = RetryPolicy.from_status(status)
+    following = policy.next_try(number, reason) if phase == FAILED else None
+    if following is not None:
+        return _retrying(execution, new, policy, number, following, reason, message)
+    if phase == FAILED and policy.limit and number > 1:
+        message = f"{message} (try {number} of {policy.max_tries}: no retries left)"
+        new["conditions"] = with_condition(status.get("conditions"), type_=SUCCEEDED, ok=False,
+                                           reason=reason, message=message,
+                                           generation=generation)
     event_type = "Normal" if phase == SUCCEEDED_PHASE else "Warning"
     return Outcome(new, [EventNote(event_type, reason, message)], ok=phase == SUCCEEDED_PHASE)
+
+
+def _retrying(execution: dict[str, Any], ended: dict[str, Any], policy: RetryPolicy,
+              failed: int, following: int, reason: Reason, message: str) -> Outcome:
+    """A failed try that another follows: the Execution goes on (Running, Succeeded Unknown
+    with reason Retrying) until ``nextTryAt``, when ``ExecutionService.next_try`` starts it."""
+    status = execution.get("status") or {}
+    due = datetime.now(UTC) + policy.backoff(failed)
+    said = (f"try {failed} of {policy.max_tries} failed ({message}); try {following} at "
+            f"{_iso(due)}, in {int(policy.backoff(failed).total_seconds())} s")
+    new = {**ended, "phase": RUNNING, "nextTryAt": _iso(due),
+           "conditions": with_condition(status.get("conditions"), type_=SUCCEEDED, ok=None,
+                                        reason=Reason.RETRYING, message=said,
+                                        generation=execution["metadata"].get("generation"))}
+    new.pop("completionTime", None)
+    return Outcome(new, [EventNote("Warning", reason, said)])

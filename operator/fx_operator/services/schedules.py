@@ -87,6 +87,8 @@ def execution_body(schedule: dict[str, Any], spec: ScheduleSpec, *, name: str | 
         execution_spec["params"] = spec.params
     if spec.timeout_seconds is not None:
         execution_spec["timeoutSeconds"] = spec.timeout_seconds
+    if spec.retries:
+        execution_spec["retries"] = dict(spec.retries)
     metadata: dict[str, Any] = {
         "namespace": schedule["namespace"], "labels": {SCHEDULE_LABEL: schedule["name"]},
         "ownerReferences": [{"apiVersion": API_VERSION, "kind": "Schedule",

@@ -194,10 +194,16 @@ class Kube:
                                    _custom_path(namespace, plural), body)
 
     async def patch_custom_status(self, plural: str, namespace: str, name: str,
-                                  status: dict[str, Any]) -> None:
+                                  status: dict[str, Any], *,
+                                  resource_version: str | None = None) -> None:
+        """Merge ``status`` in; with ``resource_version``, only into that version of the object
+        (a 409 ``KubeError`` when it changed since: read again, decide again)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         await self._request(f"updating the status of {plural} {namespace}/{name}", "PATCH",
                             _custom_path(namespace, plural, name) + "/status",
-                            {"status": status}, content_type=MERGE_PATCH)
+                            body, content_type=MERGE_PATCH)
 
     async def list_custom(self, plural: str, namespace: str,
                           label_selector: str) -> list[dict[str, Any]]:
