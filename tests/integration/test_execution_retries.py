@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from fx_operator.cli.main import cli
-from fx_operator.domain.api_group import GROUP, VERSION, job_name, run_id
+from fx_operator.domain.api_group import GROUP, VERSION
+from fx_operator.domain.job_spec import job_name, run_id
 from kubernetes import client
 from support.cluster import Cluster, cluster
 from support.postgres import PostgresServer
