@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 from fx_operator.domain.conditions import Reason
+from fx_operator.domain.execution_status import usable_from_watch
 from fx_operator.domain.resources import Execution, ResourceHeader
 from fx_operator.exceptions import StoreError
 from fx_operator.handlers.executions import ADMISSION_TRIES, FORBIDDEN_TRIES, gives_up
-from fx_operator.services.executions import ExecutionService, NotReadyYet, usable_from_watch
+from fx_operator.services.executions import ExecutionService, NotReadyYet
 from fx_operator.storage.kube import KubeError
 
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from fx_operator.domain import api_group, job_spec
 from fx_operator.domain.conditions import Reason, with_condition
+from fx_operator.domain.execution_status import progress
 from fx_operator.domain.package_spec import package_definition
 from fx_operator.exceptions import Problem, ValidationError
-from fx_operator.services.executions import progress
 
 from fx_ef import contract
 

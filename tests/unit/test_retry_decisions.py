@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fx_operator.domain import job_spec
 from fx_operator.domain.conditions import Reason
+from fx_operator.domain.execution_status import progress
 from fx_operator.domain.package_spec import package_definition
 from fx_operator.domain.retries import (
     RetryPolicy,
@@ -22,7 +23,6 @@ from fx_operator.domain.retries import (
 )
 from fx_operator.domain.schedules import parse_schedule_spec
 from fx_operator.exceptions import ValidationError
-from fx_operator.services.executions import progress
 from fx_operator.services.schedules import execution_body
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from fx_operator.services.executions import progress
+from fx_operator.domain.execution_status import progress
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "execution.yaml"
 

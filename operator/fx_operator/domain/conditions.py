@@ -7,6 +7,7 @@ say what is wrong and how to fix it, and never carry a secret value.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -97,3 +98,32 @@ def with_condition(conditions: list[dict[str, Any]] | None, *, type_: str, ok: b
         condition["observedGeneration"] = generation
     others = [c for c in conditions or [] if c.get("type") != type_]
     return [*others, condition]
+
+
+def mark_ready(previous: list[dict[str, Any]] | None, *, generation: int | None,
+               reason: Reason, message: str, fields: Mapping[str, Any] | None = None,
+               events: Sequence[EventNote] = ()) -> Outcome:
+    """An object judged usable for ``generation``: Ready=True with ``reason`` and ``message``,
+    beside its kind's own status ``fields``. Every reconciler (Package, ScopedSecret,
+    Execution, Schedule) says it this way, so ``kubectl wait --for=condition=Ready`` means
+    the same for each."""
+    return Outcome({"observedGeneration": generation, **(fields or {}),
+                    "conditions": with_condition(previous, type_=READY, ok=True, reason=reason,
+                                                 message=message, generation=generation)},
+                   list(events))
+
+
+def mark_failed(previous: list[dict[str, Any]] | None, *, generation: int | None,
+                reason: Reason, message: str, fields: Mapping[str, Any] | None = None,
+                ended: bool = False) -> Outcome:
+    """An object refused for ``generation``: Ready=False with the reason and message, and a
+    Warning Event saying the same; ``ended`` also sets Succeeded=False (an Execution that will
+    not run)."""
+    conditions = with_condition(previous, type_=READY, ok=False, reason=reason,
+                                message=message, generation=generation)
+    if ended:
+        conditions = with_condition(conditions, type_=SUCCEEDED, ok=False, reason=reason,
+                                    message=message, generation=generation)
+    return Outcome({"observedGeneration": generation, **(fields or {}),
+                    "conditions": conditions}, [EventNote("Warning", reason, message)],
+                   ok=False)

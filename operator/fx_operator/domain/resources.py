@@ -22,7 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_camel
 
-from fx_operator.domain.conditions import READY, EventNote, Outcome, Reason, with_condition
+from fx_operator.domain.conditions import (
+    Outcome,
+    Reason,
+    mark_failed,
+)
 from fx_operator.domain.secrets_file import NAME_PATTERN as SECRET_NAME_PATTERN
 from fx_operator.exceptions import FxError, Problem, ValidationError
 
@@ -336,10 +340,5 @@ def _what(error: Any) -> str:
 def not_ready(resource: Resource, error: FxError, default: Reason) -> Outcome:
     """The status and Warning Event of an object refused: Ready=False with the error's reason
     (else ``default``) and its message, for the generation it describes."""
-    reason = error.reason or default
-    message = str(error)
-    generation = resource.generation
-    return Outcome({"observedGeneration": generation, "conditions": with_condition(
-        resource.status.condition_dicts(), type_=READY, ok=False, reason=reason,
-        message=message, generation=generation)}, [EventNote("Warning", reason, message)],
-        ok=False)
+    return mark_failed(resource.status.condition_dicts(), generation=resource.generation,
+                       reason=error.reason or default, message=str(error))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -29,21 +28,22 @@ from fx_operator.domain import api_group, job_spec
 from fx_operator.domain.conditions import (
     FAILED,
     FINAL_PHASES,
-    PENDING,
-    READY,
-    RUNNING,
-    SUCCEEDED,
-    SUCCEEDED_PHASE,
-    EventNote,
     Outcome,
     Reason,
-    now_iso,
-    with_condition,
+)
+from fx_operator.domain.execution_status import (
+    STEP_ADMITTED,
+    admitted,
+    ended,
+    missing_message,
+    package_ready,
+    progress,
+    refused_at_admission,
+    usable_from_watch,
 )
 from fx_operator.domain.nesting import too_deep
 from fx_operator.domain.package_spec import PackageDefinition
 from fx_operator.domain.resources import (
-    Condition,
     Execution,
     InvalidResource,
     Package,
@@ -55,11 +55,8 @@ from fx_operator.domain.retries import (
     awaiting_next_try,
     check_retries,
     current_try,
-    failed_try_entry,
-    tries_of,
     try_ended,
     try_to_admit,
-    with_latest,
 )
 from fx_operator.domain.secret_needs import MissingSecret, SecretNeeds, find_in_scripts
 from fx_operator.exceptions import FxError, ValidationError
@@ -70,8 +67,6 @@ from fx_operator.storage.backends import Transaction
 from fx_operator.storage.kube import Kube, KubeError, KubeNotFound
 
 log = logging.getLogger(__name__)
-
-STEP_ADMITTED, STEP_DELIVERY, STEP_SCRIPT = "Admitted", "SecretsDelivered", "Script"
 
 
 class NotReadyYet(FxError):
@@ -108,22 +103,6 @@ def _status_of(execution: Resource) -> dict[str, Any]:
     """The status as the API spells it (camelCase), for the pure rules over it
     (``domain.retries``, ``progress``) and the patches built from it."""
     return execution.status.model_dump(by_alias=True, exclude_none=True)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _step(name: str, phase: str, message: str = "", *, started: str | None = None,
-          finished: str | None = None) -> dict[str, Any]:
-    step: dict[str, Any] = {"name": name, "phase": phase}
-    if message:
-        step["message"] = message
-    if started:
-        step["startedAt"] = started
-    if finished:
-        step["finishedAt"] = finished
-    return step
 
 
 class ExecutionService:
@@ -210,7 +189,7 @@ class ExecutionService:
                                              needs, replace=True)  # refused once delivered
             assert sealed is not None
         if isinstance(sealed, list):
-            return self._failed(body, Reason.SECRET_MISSING, _missing_message(sealed), number)
+            return self._failed(body, Reason.SECRET_MISSING, missing_message(sealed), number)
         bundle_b64, manifest = sealed
         await self._publish_ca(namespace)
         created = await self.kube.create_run_objects(
@@ -232,26 +211,8 @@ class ExecutionService:
 
     def _admitted(self, body: Execution, plan: job_spec.RunPlan, policy: RetryPolicy,
                   manifest: dict[str, Any], message: str) -> Outcome:
-        """The status of an Execution whose Job exists: its run followed from now on."""
-        generation = body.metadata.generation
-        status = _status_of(body)
-        number = plan.try_number
-        now = now_iso()
-        entry = {"try": number, "runId": plan.run_id, "jobName": plan.job_name,
-                 "phase": PENDING}
-        new: dict[str, Any] = {
-            "observedGeneration": generation, "phase": PENDING if number == 1 else RUNNING,
-            "runId": plan.run_id, "jobName": plan.job_name, "manifest": manifest,
-            "steps": [_step(STEP_ADMITTED, SUCCEEDED_PHASE, message, started=now, finished=now),
-                      _step(STEP_DELIVERY, PENDING), _step(STEP_SCRIPT, PENDING)],
-            "tries": [*(t for t in tries_of(status) if int(t.get("try", 0)) < number), entry],
-            "tryCount": number, "retryPolicy": policy.as_status(),
-            "conditions": with_condition(status.get("conditions"),
-                                         type_=READY, ok=True, reason=Reason.JOB_CREATED,
-                                         message=message, generation=generation)}
-        if number > 1:  # the failed try's end, cleared (a merge patch keeps what it omits)
-            new.update(nextTryAt=None, exitCode=None, result=None, completionTime=None)
-        return Outcome(new, [EventNote("Normal", Reason.JOB_CREATED, message)])
+        return admitted(_status_of(body), body.metadata.generation, plan.try_number,
+                        plan.run_id, plan.job_name, policy, manifest, message)
 
     async def _caught_up(self, body: Execution, rebuilt: Outcome) -> Outcome:
         """A rebuilt status brought up to its pod's state: the pod's events may all have come
@@ -338,7 +299,7 @@ class ExecutionService:
                 parse(Package, await self.kube.get_custom("packages", namespace, name))
         except InvalidResource as e:
             raise PackageNotUsable(str(e)) from None
-        ready = _ready(body)
+        ready = package_ready(body)
         if ready is None:
             raise NotReadyYet(f"Package {namespace}/{name} is not published yet")
         if ready.status != "True":
@@ -383,25 +344,8 @@ class ExecutionService:
 
     def _failed(self, body: Resource, reason: Reason, message: str,
                 try_number: int = 1) -> Outcome:
-        """A try refused at admission: the Execution's end, whatever retries remain (trying
-        again cannot change a missing secret, an unusable Package or a bad spec)."""
-        status = _status_of(body)
-        generation = body.metadata.generation
-        now = now_iso()
-        entry = {"try": try_number, "runId": run_id_of(body, try_number), "phase": FAILED,
-                 "reason": str(reason), "finishedAt": now}
-        cleared = {"nextTryAt": None} if status.get("nextTryAt") else {}
-        return Outcome({
-            "observedGeneration": generation, "phase": FAILED, "completionTime": now, **cleared,
-            "tries": [*(t for t in tries_of(status) if int(t.get("try", 0)) < try_number),
-                      entry], "tryCount": try_number,
-            "steps": [_step(STEP_ADMITTED, FAILED, message, started=now, finished=now)],
-            "conditions": with_condition(
-                with_condition(status.get("conditions"), type_=READY, ok=False, reason=reason,
-                               message=message, generation=generation),
-                type_=SUCCEEDED, ok=False, reason=reason, message=message,
-                generation=generation)},
-            [EventNote("Warning", reason, message)], ok=False)
+        return refused_at_admission(_status_of(body), body.metadata.generation, try_number,
+                                    run_id_of(body, try_number), reason, message)
 
     # --- following the run -----------------------------------------------------------------
 
@@ -479,161 +423,4 @@ class ExecutionService:
         message = f"Job {meta.get('name')} failed: {failed[0].get('message') or reason}"
         if status.get("runId"):
             await asyncio.to_thread(self.run_keys.finish, status["runId"])
-        return execution, _final(execution, FAILED, reason, message, None, None)
-
-
-def _missing_message(missing: list[MissingSecret]) -> str:
-    return ("not started, no Job created: " + "; ".join(map(str, missing)) +
-            " (set it there, or declare it with required: false)")
-
-
-def usable_from_watch(package: Resource) -> bool:
-    """A Package as the watch last showed it is used as is only when Ready for its generation:
-    a refused or unpublished one may be stale (fixed since), so the API is read instead."""
-    ready = _ready(package)
-    return ready is not None and ready.status == "True"
-
-
-def _ready(package: Resource) -> Condition | None:
-    """The Package's Ready condition, if it speaks of the Package's current generation."""
-    ready = package.status.condition(READY)
-    if ready is not None and ready.observed_generation == package.metadata.generation:
-        return ready
-    return None
-
-
-def progress(execution: dict[str, Any], pod: dict[str, Any]) -> Outcome | None:
-    """Pure: what the pod's status means for the Execution's."""
-    status = execution.get("status") or {}
-    if try_ended(status):
-        return None  # the try's end is recorded; a later event of its pod changes nothing
-    pod_status = pod.get("status") or {}
-    init: dict[str, Any] = next(iter(pod_status.get("initContainerStatuses") or []), {})
-    main: dict[str, Any] = next(iter(pod_status.get("containerStatuses") or []), {})
-    init_done = (init.get("state") or {}).get("terminated")
-    main_state = main.get("state") or {}
-    steps = {s["name"]: s for s in status.get("steps") or []}
-    events: list[EventNote] = []
-    if init_done and init_done.get("exitCode") != 0:
-        message = (f"the init step could not deliver the run's secrets (exit "
-                   f"{init_done.get('exitCode')}): {init_done.get('message') or 'see its log'}")
-        return _final(execution, FAILED, Reason.DELIVERY_FAILED, message, None, None)
-    if init_done and steps.get(STEP_DELIVERY, {}).get("phase") != SUCCEEDED_PHASE:
-        steps[STEP_DELIVERY] = _step(STEP_DELIVERY, SUCCEEDED_PHASE,
-                                     "secrets delivered to the run's tmpfs",
-                                     started=init_done.get("startedAt"),
-                                     finished=init_done.get("finishedAt"))
-        events.append(EventNote("Normal", Reason.SECRETS_DELIVERED,
-                                "secrets delivered to the run's tmpfs"))
-    terminated = main_state.get("terminated")
-    if terminated:
-        code = int(terminated.get("exitCode", 1))
-        result = _result(terminated.get("message"))
-        ok = code == 0
-        message = f"the script exited with {code}"
-        return _final(execution, SUCCEEDED_PHASE if ok else FAILED,
-                      Reason.COMPLETED if ok else Reason.SCRIPT_FAILED, message, code, result,
-                      steps=steps, started=terminated.get("startedAt"),
-                      finished=terminated.get("finishedAt"))
-    running = main_state.get("running")
-    if running and steps.get(STEP_SCRIPT, {}).get("phase") != RUNNING:
-        started = running.get("startedAt") or now_iso()
-        steps[STEP_SCRIPT] = _step(STEP_SCRIPT, RUNNING, started=started)
-        number = current_try(status)
-        events.append(EventNote("Normal", Reason.RUNNING, "the script is running" + (
-            f" (try {number})" if number > 1 else "")))
-        latest = {**(tries_of(status) or [{"try": 1, "runId": status.get("runId"),
-                                            "jobName": status.get("jobName")}])[-1],
-                  "phase": RUNNING, "startedAt": started}
-        return Outcome({**_keep(status), "phase": RUNNING,
-                        "startTime": status.get("startTime") or started,
-                        "tries": with_latest(status, latest),
-                        "steps": list(steps.values())}, events)
-    if events:
-        return Outcome({**_keep(status), "steps": list(steps.values())}, events)
-    return None
-
-
-def _keep(status: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in status.items() if k in (
-        "observedGeneration", "runId", "jobName", "manifest", "conditions", "startTime",
-        "tries", "tryCount", "retryPolicy")}
-
-
-def _result(message: str | None) -> dict[str, Any] | None:
-    if not message:
-        return None
-    try:
-        result = json.loads(message)
-    except ValueError:
-        return None
-    if not isinstance(result, dict):
-        return None
-    shown: dict[str, Any] = {"outputTail": str(result.get("output_tail", "")),
-                             "truncated": bool(result.get("output_truncated", False))}
-    unmasked = result.get("unmasked_names")
-    if isinstance(unmasked, list) and unmasked:  # names only: values too short to mask
-        shown["unmaskedSecrets"] = [str(name) for name in unmasked]
-    missing = result.get("missing_names")
-    if isinstance(missing, list) and missing:  # asked for, not delivered: names only
-        shown["missingSecrets"] = [str(name) for name in missing]
-    return shown
-
-
-def _final(execution: dict[str, Any], phase: str, reason: Reason, message: str,
-           exit_code: int | None, result: dict[str, Any] | None, *,
-           steps: dict[str, dict[str, Any]] | None = None, started: str | None = None,
-           finished: str | None = None) -> Outcome:
-    status = execution.get("status") or {}
-    generation = execution["metadata"].get("generation")
-    steps = dict(steps or {s["name"]: s for s in status.get("steps") or []})
-    now = now_iso()
-    steps[STEP_SCRIPT] = _step(STEP_SCRIPT, phase, message,
-                               started=started or status.get("startTime"),
-                               finished=finished or now)
-    if phase == FAILED and steps.get(STEP_DELIVERY, {}).get("phase") == PENDING:
-        steps[STEP_DELIVERY] = _step(STEP_DELIVERY, FAILED, message)
-    new = {**_keep(status), "phase": phase, "completionTime": finished or now,
-           "steps": list(steps.values()),
-           "conditions": with_condition(status.get("conditions"), type_=SUCCEEDED,
-                                        ok=phase == SUCCEEDED_PHASE, reason=reason,
-                                        message=message, generation=generation)}
-    if exit_code is not None:
-        new["exitCode"] = exit_code
-    if result is not None:
-        new["result"] = result
-    if "startTime" not in new and started:
-        new["startTime"] = started
-    number = current_try(status)
-    entry = failed_try_entry(status, reason=reason, exit_code=exit_code, started=started,
-                             finished=str(new["completionTime"]))
-    if phase == SUCCEEDED_PHASE:
-        entry["phase"] = SUCCEEDED_PHASE
-    new["tries"], new["tryCount"] = with_latest(status, entry), number
-    policy = RetryPolicy.from_status(status)
-    following = policy.next_try(number, reason) if phase == FAILED else None
-    if following is not None:
-        return _retrying(execution, new, policy, number, following, reason, message)
-    if phase == FAILED and policy.limit and number > 1:
-        message = f"{message} (try {number} of {policy.max_tries}: no retries left)"
-        new["conditions"] = with_condition(status.get("conditions"), type_=SUCCEEDED, ok=False,
-                                           reason=reason, message=message,
-                                           generation=generation)
-    event_type = "Normal" if phase == SUCCEEDED_PHASE else "Warning"
-    return Outcome(new, [EventNote(event_type, reason, message)], ok=phase == SUCCEEDED_PHASE)
-
-
-def _retrying(execution: dict[str, Any], ended: dict[str, Any], policy: RetryPolicy,
-              failed: int, following: int, reason: Reason, message: str) -> Outcome:
-    """A failed try that another follows: the Execution goes on (Running, Succeeded Unknown
-    with reason Retrying) until ``nextTryAt``, when ``ExecutionService.next_try`` starts it."""
-    status = execution.get("status") or {}
-    due = datetime.now(UTC) + policy.backoff(failed)
-    said = (f"try {failed} of {policy.max_tries} failed ({message}); try {following} at "
-            f"{_iso(due)}, in {int(policy.backoff(failed).total_seconds())} s")
-    new = {**ended, "phase": RUNNING, "nextTryAt": _iso(due),
-           "conditions": with_condition(status.get("conditions"), type_=SUCCEEDED, ok=None,
-                                        reason=Reason.RETRYING, message=said,
-                                        generation=execution["metadata"].get("generation"))}
-    new.pop("completionTime", None)
-    return Outcome(new, [EventNote("Warning", reason, said)])
+        return execution, ended(execution, FAILED, reason, message, None, None)

@@ -18,6 +18,7 @@ from fx_operator.domain.conditions import (
     EventNote,
     Outcome,
     Reason,
+    mark_ready,
     with_condition,
 )
 from fx_operator.domain.package_spec import PackageDefinition, definition_of
@@ -66,15 +67,13 @@ class PackageService:
         conditions = with_condition(conditions, type_=SECRETS_AVAILABLE, ok=not unset,
                                     reason=Reason.SECRET_MISSING if unset else Reason.SECRETS_SET,
                                     message=available, generation=generation)
-        return Outcome({
-            "observedGeneration": generation, "scriptCount": len(package.scripts),
-            "entrypoint": package.entrypoint, "configMap": config_map["metadata"]["name"],
+        return mark_ready(conditions, generation=generation, reason=Reason.SCRIPTS_PUBLISHED,
+                          message=message, events=events, fields={
+            "scriptCount": len(package.scripts), "entrypoint": package.entrypoint,
+            "configMap": config_map["metadata"]["name"],
             "contentHash": job_spec.content_hash(package.scripts),
             "secretsFound": sorted(needs.found.names),
-            "secretsDynamic": [str(place) for place in needs.found.dynamic[:MAX_PLACES_SHOWN]],
-            "conditions": with_condition(conditions, type_=READY, ok=True,
-                                         reason=Reason.SCRIPTS_PUBLISHED, message=message,
-                                         generation=generation)}, events)
+            "secretsDynamic": [str(place) for place in needs.found.dynamic[:MAX_PLACES_SHOWN]]})
 
     async def _refuse_secrets_in_scripts(self, namespace: str,
                                          package: PackageDefinition) -> set[str]:

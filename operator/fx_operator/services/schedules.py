@@ -24,6 +24,7 @@ from fx_operator.domain.conditions import (
     EventNote,
     Outcome,
     Reason,
+    mark_failed,
     with_condition,
 )
 from fx_operator.domain.schedules import (
@@ -134,12 +135,8 @@ class ScheduleService:
         try:
             spec = parse_schedule_spec(body.get("spec"))
         except ValidationError as e:
-            message = str(e)
-            conditions = with_condition(status.get("conditions"), type_=READY, ok=False,
-                                        reason=Reason.INVALID_SPEC, message=message,
-                                        generation=generation)
-            outcome = Outcome({"observedGeneration": generation, "conditions": conditions},
-                              [EventNote("Warning", Reason.INVALID_SPEC, message)], ok=False)
+            outcome = mark_failed(status.get("conditions"), generation=generation,
+                                  reason=Reason.INVALID_SPEC, message=str(e))
             return Look(outcome, INVALID_RECHECK_SECONDS)
         owned = [e for e in await self.kube.list_custom(
             "executions", namespace, f"{SCHEDULE_LABEL}={name}") if _owned_by(e, uid)]

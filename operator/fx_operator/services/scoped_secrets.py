@@ -18,7 +18,12 @@ import logging
 from typing import Any
 
 from fx_operator.config import Settings
-from fx_operator.domain.conditions import READY, EventNote, Outcome, Reason, with_condition
+from fx_operator.domain.conditions import (
+    EventNote,
+    Outcome,
+    Reason,
+    mark_ready,
+)
 from fx_operator.domain.resources import ScopedSecret, ScopedSecretSpec, not_ready
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.domain.sealing import SealingKeyPair, SealTarget
@@ -80,10 +85,9 @@ class ScopedSecretService:
         message = (f"{len(stored)} secret(s) stored at {owner.scope.value} scope; "
                    + (f"new versions: {changes}" if written else "unchanged"))
         events = [EventNote("Normal", Reason.STORED, message)] if written or removed else []
-        return Outcome({"observedGeneration": generation, "secretCount": len(stored),
-                        "secrets": stored, "conditions": with_condition(
-                            status.condition_dicts(), type_=READY, ok=True, reason=Reason.STORED,
-                            message=message, generation=generation)}, events)
+        return mark_ready(status.condition_dicts(), generation=generation, reason=Reason.STORED,
+                          message=message, events=events,
+                          fields={"secretCount": len(stored), "secrets": stored})
 
     def _open(self, namespace: str, owner: Owner, sealed: dict[str, str]) -> dict[str, Any]:
         if not sealed:
