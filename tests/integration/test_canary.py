@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 from fx_operator.config import Settings
 from fx_operator.domain.scopes import Owner, Scope
+from fx_operator.services import rotation
 from fx_operator.services.configured_store import open_secret_service
 from fx_operator.services.secret_service import SecretService
 
@@ -46,7 +47,7 @@ def test_the_canary_is_in_no_dump_and_no_log(service: SecretService, store_setti
         service.set(owner, "CANARY", CANARY, run_id="run-canary")
         service.set(owner, "CANARY_STRUCT", {"inner": CANARY})
     service.set(owners[0], "CANARY", CANARY + "-v2")
-    service.rotate_data_key(owners[1])
+    rotation.rotate_data_key(service.keys, owners[1], actor=service.actor)
     resolution = service.resolve("default", "pkg", run_id="run-canary")
     assert resolution.values["CANARY_STRUCT"] == {"inner": CANARY}
 

@@ -7,6 +7,7 @@ import os
 
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.endpoints.broker import PodIdentity
+from fx_operator.services import rotation
 from fx_operator.services.operator_keys import load_or_create_operator_keys
 from fx_operator.services.run_keys import RunKeyService
 from fx_operator.services.secret_service import SecretService
@@ -18,7 +19,7 @@ NS = "team-a"
 def test_run_keys_use_the_rotated_master_key_at_once(service: SecretService) -> None:
     keys = RunKeyService(service.store, service.keys)
     new = MasterKey.generate()
-    service.rotate_master_key(new)
+    rotation.rotate_store_master_key(service.keys, new, actor=service.actor)
     key = os.urandom(32)
     # Registered under the store's new key: no second, stale copy refuses or wraps under the old.
     assert keys.register("run-1", NS, "nightly", "fx-run-1", "etl", key, False)
@@ -31,7 +32,7 @@ def test_run_keys_use_the_rotated_master_key_at_once(service: SecretService) -> 
 
 def test_operator_keys_open_after_a_rotation_in_the_same_process(service: SecretService) -> None:
     made = load_or_create_operator_keys(service, ["localhost"])
-    service.rotate_master_key(MasterKey.generate())
+    rotation.rotate_store_master_key(service.keys, MasterKey.generate(), actor=service.actor)
     again = load_or_create_operator_keys(service, ["localhost"])
     assert again.sealing.public.key_id == made.sealing.public.key_id
     assert again.ca_certificate_pem == made.ca_certificate_pem

@@ -10,6 +10,7 @@ from fx_operator.config import Settings
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import ConfigError, MasterKeyError
+from fx_operator.services import rotation
 from fx_operator.services.configured_store import open_secret_service, pending_rotation_file
 from fx_operator.services.rotation import rotate_master_key
 from fx_operator.services.secret_service import SecretService
@@ -38,7 +39,7 @@ def test_rotation_over_1000_secrets_rewraps_keys_and_touches_no_value(
     key_file = key_file_of(store_settings)
     old_key = FileMasterKeyProvider(key_file).load()
 
-    result = rotate_master_key(service, FileMasterKeyProvider(key_file))
+    result = rotate_master_key(service.keys, service.actor, FileMasterKeyProvider(key_file))
     service.close()
 
     assert result.data_keys == len(OWNERS)
@@ -94,7 +95,8 @@ def test_an_interrupted_rotation_names_the_pending_key(
     pending = pending_rotation_file(key_file)
     new_key = MasterKey.generate()
     FileMasterKeyProvider(pending).write_new(new_key)
-    service.rotate_master_key(new_key)  # the store committed, the rename never happened
+    # the store committed, the rename never happened
+    rotation.rotate_store_master_key(service.keys, new_key, actor=service.actor)
     service.close()
 
     with pytest.raises(MasterKeyError, match=r"\.new exists"):
@@ -110,7 +112,7 @@ def test_rotation_with_a_given_key_file(service: SecretService, store_settings: 
     key_file = key_file_of(store_settings)
     given = key_file.with_name("next.key")
     FileMasterKeyProvider(given).write_new(MasterKey.generate())
-    rotate_master_key(service, FileMasterKeyProvider(key_file), given)
+    rotate_master_key(service.keys, service.actor, FileMasterKeyProvider(key_file), given)
     service.close()
     moved = store_settings.model_copy(update={"master_key_file": given})
     reopened = open_secret_service(moved)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fx_operator.domain import internal_keys
 from fx_operator.domain.crypto import MasterKey
+from fx_operator.services import rotation
 from fx_operator.services.operator_keys import load_or_create_operator_keys
 from fx_operator.services.run_keys import RunKeyService
 from fx_operator.services.secret_service import SecretService
@@ -22,7 +23,7 @@ def test_keys_are_made_once_and_survive_master_key_rotation(service: SecretServi
     assert first.sealing.private_bytes().hex() not in dump
 
     new_key = MasterKey.generate()
-    service.rotate_master_key(new_key)
+    rotation.rotate_store_master_key(service.keys, new_key, actor=service.actor)
     rotated = SecretService(service.store, new_key, actor="user:test")
     after = load_or_create_operator_keys(rotated, ["localhost"])
     assert after.sealing.public == first.sealing.public

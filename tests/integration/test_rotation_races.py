@@ -24,6 +24,7 @@ from fx_operator.domain import crypto, internal_keys
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import MasterKeyError
+from fx_operator.services import rotation
 from fx_operator.services.configured_store import open_store
 from fx_operator.services.operator_keys import load_or_create_operator_keys
 from fx_operator.services.rotation import rotate_master_key
@@ -54,7 +55,8 @@ def _operator_keys(service: SecretService) -> object:
 
 
 def _data_key_rotation(service: SecretService) -> object:
-    return service.rotate_data_key(KEPT)  # the writer holds KEPT's data key in memory
+    # the writer holds KEPT's data key in memory
+    return rotation.rotate_data_key(service.keys, KEPT, actor=service.actor)
 
 
 WRITERS: dict[str, Writer] = {"new-owner-secret": _new_secret_owner, "run-key": _run_key,
@@ -109,7 +111,8 @@ def _fill(settings: Settings, keys: Keys, *, data_keys: bool = True) -> None:
 
 def _rotate(service: SecretService, settings: Settings, new_key_file: Path) -> object:
     """What ``fxctl secrets rotate-master-key --new-key-file`` does, in ``service``'s process."""
-    return rotate_master_key(service, FileMasterKeyProvider(key_file_of(settings)), new_key_file)
+    return rotate_master_key(service.keys, service.actor,
+                             FileMasterKeyProvider(key_file_of(settings)), new_key_file)
 
 
 def _recorded_key_id(settings: Settings) -> str:

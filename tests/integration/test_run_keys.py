@@ -12,6 +12,7 @@ from fx_operator.domain import internal_keys
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.endpoints.broker import PodIdentity
 from fx_operator.exceptions import IntegrityError, MasterKeyError, RunError
+from fx_operator.services import rotation
 from fx_operator.services.run_keys import ACTION_REGISTER, Refusal, RunKeyService, RunRefused
 from fx_operator.services.secret_service import SecretService
 from fx_operator.storage import run_keys
@@ -191,7 +192,8 @@ def test_rewrap_under_a_new_master_key(keys: RunKeyService, service: SecretServi
     with pytest.raises(MasterKeyError, match="rotate the store first"):
         keys.rotate_master_key(new)  # the store would not open the run key with its own key
     assert _raw_row(keys, RUN)[1] == service.master_key.key_id
-    service.rotate_master_key(new)  # rewraps the run keys too
+    # rewraps the run keys too
+    rotation.rotate_store_master_key(service.keys, new, actor=service.actor)
     assert _raw_row(keys, RUN)[1] == new.key_id
     assert keys.rotate_master_key(new) == 0  # nothing left to rewrap; the service follows
     assert keys.claim(RUN, POD, RUN) == key

@@ -14,6 +14,7 @@ from fx_operator.config import Settings
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import IntegrityError, MasterKeyError
+from fx_operator.services import rotation
 from fx_operator.services.channel import dispatch
 from fx_operator.services.runs import RunGrant, RunService
 from fx_operator.services.secret_service import SecretService
@@ -102,7 +103,8 @@ def test_data_key_rotation_keeps_state_readable(service: SecretService) -> None:
     _put(runs, ETL, "cursor", {"page": 3})
     service.set(ETL_OWNER, "DB_PASS", "pw")
     before = _state_rows(service)[("etl", "cursor")][0]
-    assert service.rotate_data_key(ETL_OWNER) == 1  # the one secret version
+    # the one secret version
+    assert rotation.rotate_data_key(service.keys, ETL_OWNER, actor=service.actor) == 1
     after = _state_rows(service)[("etl", "cursor")][0]
     assert after is not None and after != before
     with service.store.transaction() as tx:
@@ -115,7 +117,8 @@ def test_data_key_rotation_keeps_state_readable(service: SecretService) -> None:
     # a package with state and no secret at all rotates too
     report = RunGrant("run-2", "team-a", "report")
     _put(runs, report, "only", "state")
-    service.rotate_data_key(Owner.of(Scope.PACKAGE, "team-a", "report"))
+    rotation.rotate_data_key(service.keys, Owner.of(Scope.PACKAGE, "team-a", "report"),
+                             actor=service.actor)
     assert runs.get_state(report) == {"only": "state"}
 
 
@@ -123,7 +126,7 @@ def test_master_key_rotation_keeps_state_readable(service: SecretService) -> Non
     runs = RunService(service)
     _put(runs, ETL, "cursor", CANARY)
     new_key = MasterKey.generate()
-    service.rotate_master_key(new_key)
+    rotation.rotate_store_master_key(service.keys, new_key, actor=service.actor)
     assert runs.get_state(ETL) == {"cursor": CANARY}
     fresh = SecretService(service.store, new_key, actor="user:test")  # no data key held
     assert RunService(fresh).get_state(ETL) == {"cursor": CANARY}

@@ -9,6 +9,7 @@ import pytest
 from fx_operator.config import Settings
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import IntegrityError, NotFoundError, ValidationError
+from fx_operator.services import rotation
 from fx_operator.services.secret_service import SecretService
 from support.stores import raw_blobs
 
@@ -233,7 +234,7 @@ def test_data_key_rotation_re_encrypts_one_owner(service: SecretService) -> None
     before = raw_blobs(service)
     old_key = service.resolve("team-a", "etl").manifest["A"].key_id
 
-    assert service.rotate_data_key(PKG) == 3
+    assert rotation.rotate_data_key(service.keys, PKG, actor=service.actor) == 3
 
     after = raw_blobs(service)
     resolution = service.resolve("team-a", "etl")

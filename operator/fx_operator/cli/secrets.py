@@ -22,8 +22,8 @@ from fx_operator.cli.progress import progress
 from fx_operator.config import Settings
 from fx_operator.domain.scopes import DEFAULT_PROJECT, Owner, Scope
 from fx_operator.exceptions import NotFoundError
+from fx_operator.services import rotation
 from fx_operator.services.configured_store import key_provider
-from fx_operator.services.rotation import rotate_master_key as rotate_master_key_file
 from fx_operator.services.secret_service import SecretService
 from fx_operator.storage.secret_store import ListedSecret, ListingKey, VersionRecord
 
@@ -229,7 +229,8 @@ def rotate_master_key(new_key_file: Path | None) -> None:
     settings = Settings()
     with secret_service() as service, progress("rewrapping data keys",
                                                at_least=PROGRESS_ROTATION) as report:
-        result = rotate_master_key_file(service, key_provider(settings), new_key_file, report)
+        result = rotation.rotate_master_key(service.keys, service.actor, key_provider(settings),
+                                           new_key_file, report)
     click.echo(f"rewrapped {result.data_keys} data key(s): master key {result.old_key_id} -> "
                f"{result.new_key_id}")
     if new_key_file is not None:
@@ -247,5 +248,5 @@ def rotate_data_key(scope: str | None, project: str | None, package: str | None)
     if owner is None:
         raise click.UsageError("say whose data key: --package N, or --scope project|platform")
     with secret_service() as service:
-        count = service.rotate_data_key(owner)
+        count = rotation.rotate_data_key(service.keys, owner, actor=service.actor)
     click.echo(f"re-encrypted {count} version(s) of {owner} under a new data key")

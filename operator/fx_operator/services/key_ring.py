@@ -93,6 +93,13 @@ class KeyRing:
         found = self.store.data_keys(tx, [key_id])
         return self.unwrap_data_key(key_id, owner, found[0].wrapped) if found else None
 
+    def opening_key(self, tx: Transaction, key_id: str, owner: Owner) -> DataKey:
+        """Data key ``key_id`` as ``owner``'s, which a stored blob names: missing is damage."""
+        key = self.data_key(tx, key_id, owner)
+        if key is None:
+            raise IntegrityError(f"data key {key_id} of {owner} is missing from the store")
+        return key
+
     def held_key(self, header: bytes, owner: Owner, name: str) -> DataKey | None:
         """The data key a row's blob header names, if held in memory, after checking that it
         is the row owner's: a key of another owner means the ciphertext was moved there."""

@@ -21,18 +21,17 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from fx_operator.domain import crypto, state_limits
 from fx_operator.domain.crypto import DataKey
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import ConflictError, FxError
+from fx_operator.services.key_ring import KeyRing
 from fx_operator.storage import run_records
 from fx_operator.storage.backends import Transaction
 from fx_operator.storage.run_records import SealedState, StateRow
-
-if TYPE_CHECKING:
-    from fx_operator.services.secret_service import SecretService
+from fx_operator.storage.secret_store import SecretStore
 
 log = logging.getLogger(__name__)  # projects, packages and keys; never a value
 
@@ -74,9 +73,9 @@ def reseal(tx: Transaction, old_key: DataKey, new_key: DataKey) -> int:
 class PackageStateService:
     """Reads and writes one package's state, encrypted, within the limits."""
 
-    def __init__(self, secrets: SecretService) -> None:
-        self.secrets = secrets
-        self.store = secrets.store
+    def __init__(self, store: SecretStore, keys: KeyRing) -> None:
+        self.store = store
+        self.keys = keys
         self._legacy_swept = False
         self._sweeping = threading.Lock()
 
@@ -89,12 +88,12 @@ class PackageStateService:
         with self.store.transaction() as tx:
             rows = run_records.state_rows(tx, owner.project, owner.package)
             if any(row.legacy_value is not None for row in rows):
-                _seal_legacy(tx, self.secrets.sealing_key(tx, owner), rows)
+                _seal_legacy(tx, self.keys.writing_key(tx, owner), rows)
                 rows = run_records.state_rows(tx, owner.project, owner.package)
             state: dict[str, Any] = {}
             for row in rows:
                 assert row.blob is not None, "every legacy row was just sealed"
-                data_key = self.secrets.opening_key(tx, owner, crypto.blob_data_key_id(row.blob))
+                data_key = self.keys.opening_key(tx, crypto.blob_data_key_id(row.blob), owner)
                 state[row.key] = crypto.decrypt_state(data_key, row.key, row.blob)
         return state
 
@@ -110,7 +109,7 @@ class PackageStateService:
 
     def _put(self, owner: Owner, key: str, encoded: bytes, run_id: str | None) -> None:
         with self.store.transaction() as tx:
-            data_key = self.secrets.sealing_key(tx, owner)  # the package's writers take turns
+            data_key = self.keys.writing_key(tx, owner)  # the package's writers take turns
             rows = run_records.state_rows(tx, owner.project, owner.package, blobs=False)
             sizes = {row.key: state_limits.entry_bytes(row.key, row.value_bytes)
                      for row in rows if row.value_bytes is not None}
@@ -140,7 +139,7 @@ class PackageStateService:
 
     def _seal_package(self, owner: Owner) -> None:
         with self.store.transaction() as tx:
-            data_key = self.secrets.sealing_key(tx, owner)
+            data_key = self.keys.writing_key(tx, owner)
             _seal_legacy(tx, data_key, run_records.state_rows(tx, owner.project, owner.package,
                                                               blobs=False))
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 import base64
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fx_operator.domain import crypto, internal_keys
 from fx_operator.domain.crypto import MasterKey
@@ -30,18 +28,14 @@ from fx_operator.services.key_ring import (
     OPERATOR_WRAPPED_META,
     KeyRing,
 )
+from fx_operator.services.secret_service import Progress
 from fx_operator.storage import run_keys
 from fx_operator.storage.backends import Transaction
 from fx_operator.storage.master_keys import FileMasterKeyProvider
 from fx_operator.storage.secret_store import AuditRecord
 
-if TYPE_CHECKING:
-    from fx_operator.services.secret_service import SecretService
-
 log = logging.getLogger(__name__)  # key ids and counts; never a key
 
-Progress = Callable[[int, int], None]
-"""Told how many items of a long operation are done so far, and how many there are in all."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +118,7 @@ def follow_rotation(keys: KeyRing, new_key: MasterKey) -> int:
     return count
 
 
-def rotate_master_key(service: SecretService, provider: FileMasterKeyProvider,
+def rotate_master_key(keys: KeyRing, actor: str, provider: FileMasterKeyProvider,
                       new_key_file: Path | None = None,
                       progress: Progress | None = None) -> RotationResult:
     """Rewrap every data key under a new master key.
@@ -133,13 +127,12 @@ def rotate_master_key(service: SecretService, provider: FileMasterKeyProvider,
     Secret). Otherwise a new key is written to ``<key file>.new`` before the store changes and moved
     over the key file after it committed, so a crash at any point leaves a key that opens the store.
     """
-    keys = service.keys
     old_id = keys.master_key.key_id
     if new_key_file is not None:
         new_key = FileMasterKeyProvider(new_key_file).load()
         if new_key.key_id == old_id:
             raise MasterKeyError(f"{new_key_file} holds the current master key; nothing to rotate")
-        count = rotate_store_master_key(keys, new_key, actor=service.actor, progress=progress)
+        count = rotate_store_master_key(keys, new_key, actor=actor, progress=progress)
         return RotationResult(count, old_id, new_key.key_id, new_key_file)
     pending = pending_rotation_file(provider.path)
     if pending.exists():
@@ -148,7 +141,7 @@ def rotate_master_key(service: SecretService, provider: FileMasterKeyProvider,
     new_key = MasterKey.generate()
     provider.write_new(new_key, path=pending)
     try:
-        count = rotate_store_master_key(keys, new_key, actor=service.actor, progress=progress)
+        count = rotate_store_master_key(keys, new_key, actor=actor, progress=progress)
     except BaseException:
         pending.unlink()
         raise

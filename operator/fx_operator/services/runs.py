@@ -42,7 +42,7 @@ class RunService:
     def __init__(self, secrets: SecretService) -> None:
         self.secrets = secrets
         self.store = secrets.store
-        self.state = PackageStateService(secrets)
+        self.state = PackageStateService(secrets.store, secrets.keys)
 
     def set_secret(self, grant: RunGrant, name: str, value: Any, scope: str) -> int:
         """``context.secrets.set`` from a script: project scope of its own project, or platform."""

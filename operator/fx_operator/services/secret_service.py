@@ -17,13 +17,10 @@ from fx_operator.domain.secrets_file import parse_secrets_file, validate_name, v
 from fx_operator.exceptions import (
     ConflictError,
     ConnectionLostError,
-    IntegrityError,
     NotFoundError,
 )
-from fx_operator.services import rotation
 from fx_operator.services.key_ring import MASTER_KEY_META as MASTER_KEY_META
 from fx_operator.services.key_ring import KeyRing
-from fx_operator.services.rotation import Progress as Progress
 from fx_operator.storage.backends import Transaction, utcnow
 from fx_operator.storage.secret_store import (
     AuditRecord,
@@ -41,6 +38,8 @@ TOMBSTONE: Any = object()  # written by delete; JSON null is a value, so None ca
 WRITE_ATTEMPTS = 3
 PROGRESS_STEP = 1000  # values sealed between two reports of an import
 T = TypeVar("T")
+Progress = Callable[[int, int], None]
+"""Told how many items of a long operation are done so far, and how many there are in all."""
 
 
 class ManifestEntry(NamedTuple):
@@ -115,10 +114,7 @@ class SecretService:
 
     def opening_key(self, tx: Transaction, owner: Owner, key_id: str) -> DataKey:
         """Data key ``key_id``, unwrapped as ``owner``'s: another owner's key does not open."""
-        key = self.keys.data_key(tx, key_id, owner)
-        if key is None:
-            raise IntegrityError(f"data key {key_id} of {owner} is missing from the store")
-        return key
+        return self.keys.opening_key(tx, key_id, owner)
 
     def _retrying(self, operation: Callable[[], T]) -> T:
         """Re-run a write whose version number a concurrent writer took first, or whose
@@ -347,13 +343,3 @@ class SecretService:
         with self.store.transaction() as tx:
             return self.store.audit_records(tx, run_id=run_id, limit=limit)
 
-    # --- rotation (services.rotation) --------------------------------------------------------
-
-    def rotate_master_key(self, new_key: MasterKey, progress: Progress | None = None) -> int:
-        """Rewrap every data key, run key and operator key under a new master key."""
-        return rotation.rotate_store_master_key(self.keys, new_key, actor=self.actor,
-                                                progress=progress)
-
-    def rotate_data_key(self, owner: Owner) -> int:
-        """Re-encrypt every version of one owner under a fresh data key; the old key is dropped."""
-        return rotation.rotate_data_key(self.keys, owner, actor=self.actor)
