@@ -66,8 +66,8 @@ def resolve_owner(service: SecretService, name: str, scope: str | None, project:
     owner = _explicit_owner(scope, project, package)
     if owner is not None:
         return owner
-    owners = sorted({r.owner for r in service.list(project=project, include_deleted=True)
-                     if r.name == name}, key=str)
+    owners = sorted({r.owner for r in service.list(project=project, name=name,
+                                                   include_deleted=True)}, key=str)
     if len(owners) == 1:
         return owners[0]
     if owners:

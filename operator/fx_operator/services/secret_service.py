@@ -269,12 +269,14 @@ class SecretService:
 
     def list(self, *, scope: Scope | None = None, project: str | None = None,
              package: str | None = None, include_deleted: bool = False,
-             after: ListingKey | None = None,
-             limit: int | None = None) -> builtins.list[ListedSecret]:
-        """Current versions, names and metadata only (a page of ``limit`` after ``after``)."""
+             after: ListingKey | None = None, limit: int | None = None,
+             name: str | None = None) -> builtins.list[ListedSecret]:
+        """Current versions, names and metadata only (a page of ``limit`` after ``after``;
+        only ``name``'s, when given)."""
         with self.store.transaction() as tx:
             return self.store.listing(tx, scope=scope, project=project, package=package,
-                                      include_deleted=include_deleted, after=after, limit=limit)
+                                      include_deleted=include_deleted, after=after, limit=limit,
+                                      name=name)
 
     def get(self, owner: Owner, name: str) -> Any:
         """One value at one scope (no fall-through), audited as a read."""

@@ -116,11 +116,12 @@ class AuditRecord:
 
 
 def _current_filter(scope: Scope | None, project: str | None, package: str | None,
-                    include_deleted: bool) -> tuple[list[str], Params]:
+                    include_deleted: bool, name: str | None = None) -> tuple[list[str], Params]:
     """The WHERE terms (and their parameters) of a listing of current versions."""
     where = ["is_current"]
     params: Params = {}
-    for column, value in (("scope", scope), ("project", project), ("package", package)):
+    for column, value in (("scope", scope), ("project", project), ("package", package),
+                          ("name", name)):
         if value is not None:
             where.append(f"{column} = :{column}")
             params[column] = value.value if isinstance(value, Scope) else value
@@ -410,11 +411,13 @@ class SecretStore:
 
     def listing(self, tx: Transaction, *, scope: Scope | None = None, project: str | None = None,
                 package: str | None = None, include_deleted: bool = False,
-                after: ListingKey | None = None, limit: int | None = None) -> list[ListedSecret]:
+                after: ListingKey | None = None, limit: int | None = None,
+                name: str | None = None) -> list[ListedSecret]:
         """Current versions in (scope, project, package, name) order, metadata only: the blob
         is neither fetched nor kept (on 100k secrets it was most of the bytes read). A page
-        starts after ``after`` (keyset paging on the one-current-version index)."""
-        where, params = _current_filter(scope, project, package, include_deleted)
+        starts after ``after`` (keyset paging on the one-current-version index); ``name``: only
+        that name's owners (on the current-by-name index)."""
+        where, params = _current_filter(scope, project, package, include_deleted, name)
         if after is not None:
             where.append("(scope, project, package, name) > (:after_scope, :after_project, "
                          ":after_package, :after_name)")
