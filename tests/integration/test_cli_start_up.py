@@ -1,0 +1,59 @@
+"""What ``fxctl`` and the executor load before doing their work (issue 19's start-up targets):
+modules, as ``python -X importtime`` lists them, never timings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from support.processes import child_env
+
+# Heavy imports that a command on the embedded store does not need (its schema made once).
+NOT_ON_THE_EMBEDDED_STORE = {"psycopg", "psycopg_pool", "sqlalchemy", "alembic"}
+
+
+def imported_modules(args: list[str], env: dict[str, str], *, module: str = "fx_operator",
+                     cwd: Path | None = None) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    """Every module ``python -m MODULE ARGS`` imported, and the finished process."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", module, *args],
+                          env=child_env(env), capture_output=True, text=True, timeout=120,
+                          check=False, cwd=cwd)
+    loaded = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines()
+              if line.startswith("import time:") and "|" in line}
+    return loaded, done
+
+
+def trivial_package(where: Path) -> Path:
+    folder = where / "trivial"
+    folder.mkdir()
+    (folder / "main.py").write_text("print('hello')\n")
+    (folder / "package.yaml").write_text("name: trivial\n")
+    return folder
+
+
+def test_the_executor_loads_neither_the_operator_nor_heavy_modules(tmp_path: Path) -> None:
+    folder = trivial_package(tmp_path)
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps({"format": 1, "run_id": "run-1", "entrypoint": "main.py",
+                                  "secrets": {"DB_PASS": "a-long-secret-value"}}))
+    loaded, done = imported_modules(["--bundle", str(bundle), "--package-dir", str(folder)],
+                                    {}, module="fx_ef.executor")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "hello\n"
+    tops = {m.partition(".")[0] for m in loaded}
+    assert not tops & {"fx_operator", "cryptography", "yaml", "pydantic", "asyncio"}
+
+
+def test_a_listing_loads_yaml_only_when_asked_for_yaml(tmp_path: Path) -> None:
+    env = {"FX_HOME": str(tmp_path / "home"), "FX_ACTOR": "user:test"}
+    _, done = imported_modules(["secrets", "set", "A", "a-long-value-1", "--scope", "platform"],
+                               env)
+    assert done.returncode == 0, done.stderr
+    loaded, done = imported_modules(["secrets", "list"], env)
+    assert done.returncode == 0 and "A" in done.stdout, done.stderr
+    assert not {m.partition(".")[0] for m in loaded} & {"yaml", *NOT_ON_THE_EMBEDDED_STORE}
+    loaded, done = imported_modules(["secrets", "list", "-o", "yaml"], env)
+    assert done.returncode == 0 and "name: A" in done.stdout, done.stderr
+    assert "yaml" in loaded
