@@ -72,7 +72,9 @@ def _canonical(value: Any) -> str:
 
 def _entries(records: Sequence[VersionRecord]) -> list[dict[str, Any]]:
     """An audit record's entries: which versions, and the data key of each (none: deleted)."""
-    return [{"name": r.name, "scope": r.owner.scope.value, "version": r.version,
+    # An enum's .value is a descriptor call: read once per scope, not once per record (10k).
+    scopes = {scope: scope.value for scope in {r.owner.scope for r in records}}
+    return [{"name": r.name, "scope": scopes[r.owner.scope], "version": r.version,
              **({"dataKeyId": r.data_key_id} if r.data_key_id else {})} for r in records]
 
 
