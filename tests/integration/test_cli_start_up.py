@@ -3,12 +3,13 @@ modules, as ``python -X importtime`` lists them, never timings."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 from support.processes import child_env
+
+from fx_ef.run_bundle import RunBundle
 
 # Heavy imports that a command on the embedded store does not need (its schema made once).
 NOT_ON_THE_EMBEDDED_STORE = {"psycopg", "psycopg_pool", "sqlalchemy", "alembic"}
@@ -36,8 +37,10 @@ def trivial_package(where: Path) -> Path:
 def test_the_executor_loads_neither_the_operator_nor_heavy_modules(tmp_path: Path) -> None:
     folder = trivial_package(tmp_path)
     bundle = tmp_path / "bundle.json"
-    bundle.write_text(json.dumps({"format": 1, "run_id": "run-1", "entrypoint": "main.py",
-                                  "secrets": {"DB_PASS": "a-long-secret-value"}}))
+    bundle.write_text(RunBundle.build(
+        run_id="run-1", project="default", package="trivial", entrypoint="main.py", compat=None,
+        params={}, config={}, secrets={"DB_PASS": "a-long-secret-value"},
+        scopes={"DB_PASS": "package"}, channel=None, allow_platform_write=False).to_json())
     loaded, done = imported_modules(["--bundle", str(bundle), "--package-dir", str(folder)],
                                     {}, module="fx_ef.executor")
     assert done.returncode == 0, done.stderr
