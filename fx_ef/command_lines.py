@@ -39,22 +39,31 @@ def init_command(*, run_id: str, sealed: StrPath, out: StrPath, broker: str | No
     return argv
 
 
-def executor_command(*, bundle: StrPath, package_dir: StrPath, result: StrPath | None = None,
+def executor_command(*, package_dir: StrPath, bundle: StrPath | None = None,
+                     sealed: StrPath | None = None, result: StrPath | None = None,
                      result_max_bytes: int | None = None, mask: bool = True,
                      timeout: float | None = None, runner_pid: int | None = None,
                      python: str = "python") -> list[str]:
     """``python -m fx_ef.executor``: run the package's entrypoint with its output masked.
 
-    With ``runner_pid`` (a run on a workstation): ``fx_ef.local_executor``, which ends with that
-    process, with the same executor arguments after ``--runner-pid``.
+    The bundle is a file (``bundle``: a local run's init step wrote it) or sealed (``sealed``: a
+    run pod's executor claims the key and opens it itself, the broker, token and CA from the
+    pod's environment). With ``runner_pid`` (a run on a workstation): ``fx_ef.local_executor``,
+    which ends with that process, with the same executor arguments after ``--runner-pid``.
     """
+    if (bundle is None) == (sealed is None):
+        raise ValueError("the executor reads a bundle file or a sealed bundle: one of them")
     if runner_pid is None:
         argv = [python, "-m", contract.EXECUTOR_MODULE]
     else:
         argv = [python, "-m", contract.LOCAL_EXECUTOR_MODULE, contract.FLAG_RUNNER_PID,
                 str(runner_pid)]
-    argv += [contract.FLAG_BUNDLE, os.fspath(bundle), contract.FLAG_PACKAGE_DIR,
-             os.fspath(package_dir)]
+    if bundle is not None:
+        argv += [contract.FLAG_BUNDLE, os.fspath(bundle)]
+    else:
+        assert sealed is not None
+        argv += [contract.FLAG_SEALED, os.fspath(sealed)]
+    argv += [contract.FLAG_PACKAGE_DIR, os.fspath(package_dir)]
     if result is not None:
         argv += [contract.FLAG_RESULT, os.fspath(result)]
     if result_max_bytes is not None:

@@ -1,7 +1,15 @@
 """The run's executor: runs the package's entrypoint with its output streamed through the masker.
 
-    python -m fx_ef.executor --bundle FILE --package-dir DIR [--result FILE] [--no-mask]
-                             [--timeout SECONDS] [--grace SECONDS]
+    python -m fx_ef.executor (--bundle FILE | --sealed FILE [--broker URL] [--token-file FILE]
+                             [--ca-file FILE] [--run-id RUN]) --package-dir DIR [--result FILE]
+                             [--no-mask] [--timeout SECONDS] [--grace SECONDS]
+
+With ``--bundle`` the run's bundle is a file an earlier step wrote (a local run). With ``--sealed``
+(a run pod) the executor delivers it itself, before anything of the script starts: the one-time
+run key from the broker (``$FX_BROKER_URL``, authenticated by the pod's projected token), the
+sealed bundle opened with it, the bundle held in a sealed memory file that the script reads and no
+one can write (``fx_ef.init.claim_bundle``). A delivery that fails ends the executor with exit
+code 4 and a result that says why (``delivery_error``), for the operator to report.
 
 The script runs in a forked child of this process (no second interpreter start-up), in its own
 process group, with stdin from /dev/null and stdout and stderr on pipes that this process masks
@@ -18,7 +26,7 @@ a warning on stderr before the script starts, again at the end for values the sc
 and in the result's ``unmasked_names``.
 
 Exit codes of the executor itself, before the script runs: 2 bad arguments or bundle, 3 no
-entrypoint.
+entrypoint, 4 the run's secrets could not be delivered.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from fx_ef._process import exit_without_teardown, set_dumpable
 from fx_ef.masking import Masker, MaskingStream
 from fx_ef.run_bundle import RunBundle, UnknownBundleFormat
 
-EXIT_USAGE, EXIT_NO_ENTRYPOINT = 2, 3
+EXIT_USAGE, EXIT_NO_ENTRYPOINT, EXIT_NOT_DELIVERED = 2, 3, 4
 EXIT_SCRIPT_FAILED = 1
 _FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
                       signal.SIGUSR1, signal.SIGUSR2)
@@ -342,6 +350,12 @@ def _forwarding(pid: int) -> Callable[[int, FrameType | None], None]:
 
 
 def _remove_bundle(path: str) -> bool:
+    if path.startswith(_MEMORY_BUNDLE_PREFIX):  # a sealed memory file: gone when closed
+        try:
+            os.close(int(path[len(_MEMORY_BUNDLE_PREFIX):]))
+        except (OSError, ValueError):
+            return False
+        return True
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -374,7 +388,11 @@ def fit_result(result: RunResult, max_bytes: int) -> str:
 
 def write_result(result: RunResult, path: str, max_bytes: int | None = None) -> None:
     """Write the result whole or not at all (``/dev/termination-log`` is written in place)."""
-    text = fit_result(result, max_bytes) if max_bytes else json.dumps(result, indent=1)
+    _write_whole(fit_result(result, max_bytes) if max_bytes else json.dumps(result, indent=1),
+                 path)
+
+
+def _write_whole(text: str, path: str) -> None:
     if path.startswith("/dev/"):
         with open(path, "w") as f:
             f.write(text)
@@ -396,6 +414,12 @@ class _Args:
 
     def __init__(self) -> None:
         self.bundle = os.path.join(contract.POD_SECRETS_DIR, contract.BUNDLE_FILE_NAME)
+        # a run pod's delivery (``--sealed``): from the pod's environment unless given
+        self.sealed: str | None = None
+        self.run_id = os.environ.get(contract.ENV_RUN_ID, "")
+        self.broker = os.environ.get(contract.ENV_BROKER_URL, "")
+        self.token_file = os.environ.get(contract.ENV_TOKEN_FILE) or contract.POD_TOKEN_FILE
+        self.ca_file = os.environ.get(contract.ENV_CA_FILE) or contract.POD_CA_FILE
         self.package_dir = contract.POD_PACKAGE_DIR
         self.result: str | None = os.environ.get(contract.ENV_RESULT_FILE) or None
         self.result_max_bytes: int | None = None  # shorten the tail to fit (termination message)
@@ -406,7 +430,10 @@ class _Args:
 
 
 _VALUED = (contract.FLAG_BUNDLE, contract.FLAG_PACKAGE_DIR, contract.FLAG_RESULT,
-           contract.FLAG_RESULT_MAX_BYTES, contract.FLAG_TIMEOUT, contract.FLAG_GRACE)
+           contract.FLAG_RESULT_MAX_BYTES, contract.FLAG_TIMEOUT, contract.FLAG_GRACE,
+           contract.FLAG_SEALED, contract.FLAG_RUN_ID, contract.FLAG_BROKER,
+           contract.FLAG_TOKEN_FILE, contract.FLAG_CA_FILE)
+_MEMORY_BUNDLE_PREFIX = "/proc/self/fd/"  # fx_ef.init.MEMORY_BUNDLE_PREFIX, without its import
 _SWITCHES = (contract.FLAG_NO_MASK, contract.FLAG_KEEP_BUNDLE)
 # getopt's spelling of the flags ``fx_ef.command_lines.executor_command`` writes.
 _OPTIONS = (*(f"{flag[2:]}=" for flag in _VALUED), *(flag[2:] for flag in _SWITCHES), "help")
@@ -457,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         if args is None:
             return 0
-        plan = load_plan(args.bundle, args.package_dir)
+        bundle_path = args.bundle if args.sealed is None else _delivered(args)
+        plan = load_plan(bundle_path, args.package_dir)
     except ExecutorError as e:
         print(f"fx executor: {e}", file=sys.stderr)
         return e.exit_code
@@ -519,6 +547,35 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fx executor: cannot write the result to {args.result}: {e.strerror}",
                   file=sys.stderr)
     return code
+
+
+def _delivered(args: _Args) -> str:
+    """A run pod's delivery, by this process (see the module's docstring): the bundle's path."""
+    from pathlib import Path
+
+    from fx_ef import init  # only a pod pays for the broker's client and the cipher
+
+    assert args.sealed is not None
+    try:
+        if not args.run_id:
+            raise init.InitError(f"no run id: pass {contract.FLAG_RUN_ID} or set "
+                                 f"{contract.ENV_RUN_ID}", EXIT_USAGE)
+        if not args.broker:
+            raise init.InitError(f"no broker: pass {contract.FLAG_BROKER} or set "
+                                 f"{contract.ENV_BROKER_URL}", EXIT_USAGE)
+        ca_file = Path(args.ca_file)
+        path = init.claim_bundle(run_id=args.run_id, sealed=Path(args.sealed),
+                                 broker=args.broker, token_file=Path(args.token_file),
+                                 ca_file=ca_file if ca_file.exists() else None)
+    except init.InitError as e:
+        if args.result is not None:
+            with contextlib.suppress(OSError):  # the operator reads why in the pod's status
+                _write_whole(json.dumps({"delivery_error": str(e)}), args.result)
+        raise ExecutorError(f"the run's secrets were not delivered: {e}",
+                            EXIT_NOT_DELIVERED) from None
+    print(f"fx executor: bundle of run {args.run_id} delivered (held in memory)",
+          file=sys.stderr)
+    return path
 
 
 def run() -> None:

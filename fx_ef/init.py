@@ -117,9 +117,9 @@ def _ask_broker(url: str, run_id: str, token_file: Path, ca_file: Path | None) -
     return _decode_key(answer["key"], "the broker")
 
 
-def deliver(sealed_path: Path, out_dir: Path, run_id: str, key: bytes) -> Path:
-    """Open the sealed bundle and write it to ``out_dir``; returns the bundle file's path."""
-    from fx_ef.bundle import BundleError, open_bundle, write_bundle_file
+def open_sealed(sealed_path: Path, run_id: str, key: bytes) -> bytes:
+    """The run's bundle (its JSON text), opened from the sealed file with the run key."""
+    from fx_ef.bundle import BundleError, open_bundle
 
     try:
         sealed = sealed_path.read_bytes()
@@ -127,9 +127,16 @@ def deliver(sealed_path: Path, out_dir: Path, run_id: str, key: bytes) -> Path:
         raise InitError(f"cannot read the sealed bundle {sealed_path}: {e.strerror}",
                         EXIT_BAD_BUNDLE) from None
     try:
-        plaintext = open_bundle(sealed, key, run_id)
+        return open_bundle(sealed, key, run_id)
     except BundleError as e:
         raise InitError(str(e), EXIT_BAD_BUNDLE) from None
+
+
+def deliver(sealed_path: Path, out_dir: Path, run_id: str, key: bytes) -> Path:
+    """Open the sealed bundle and write it to ``out_dir``; returns the bundle file's path."""
+    from fx_ef.bundle import write_bundle_file
+
+    plaintext = open_sealed(sealed_path, run_id, key)
     try:
         return write_bundle_file(out_dir, plaintext)
     except FileExistsError:
@@ -138,6 +145,42 @@ def deliver(sealed_path: Path, out_dir: Path, run_id: str, key: bytes) -> Path:
     except OSError as e:
         raise InitError(f"cannot write the bundle into {out_dir}: {e.strerror}",
                         EXIT_WRITE) from None
+
+
+def memory_bundle(plaintext: bytes) -> str:
+    """The bundle in a sealed memory file: a path (``/proc/self/fd/N``) that this process and
+    the script it forks read, that no one can write (sealed against writes, growth and shrinking)
+    and that exists on no filesystem: it ends with the last process holding it.
+
+    What a run pod's executor does with the bundle it opened itself (no init container, no
+    writable tmpfs); the file is not inherited across ``exec`` (close-on-exec)."""
+    import fcntl
+
+    fd = os.memfd_create("fx-bundle", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(plaintext)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW |
+                    fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+    except OSError as e:
+        os.close(fd)
+        raise InitError(f"cannot hold the bundle in memory: {e.strerror}", EXIT_WRITE) from None
+    return f"{MEMORY_BUNDLE_PREFIX}{fd}"
+
+
+MEMORY_BUNDLE_PREFIX = "/proc/self/fd/"
+
+
+def claim_bundle(*, run_id: str, sealed: Path, broker: str, token_file: Path,
+                 ca_file: Path | None, wait: float = BROKER_WAIT_SECONDS) -> str:
+    """A pod's delivery in one process: the run key from the broker (once), the sealed bundle
+    opened with it, the bundle held in a sealed memory file (``memory_bundle``); its path. The
+    key is dropped as soon as the bundle is open."""
+    key = key_from_broker(broker, run_id, token_file, ca_file, wait=wait)
+    plaintext = open_sealed(sealed, run_id, key)
+    del key
+    return memory_bundle(plaintext)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -74,21 +74,21 @@ class OperatorApp:
         keys = await asyncio.to_thread(load_or_create_operator_keys, secrets, dns_names)
         run_keys = RunKeyService(secrets.store, secrets.keys)
         metrics = Metrics()
-        broker = await start_broker(
-            host=settings.broker_host, port=settings.broker_port,
-            certificate_pem=keys.serving_certificate_pem, private_key_pem=keys.serving_key_pem,
-            authenticator=KubePodAuthenticator(kube, settings.broker_audience),
-            run_keys=run_keys, runs=RunService(secrets))
         packages = PackageService(secrets, kube)
         pod_settings = job_spec.RunPodSettings(
             runtime_image=settings.runtime_image, broker_url=settings.broker_url,
             broker_audience=settings.broker_audience,
             broker_ca_configmap=settings.broker_ca_configmap,
             ttl_seconds_after_finished=settings.job_ttl_seconds)
+        executions = ExecutionService(secrets, run_keys, kube, packages, settings, pod_settings,
+                                      ca_pem=keys.ca_certificate_pem, metrics=metrics)
+        broker = await start_broker(
+            host=settings.broker_host, port=settings.broker_port,
+            certificate_pem=keys.serving_certificate_pem, private_key_pem=keys.serving_key_pem,
+            authenticator=KubePodAuthenticator(kube, settings.broker_audience),
+            run_keys=run_keys, runs=RunService(secrets), on_delivered=executions.delivered)
         app = cls(settings, secrets, kube, keys, run_keys, packages,
-                  ScopedSecretService(secrets, keys.sealing, settings),
-                  ExecutionService(secrets, run_keys, kube, packages, settings, pod_settings,
-                                   ca_pem=keys.ca_certificate_pem, metrics=metrics),
+                  ScopedSecretService(secrets, keys.sealing, settings), executions,
                   broker, metrics, ScheduleService(kube))
         await app.publish_sealing_key()
         if settings.metrics_port:

@@ -345,3 +345,30 @@ def test_a_package_shows_the_names_its_scripts_read_and_those_set_nowhere(k8s: C
     available = next(c for c in status["conditions"] if c["type"] == "SecretsAvailable")
     assert (available["status"], available["reason"]) == ("False", "SecretMissing")
     assert "NOT_SET_ANYWHERE" in available["message"] and "SHARED" not in available["message"]
+
+
+def test_the_delivery_is_reported_while_the_script_runs(k8s: Cluster, tmp_path: Path) -> None:
+    """The run pod's executor claims its key and the broker says so on the Execution at once:
+    the delivery step and its Event are there while the script still runs (it waits for a gate
+    the test opens only after seeing them)."""
+    gate = tmp_path / "gate"
+    k8s.package("team-a", "gated", {"main.py": (
+        "import pathlib, time\n"
+        f"gate = pathlib.Path({str(gate)!r})\n"
+        "while not gate.exists():\n"
+        "    time.sleep(0.05)\n"
+        "print('through the gate')\n")})
+    k8s.ready("packages", "team-a", "gated")
+    k8s.execution("team-a", "gated-1", "gated")
+
+    def delivered_while_running() -> dict[str, Any] | None:
+        status = k8s.get("executions", "team-a", "gated-1").get("status") or {}
+        steps = {s["name"]: s for s in status.get("steps") or []}
+        return status if steps.get("SecretsDelivered", {}).get("phase") == "Succeeded" else None
+
+    status = k8s.wait_for(delivered_while_running, "the delivery step, the script still running")
+    assert status["phase"] == "Running" and not gate.exists()
+    assert k8s.events("team-a", "gated-1", "SecretsDelivered")
+    gate.touch()
+    done = k8s.finished("team-a", "gated-1")["status"]
+    assert done["phase"] == "Succeeded" and "through the gate" in done["result"]["outputTail"]

@@ -456,10 +456,20 @@ def test_a_pod_waits_for_a_volume_source_created_later(
 
 CANARY = "pod-runner-canary-5e1d77"
 SCRIPT = """
+import os
 from fx_ef import context
 value = context.secrets.get("CANARY")
 print("canary:", value)
 print("length:", len(value))
+path = os.environ["FX_BUNDLE"]
+print("bundle on a filesystem:", not path.startswith("/proc/self/fd/"))
+try:
+    with open(path, "r+b") as bundle:
+        bundle.write(b"{}")
+except OSError as e:
+    print("bundle written: no,", type(e).__name__)
+else:
+    print("bundle written: yes")
 """
 
 
@@ -583,19 +593,53 @@ def test_the_job_of_run_job_delivers_the_bundle_and_runs_the_executor(
     assert seen.authenticated and seen.audiences == ["fx-broker"]
     assert seen.user.username == f"system:serviceaccount:{NS}:default"
     assert seen.user.extra["authentication.kubernetes.io/pod-uid"] == [pod.uid]
-    assert "delivered" in runner.logs[(NS, pod.name, job_spec.INIT_CONTAINER)]
     output = runner.logs[(NS, pod.name, job_spec.SCRIPT_CONTAINER)]
+    assert f"bundle of run {run_id} delivered (held in memory)" in output
+    assert "bundle on a filesystem: False" in output  # a sealed memory file, on no disk
+    assert "bundle written: no, PermissionError" in output  # sealed: no one writes it
     assert "canary: ***" in output and f"length: {len(CANARY)}" in output
     end = state(read_pod(core, pod.name)["status"], job_spec.SCRIPT_CONTAINER)["terminated"]
     result = json.loads(end["message"])
     assert result["exit_code"] == 0 and result["run_id"] == run_id
     assert "canary: ***" in result["output_tail"]
-    assert result["bundle_removed"] is False  # the secrets volume is mounted read-only
-    init_argv, script_argv = runner.argvs
-    assert init_argv[:3] == [sys.executable, "-m", "fx_ef.init"]
+    assert result["bundle_removed"] is True  # a sealed memory file: closed, it is gone
+    (script_argv,) = runner.argvs  # one container: the executor delivered the bundle itself
     assert script_argv[:3] == [sys.executable, "-m", "fx_ef.executor"]
-    assert os.path.basename(script_argv[script_argv.index("--bundle") + 1]) == "bundle.json"
+    assert os.path.basename(script_argv[script_argv.index("--sealed") + 1]) == "bundle"
     everything = "\n".join([json.dumps(server.dump_objects(), default=str),
                             *runner.logs.values(), *(" ".join(a) for a in runner.argvs),
                             *(json.dumps(p.env) for p in runner.processes)])
     assert CANARY not in everything
+
+
+def test_a_run_pod_whose_key_is_refused_ends_saying_why(
+        core: CoreV1Api, batch: BatchV1Api, runner: PodRunner, server: KubeEmulatorServer,
+        api: kubernetes.client.ApiClient, tmp_path: Path) -> None:
+    """The executor delivers or the script never starts: a refused key ends the pod with exit 4
+    and ``delivery_error`` in its termination message, which the operator reports."""
+    custom = CustomObjectsApi(api)
+    execution = custom.create_namespaced_custom_object(
+        api_group.GROUP, api_group.VERSION, NS, "executions", {
+            "apiVersion": api_group.API_VERSION, "kind": "Execution",
+            "metadata": {"name": "refused-1"}, "spec": {"package": "pkg"}})
+    run_id = f"run-{uuid.uuid4().hex[:12]}"
+    plan = RunPlan(namespace=NS, execution="refused-1",
+                   execution_uid=execution["metadata"]["uid"], package="pkg", run_id=run_id,
+                   entrypoint="main.py", script_names=("main.py",), timeout_seconds=60)
+    sealed = base64.b64encode(b"\x01" + bytes(60)).decode()  # never opened: no key is given
+    with stand_in_broker(server, tmp_path, "fx-broker", {}) as (url, ca, _):
+        settings = RunPodSettings(runtime_image=IMAGE, broker_url=url, broker_audience="fx-broker",
+                                  broker_ca_configmap="fx-broker-ca")
+        core.create_namespaced_config_map(NS, job_spec.scripts_configmap(
+            NS, "pkg", "uid-pkg", {"main.py": "print('never runs')\n"}))
+        core.create_namespaced_config_map(NS, job_spec.broker_ca_configmap(
+            NS, "fx-broker-ca", ca))
+        core.create_namespaced_secret(NS, job_spec.sealed_bundle_secret(plan, sealed))
+        batch.create_namespaced_job(NS, job_spec.run_job(plan, settings))
+        done = runner.wait_for_job(NS, plan.job_name)
+    assert condition(done, "Failed") is not None, runner.logs
+    pod = runner.wait_for_pod(NS, plan.job_name)
+    end = state(read_pod(core, pod.name)["status"], job_spec.SCRIPT_CONTAINER)["terminated"]
+    assert end["exitCode"] == 4
+    assert "the broker refused the run key" in json.loads(end["message"])["delivery_error"]
+    assert "never runs" not in runner.logs[(NS, pod.name, job_spec.SCRIPT_CONTAINER)]

@@ -43,17 +43,23 @@ def test_the_init_command_has_exactly_one_key_source(broker: str | None, key_std
 
 
 def test_the_pods_executor_command_parses_back() -> None:
-    argv = executor_command(bundle="/run/fx/secrets/bundle.json",
+    argv = executor_command(sealed=contract.POD_SEALED_BUNDLE,
                             package_dir=contract.POD_PACKAGE_DIR,
                             result=contract.POD_RESULT_FILE, result_max_bytes=4096)
     assert argv[:3] == ["python", "-m", "fx_ef.executor"]
     args = executor.parse_args(argv[3:])
     assert args is not None
-    assert args.bundle == "/run/fx/secrets/bundle.json"
+    assert args.sealed == contract.POD_SEALED_BUNDLE
     assert args.package_dir == contract.POD_PACKAGE_DIR
     assert args.result == contract.POD_RESULT_FILE
     assert args.result_max_bytes == 4096
     assert (args.no_mask, args.timeout) == (False, None)
+
+
+@pytest.mark.parametrize(("bundle", "sealed"), [(None, None), ("/b", "/s")])
+def test_the_executor_command_reads_one_bundle(bundle: str | None, sealed: str | None) -> None:
+    with pytest.raises(ValueError, match="one of them"):
+        executor_command(bundle=bundle, sealed=sealed, package_dir="/p")
 
 
 def test_a_local_executor_command_parses_back(tmp_path: Path) -> None:
@@ -73,7 +79,9 @@ def test_a_local_executor_command_parses_back(tmp_path: Path) -> None:
 def test_every_executor_flag_is_one_the_parser_knows() -> None:
     flags = [contract.FLAG_BUNDLE, contract.FLAG_PACKAGE_DIR, contract.FLAG_RESULT,
              contract.FLAG_RESULT_MAX_BYTES, contract.FLAG_NO_MASK, contract.FLAG_TIMEOUT,
-             contract.FLAG_GRACE, contract.FLAG_KEEP_BUNDLE]
+             contract.FLAG_GRACE, contract.FLAG_KEEP_BUNDLE, contract.FLAG_SEALED,
+             contract.FLAG_RUN_ID, contract.FLAG_BROKER, contract.FLAG_TOKEN_FILE,
+             contract.FLAG_CA_FILE]
     known = {f"--{option.rstrip('=')}" for option in executor._OPTIONS}
     assert set(flags) <= known
     assert known - set(flags) == {"--help"}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from fx_operator.domain import api_group, job_spec
 from fx_operator.domain.conditions import Reason, with_condition
-from fx_operator.domain.execution_status import progress
+from fx_operator.domain.execution_status import delivered, progress
 from fx_operator.domain.package_spec import package_definition
 from fx_operator.exceptions import Problem, ValidationError
 
@@ -30,7 +30,8 @@ def test_job_is_restricted_and_gets_no_default_token() -> None:
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    for container in pod["initContainers"] + pod["containers"]:
+    assert "initContainers" not in pod  # the executor delivers: one container, one start
+    for container in pod["containers"]:
         context = container["securityContext"]
         assert context["allowPrivilegeEscalation"] is False
         assert context["readOnlyRootFilesystem"] is True
@@ -41,17 +42,21 @@ def test_job_is_restricted_and_gets_no_default_token() -> None:
     assert pod["restartPolicy"] == "Never"
 
 
-def test_bundle_volume_is_memory_and_read_only_for_the_script() -> None:
+def test_the_pod_holds_ciphertext_only_and_the_executor_delivers() -> None:
+    """No volume holds a plaintext bundle (the executor keeps it in a sealed memory file): the
+    sealed bundle (ciphertext, 0400), the audience-bound token and the broker's CA, read-only."""
     pod = job_spec.run_job(PLAN, SETTINGS)["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["secrets"]["emptyDir"]["medium"] == "Memory"
+    assert set(volumes) == {"package", "sealed", "tmp", "token", "broker-ca"}
+    assert volumes["sealed"]["secret"]["defaultMode"] == 0o400
     token = volumes["token"]["projected"]["sources"][0]["serviceAccountToken"]
     assert token["audience"] == "fx-broker" and token["expirationSeconds"] <= 3600
-    script_mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
-    assert script_mounts["secrets"]["readOnly"] is True
-    assert script_mounts["secrets"]["mountPath"] == contract.POD_SECRETS_DIR
-    init_mounts = {m["name"]: m for m in pod["initContainers"][0]["volumeMounts"]}
-    assert not init_mounts["secrets"].get("readOnly")
+    (script,) = pod["containers"]
+    mounts = {m["name"]: m for m in script["volumeMounts"]}
+    assert all(mounts[name]["readOnly"] for name in ("package", "sealed", "token", "broker-ca"))
+    assert script["command"][:3] == ["python", "-m", "fx_ef.executor"]
+    assert contract.FLAG_SEALED in script["command"] and contract.FLAG_BUNDLE not in \
+        script["command"]
     assert volumes["package"]["configMap"]["items"] == [
         {"key": "main.py", "path": "main.py"}, {"key": "lib.py", "path": "lib.py"}]
 
@@ -129,7 +134,39 @@ def _execution(**status: Any) -> dict[str, Any]:
                 {"name": "Script", "phase": "Pending"}], **status}}
 
 
-def test_progress_follows_the_pod() -> None:
+def test_progress_follows_a_one_container_pod() -> None:
+    """The executor delivers: the broker's word records it (``delivered``); the executor's end
+    says it too, and a delivery that failed is the executor's own result."""
+    running = progress(_execution(), {"status": {
+        "containerStatuses": [{"state": {"running": {"startedAt": "t1"}}}]}})
+    assert running is not None and running.status["phase"] == "Running"
+    assert {e.reason for e in running.events} == {Reason.RUNNING}
+    told = delivered(_execution(phase="Running"), "run-1", "t2")
+    assert told is not None and [e.reason for e in told.events] == [Reason.SECRETS_DELIVERED]
+    steps = {s["name"]: s for s in told.status["steps"]}
+    assert steps["SecretsDelivered"]["phase"] == "Succeeded"
+    assert delivered(_execution(phase="Running", steps=told.status["steps"]), "run-1",
+                     "t3") is None  # said once
+    assert delivered(_execution(), "run-0", "t2") is None  # another run's key
+    result = json.dumps({"output_tail": "hi\n", "output_truncated": False})
+    done = progress(_execution(phase="Running"), {"status": {
+        "containerStatuses": [{"state": {"terminated": {"exitCode": 1, "message": result,
+                                                        "startedAt": "t1"}}}]}})
+    assert done is not None and done.status["phase"] == "Failed"
+    steps = {s["name"]: s for s in done.status["steps"]}
+    assert steps["SecretsDelivered"]["phase"] == "Succeeded"  # the script ran: it had them
+    assert done.events[-1].reason == Reason.SCRIPT_FAILED
+    undelivered = json.dumps({"delivery_error": "the broker refused the run key (409)"})
+    failed = progress(_execution(), {"status": {
+        "containerStatuses": [{"state": {"terminated": {"exitCode": 4,
+                                                        "message": undelivered}}}]}})
+    assert failed is not None and failed.status["phase"] == "Failed"
+    assert failed.events[0].reason == Reason.DELIVERY_FAILED
+    assert "refused the run key (409)" in failed.events[0].message
+
+
+def test_progress_follows_the_pod_of_an_earlier_operator() -> None:
+    """A Job made before the executor delivered (an init container) still ends right."""
     delivered = {"initContainerStatuses": [{"state": {"terminated": {"exitCode": 0}}}],
                  "containerStatuses": [{"state": {"running": {"startedAt": "t1"}}}]}
     running = progress(_execution(), {"status": delivered})

@@ -40,6 +40,7 @@ from fx_operator.domain.retries import (
 from fx_operator.domain.secret_needs import MissingSecret
 
 STEP_ADMITTED, STEP_DELIVERY, STEP_SCRIPT = "Admitted", "SecretsDelivered", "Script"
+_DELIVERED = "secrets delivered to the run's executor (held in memory, on no disk)"
 
 
 def _iso(moment: datetime) -> str:
@@ -123,6 +124,9 @@ def progress(execution: dict[str, Any], pod: dict[str, Any]) -> Outcome | None:
     if try_ended(status):
         return None  # the try's end is recorded; a later event of its pod changes nothing
     pod_status = pod.get("status") or {}
+    # A run pod delivers its secrets in its one container (``delivered`` records it when the
+    # broker hands out the key); a pod of a Job made by an operator before that has an init
+    # container that did, read here so such a run still ends right across an upgrade.
     init: dict[str, Any] = next(iter(pod_status.get("initContainerStatuses") or []), {})
     main: dict[str, Any] = next(iter(pod_status.get("containerStatuses") or []), {})
     init_done = (init.get("state") or {}).get("terminated")
@@ -143,7 +147,19 @@ def progress(execution: dict[str, Any], pod: dict[str, Any]) -> Outcome | None:
     terminated = main_state.get("terminated")
     if terminated:
         code = int(terminated.get("exitCode", 1))
+        if (undelivered := delivery_error(terminated.get("message"))) is not None:
+            message = (f"the executor could not deliver the run's secrets (exit {code}): "
+                       f"{undelivered}")
+            return ended(execution, FAILED, Reason.DELIVERY_FAILED, message, None, None,
+                         steps=steps, started=terminated.get("startedAt"),
+                         finished=terminated.get("finishedAt"))
         result = shown_result(terminated.get("message"))
+        if result is not None and not init and \
+                steps.get(STEP_DELIVERY, {}).get("phase") != SUCCEEDED_PHASE:
+            # The executor ran the script, so it had delivered (the broker's word may be late).
+            steps[STEP_DELIVERY] = step(STEP_DELIVERY, SUCCEEDED_PHASE, _DELIVERED,
+                                        started=terminated.get("startedAt"),
+                                        finished=terminated.get("startedAt"))
         ok = code == 0
         message = f"the script exited with {code}"
         return ended(execution, SUCCEEDED_PHASE if ok else FAILED,
@@ -167,6 +183,34 @@ def progress(execution: dict[str, Any], pod: dict[str, Any]) -> Outcome | None:
     if events:
         return Outcome({**kept(status), "steps": list(steps.values())}, events)
     return None
+
+
+def delivered(execution: dict[str, Any], run_id: str, at: str) -> Outcome | None:
+    """The broker handed the run's key to its pod at ``at``: the delivery step done, and its
+    Event; None when that is said already, or the status is of another run (or over)."""
+    status = execution.get("status") or {}
+    if status.get("runId") != run_id or try_ended(status):
+        return None
+    steps = {s["name"]: s for s in status.get("steps") or []}
+    if steps.get(STEP_DELIVERY, {}).get("phase") == SUCCEEDED_PHASE:
+        return None
+    steps[STEP_DELIVERY] = step(STEP_DELIVERY, SUCCEEDED_PHASE, _DELIVERED, started=at,
+                                finished=at)
+    return Outcome({**kept(status), "steps": list(steps.values())},
+                   [EventNote("Normal", Reason.SECRETS_DELIVERED, _DELIVERED)])
+
+
+def delivery_error(message: str | None) -> str | None:
+    """Why the executor could not deliver the run's secrets, from its termination message
+    (``{"delivery_error": ...}``); None for any other message."""
+    if not message or '"delivery_error"' not in message:
+        return None
+    try:
+        said = json.loads(message)
+    except ValueError:
+        return None
+    error = said.get("delivery_error") if isinstance(said, dict) else None
+    return str(error) if error else None
 
 
 def kept(status: dict[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 * the package's ConfigMap (its scripts), owned by the Package, kept in sync with it;
 * the run's Secret, holding only the *sealed* bundle (ciphertext under the one-time run key);
-* the run's Job: an init container that gets the run key from the broker (authenticated by a
-  projected, audience-bound, short-lived token) and opens the bundle into a memory-backed
-  ``emptyDir``; the executor as the main container, with that volume read-only; the restricted
+* the run's Job: one container, the executor, which gets the run key from the broker
+  (authenticated by a projected, audience-bound, short-lived token), opens the sealed bundle
+  and holds it in a sealed memory file for the script (no init container: a second container's
+  start was most of what a run added to a bare Job; no writable tmpfs); the restricted
   pod-security level; no default service-account token; no retries (the key is given once).
 
 Names are deterministic, so a restarted operator finds the Job it made instead of making another.
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fx_ef import contract
-from fx_ef.command_lines import executor_command, init_command
+from fx_ef.command_lines import executor_command
 from fx_operator.domain.api_group import (
     ANNOTATION_CONTENT_HASH,
     API_VERSION,
@@ -32,7 +33,6 @@ from fx_operator.domain.api_group import (
 )
 
 SEALED_BUNDLE_KEY = "bundle"
-INIT_CONTAINER = "deliver-secrets"
 SCRIPT_CONTAINER = "script"
 RESULT_MAX_BYTES = 4096  # the kubelet keeps at most 4 KiB of a termination message
 _MAX_NAME = 63
@@ -91,7 +91,6 @@ class RunPodSettings:
     token_expiration_seconds: int = 600
     ttl_seconds_after_finished: int = 3600
     run_user_id: int = 10001
-    bundle_size_limit: str = "16Mi"
 
 
 @dataclass(frozen=True)
@@ -167,8 +166,6 @@ def _dir(path: str) -> str:
 
 def run_job(plan: RunPlan, settings: RunPodSettings) -> dict[str, Any]:
     """The Job of one run (its deterministic name: ``plan.job_name``)."""
-    secrets_dir = contract.POD_SECRETS_DIR
-    bundle_path = f"{secrets_dir}/{contract.BUNDLE_FILE_NAME}"
     image = plan.image or settings.runtime_image
     env = [{"name": contract.ENV_RUN_ID, "value": plan.run_id},
            {"name": contract.ENV_BROKER_URL, "value": settings.broker_url},
@@ -178,20 +175,8 @@ def run_job(plan: RunPlan, settings: RunPodSettings) -> dict[str, Any]:
            {"name": "HOME", "value": "/tmp"}]  # noqa: S108 (an emptyDir; the root fs is read-only)
     token_mount = {"name": "token", "mountPath": _dir(contract.POD_TOKEN_FILE), "readOnly": True}
     ca_mount = {"name": "broker-ca", "mountPath": _dir(contract.POD_CA_FILE), "readOnly": True}
-    init = {
-        "name": INIT_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
-        "command": init_command(run_id=plan.run_id, sealed=contract.POD_SEALED_BUNDLE,
-                                out=secrets_dir, broker=settings.broker_url,
-                                token_file=contract.POD_TOKEN_FILE, ca_file=contract.POD_CA_FILE),
-        "env": env, "securityContext": _restricted(),
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
-                      "limits": {"cpu": "500m", "memory": "128Mi"}},
-        "volumeMounts": [
-            {"name": "sealed", "mountPath": _dir(contract.POD_SEALED_BUNDLE), "readOnly": True},
-            {"name": "secrets", "mountPath": secrets_dir},
-            token_mount, ca_mount],
-    }
-    command = executor_command(bundle=bundle_path, package_dir=contract.POD_PACKAGE_DIR,
+    command = executor_command(sealed=contract.POD_SEALED_BUNDLE,
+                               package_dir=contract.POD_PACKAGE_DIR,
                                result=contract.POD_RESULT_FILE, result_max_bytes=RESULT_MAX_BYTES)
     script = {
         "name": SCRIPT_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
@@ -201,7 +186,7 @@ def run_job(plan: RunPlan, settings: RunPodSettings) -> dict[str, Any]:
         "terminationMessagePolicy": "File",
         "volumeMounts": [
             {"name": "package", "mountPath": contract.POD_PACKAGE_DIR, "readOnly": True},
-            {"name": "secrets", "mountPath": secrets_dir, "readOnly": True},
+            {"name": "sealed", "mountPath": _dir(contract.POD_SEALED_BUNDLE), "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
             token_mount, ca_mount],
     }
@@ -211,8 +196,6 @@ def run_job(plan: RunPlan, settings: RunPodSettings) -> dict[str, Any]:
             "items": [{"key": n, "path": n} for n in plan.script_names]}},
         {"name": "sealed", "secret": {"secretName": plan.sealed_secret_name,
                                       "defaultMode": 0o400}},
-        {"name": "secrets", "emptyDir": {"medium": "Memory",
-                                         "sizeLimit": settings.bundle_size_limit}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
         {"name": "token", "projected": {"defaultMode": 0o400, "sources": [
             {"serviceAccountToken": {"audience": settings.broker_audience,
@@ -228,7 +211,7 @@ def run_job(plan: RunPlan, settings: RunPodSettings) -> dict[str, Any]:
         "securityContext": {"runAsNonRoot": True, "runAsUser": settings.run_user_id,
                             "runAsGroup": settings.run_user_id, "fsGroup": settings.run_user_id,
                             "seccompProfile": {"type": "RuntimeDefault"}},
-        "initContainers": [init], "containers": [script], "volumes": volumes,
+        "containers": [script], "volumes": volumes,
     }
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,  # the run key is handed out once: a retried pod could not start

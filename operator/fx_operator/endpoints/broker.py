@@ -76,14 +76,36 @@ def _bearer(request: web.Request) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+#: Told, after the answer, that a run's key went to its pod (the Execution's delivery step).
+DeliveryObserver = Callable[[str], Awaitable[None]]
+
+
 class _Broker:
     """The request handlers, over their collaborators."""
 
     def __init__(self, authenticator: PodAuthenticator, run_keys: RunKeyService,
-                 runs: RunService) -> None:
+                 runs: RunService, on_delivered: DeliveryObserver | None = None) -> None:
         self.authenticator = authenticator
         self.run_keys = run_keys
         self.runs = runs
+        self.on_delivered = on_delivered
+        self.telling: set[asyncio.Task[None]] = set()
+
+    def _tell_delivered(self, run_id: str) -> None:
+        """``on_delivered`` in a task of its own: the pod has its key without waiting for it."""
+        if self.on_delivered is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._told(self.on_delivered, run_id))
+        self.telling.add(task)
+        task.add_done_callback(self.telling.discard)
+
+    @staticmethod
+    async def _told(observer: DeliveryObserver, run_id: str) -> None:
+        try:
+            await observer(run_id)
+        except FxError as e:  # the Execution's step only: its run goes on, its end is recorded
+            log.warning("the delivery of run %s not recorded on its Execution (%s): %s", run_id,
+                        type(e).__name__, e)
 
     async def health(self, request: web.Request) -> web.Response:
         return _json(200, {"status": "ok"})
@@ -107,6 +129,7 @@ class _Broker:
             return _json(e.status, {"error": e.message})
         except FxError as e:
             return self._failed("key request", run_id, e)
+        self._tell_delivered(run_id)
         return _json(200, {"key": base64.b64encode(key).decode()})
 
     async def channel(self, request: web.Request) -> web.Response:
@@ -182,16 +205,30 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 def make_app(*, authenticator: PodAuthenticator, run_keys: RunKeyService,
-             runs: RunService) -> web.Application:
+             runs: RunService, on_delivered: DeliveryObserver | None = None) -> web.Application:
     """The broker's routes: health, the key (once per run), and the run channel."""
-    broker = _Broker(authenticator, run_keys, runs)
+    broker = _Broker(authenticator, run_keys, runs, on_delivered)
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
+    app[_HANDLERS] = broker
+    app.on_shutdown.append(_stop_telling)
     app.router.add_get(HEALTH_PATH, broker.health)
     app.router.add_post(contract.BROKER_KEY_PATH, broker.key)
     app.router.add_post(contract.CHANNEL_SECRETS_PATH, broker.channel)
     app.router.add_get(contract.CHANNEL_STATE_PATH, broker.channel)
     app.router.add_post(contract.CHANNEL_STATE_PATH, broker.channel)
     return app
+
+
+_HANDLERS = web.AppKey("handlers", _Broker)
+
+
+async def _stop_telling(app: web.Application) -> None:
+    """Shutting down: the deliveries not yet written to their Executions are left to the pods'
+    own progress (which records delivery too), not to a task the loop would drop."""
+    tasks = list(app[_HANDLERS].telling)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @contextmanager
@@ -239,10 +276,13 @@ class BrokerServer:
 
 async def start_broker(*, certificate_pem: str, private_key_pem: str,
                        authenticator: PodAuthenticator, run_keys: RunKeyService, runs: RunService,
+                       on_delivered: DeliveryObserver | None = None,
                        host: str = "0.0.0.0", port: int = 8443,  # noqa: S104 (pods connect)
                        shutdown_timeout: float = 10.0) -> BrokerServer:
-    """Serve the broker over HTTPS until ``stop()``; no access log (paths carry run ids only)."""
-    app = make_app(authenticator=authenticator, run_keys=run_keys, runs=runs)
+    """Serve the broker over HTTPS until ``stop()``; no access log (paths carry run ids only).
+    ``on_delivered`` is told each run whose key went out (after the answer, in a task)."""
+    app = make_app(authenticator=authenticator, run_keys=run_keys, runs=runs,
+                   on_delivered=on_delivered)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:

@@ -30,10 +30,12 @@ from fx_operator.domain.conditions import (
     FINAL_PHASES,
     Outcome,
     Reason,
+    now_iso,
 )
 from fx_operator.domain.execution_status import (
     STEP_ADMITTED,
     admitted,
+    delivered,
     ended,
     missing_message,
     package_ready,
@@ -65,8 +67,12 @@ from fx_operator.services.packages import PackageService
 from fx_operator.services.secret_service import SecretService
 from fx_operator.storage.backends import Transaction
 from fx_operator.storage.kube import Kube, KubeError, KubeNotFound
+from fx_operator.storage.run_keys import RunKeyRecord
 
 log = logging.getLogger(__name__)
+
+#: Writes of a delivery step that may lose to the pod's own progress before one lands.
+DELIVERY_WRITE_TRIES = 5
 
 
 class NotReadyYet(FxError):
@@ -93,6 +99,8 @@ class RunKeys(Protocol):
                  replace: bool = True, tx: Transaction | None = None) -> bool: ...
 
     def finish(self, run_id: str, *, tx: Transaction | None = None) -> None: ...
+
+    def get(self, run_id: str) -> RunKeyRecord | None: ...
 
 
 def run_id_of(execution: Resource, try_number: int = 1) -> str:
@@ -371,6 +379,33 @@ class ExecutionService:
         if any(e.reason == Reason.SECRETS_DELIVERED for e in outcome.events):
             self._observe_delivery(status)
         return execution, outcome
+
+    async def delivered(self, run_id: str) -> None:
+        """The broker handed ``run_id``'s key to its pod: the Execution's delivery step and its
+        Event. Called off the pod's path (the key is on its way already); a write that lost to
+        another one (the pod's own progress) is decided again on what that one wrote."""
+        record = await asyncio.to_thread(self.run_keys.get, run_id)
+        if record is None:
+            return
+        at = now_iso()
+        for _ in range(DELIVERY_WRITE_TRIES):
+            execution = await self._unfinished(record.namespace, record.execution)
+            outcome = delivered(execution, run_id, at) if execution is not None else None
+            if execution is None or outcome is None:
+                return
+            try:
+                await self.kube.patch_custom_status(
+                    "executions", record.namespace, record.execution, outcome.status,
+                    resource_version=execution["metadata"].get("resourceVersion"))
+            except KubeError as e:
+                if e.status == 409:
+                    continue
+                raise
+            self._observe_delivery(execution.get("status") or {})
+            for event in outcome.events:
+                await self.kube.post_event(execution, event.type, str(event.reason),
+                                           event.message)
+            return
 
     def _observe_delivery(self, status: dict[str, Any]) -> None:
         """Admission to delivery, as the delivery latency users feel at the start of a run."""
