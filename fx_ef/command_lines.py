@@ -40,7 +40,8 @@ def init_command(*, run_id: str, sealed: StrPath, out: StrPath, broker: str | No
 
 
 def executor_command(*, package_dir: StrPath, bundle: StrPath | None = None,
-                     sealed: StrPath | None = None, result: StrPath | None = None,
+                     sealed: StrPath | None = None, key_stdin: bool = False,
+                     result: StrPath | None = None,
                      result_max_bytes: int | None = None, mask: bool = True,
                      timeout: float | None = None, runner_pid: int | None = None,
                      python: str = "python") -> list[str]:
@@ -48,8 +49,9 @@ def executor_command(*, package_dir: StrPath, bundle: StrPath | None = None,
 
     The bundle is a file (``bundle``: a local run's init step wrote it) or sealed (``sealed``: a
     run pod's executor claims the key and opens it itself, the broker, token and CA from the
-    pod's environment). With ``runner_pid`` (a run on a workstation): ``fx_ef.local_executor``,
-    which ends with that process, with the same executor arguments after ``--runner-pid``.
+    pod's environment; ``key_stdin``: its key on stdin instead). With ``runner_pid`` (a run on
+    a workstation): ``fx_ef.local_executor``, which ends with that process, with the same
+    executor arguments after ``--runner-pid``.
     """
     if (bundle is None) == (sealed is None):
         raise ValueError("the executor reads a bundle file or a sealed bundle: one of them")
@@ -63,6 +65,8 @@ def executor_command(*, package_dir: StrPath, bundle: StrPath | None = None,
     else:
         assert sealed is not None
         argv += [contract.FLAG_SEALED, os.fspath(sealed)]
+        if key_stdin:
+            argv.append(contract.FLAG_KEY_STDIN)
     argv += [contract.FLAG_PACKAGE_DIR, os.fspath(package_dir)]
     if result is not None:
         argv += [contract.FLAG_RESULT, os.fspath(result)]

@@ -1,15 +1,18 @@
 """The run's executor: runs the package's entrypoint with its output streamed through the masker.
 
-    python -m fx_ef.executor (--bundle FILE | --sealed FILE [--broker URL] [--token-file FILE]
-                             [--ca-file FILE] [--run-id RUN]) --package-dir DIR [--result FILE]
-                             [--no-mask] [--timeout SECONDS] [--grace SECONDS]
+    python -m fx_ef.executor (--bundle FILE | --sealed FILE [--key-stdin | --broker URL]
+                             [--token-file FILE] [--ca-file FILE] [--run-id RUN])
+                             --package-dir DIR [--result FILE] [--no-mask]
+                             [--timeout SECONDS] [--grace SECONDS]
 
 With ``--bundle`` the run's bundle is a file an earlier step wrote (a local run). With ``--sealed``
 (a run pod) the executor delivers it itself, before anything of the script starts: the one-time
 run key from the broker (``$FX_BROKER_URL``, authenticated by the pod's projected token), the
 sealed bundle opened with it, the bundle held in a sealed memory file that the script reads and no
-one can write (``fx_ef.init.claim_bundle``). A delivery that fails ends the executor with exit
-code 4 and a result that says why (``delivery_error``), for the operator to report.
+one can write (``fx_ef.init.claim_bundle``). ``--key-stdin`` takes the key from stdin instead
+of the broker, as ``fx_ef.init`` does for a local run (the script's stdin is /dev/null anyway).
+A delivery that fails ends the executor with exit code 4 and a result that says why
+(``delivery_error``), for the operator to report.
 
 The script runs in a forked child of this process (no second interpreter start-up), in its own
 process group, with stdin from /dev/null and stdout and stderr on pipes that this process masks
@@ -427,6 +430,7 @@ class _Args:
         self.timeout: float | None = None  # seconds; then SIGTERM
         self.grace = 10.0  # seconds between SIGTERM and SIGKILL after a timeout
         self.keep_bundle = False  # tests only
+        self.key_stdin = False  # the run key on stdin instead of from the broker
 
 
 _VALUED = (contract.FLAG_BUNDLE, contract.FLAG_PACKAGE_DIR, contract.FLAG_RESULT,
@@ -434,7 +438,7 @@ _VALUED = (contract.FLAG_BUNDLE, contract.FLAG_PACKAGE_DIR, contract.FLAG_RESULT
            contract.FLAG_SEALED, contract.FLAG_RUN_ID, contract.FLAG_BROKER,
            contract.FLAG_TOKEN_FILE, contract.FLAG_CA_FILE)
 _MEMORY_BUNDLE_PREFIX = "/proc/self/fd/"  # fx_ef.init.MEMORY_BUNDLE_PREFIX, without its import
-_SWITCHES = (contract.FLAG_NO_MASK, contract.FLAG_KEEP_BUNDLE)
+_SWITCHES = (contract.FLAG_NO_MASK, contract.FLAG_KEEP_BUNDLE, contract.FLAG_KEY_STDIN)
 # getopt's spelling of the flags ``fx_ef.command_lines.executor_command`` writes.
 _OPTIONS = (*(f"{flag[2:]}=" for flag in _VALUED), *(flag[2:] for flag in _SWITCHES), "help")
 
@@ -560,13 +564,18 @@ def _delivered(args: _Args) -> str:
         if not args.run_id:
             raise init.InitError(f"no run id: pass {contract.FLAG_RUN_ID} or set "
                                  f"{contract.ENV_RUN_ID}", EXIT_USAGE)
-        if not args.broker:
+        if args.key_stdin:
+            key = init.key_from_stdin()
+            path = init.memory_bundle(init.open_sealed(Path(args.sealed), args.run_id, key))
+            del key
+        elif not args.broker:
             raise init.InitError(f"no broker: pass {contract.FLAG_BROKER} or set "
                                  f"{contract.ENV_BROKER_URL}", EXIT_USAGE)
-        ca_file = Path(args.ca_file)
-        path = init.claim_bundle(run_id=args.run_id, sealed=Path(args.sealed),
-                                 broker=args.broker, token_file=Path(args.token_file),
-                                 ca_file=ca_file if ca_file.exists() else None)
+        else:
+            ca_file = Path(args.ca_file)
+            path = init.claim_bundle(run_id=args.run_id, sealed=Path(args.sealed),
+                                     broker=args.broker, token_file=Path(args.token_file),
+                                     ca_file=ca_file if ca_file.exists() else None)
     except init.InitError as e:
         if args.result is not None:
             with contextlib.suppress(OSError):  # the operator reads why in the pod's status

@@ -45,6 +45,11 @@ def _decode_key(text: str, source: str) -> bytes:
     return key
 
 
+def key_from_stdin() -> bytes:
+    """The run key, base64 on one line of stdin (a local run's, or a test's)."""
+    return _decode_key(sys.stdin.readline(), "stdin")
+
+
 _UNAVAILABLE = (502, 503, 504)
 
 
@@ -212,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InitError(f"no run id: pass {contract.FLAG_RUN_ID} or set "
                             f"{contract.ENV_RUN_ID}", EXIT_USAGE)
         if args.key_stdin:
-            key = _decode_key(sys.stdin.readline(), "stdin")
+            key = key_from_stdin()
         elif args.broker:
             key = key_from_broker(args.broker, args.run_id, args.token_file,
                                   args.ca_file if args.ca_file.exists() else None,

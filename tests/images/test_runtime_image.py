@@ -45,18 +45,20 @@ def _plan_and_job(image: str) -> dict[str, Any]:
     return pod
 
 
-def _without_broker(command: list[str]) -> list[str]:
-    """The init command with the broker's flags swapped for ``--key-stdin``."""
-    out: list[str] = []
-    skip = False
-    for arg in command:
-        if skip:
-            skip = False
-        elif arg in ("--broker", "--token-file", "--ca-file"):
-            skip = True
-        else:
-            out.append(arg)
-    return [*out, "--key-stdin"]
+def _key_on_stdin(command: list[str]) -> list[str]:
+    """The run pod's executor command, its key on stdin instead of from the broker (a broker
+    and a pod's token are the real control plane tier's: tests/realk8s)."""
+    assert contract.FLAG_SEALED in command
+    return [*command, contract.FLAG_KEY_STDIN]
+
+
+def _sealed_dir(workdir: Path, bundle: dict[str, Any], key: bytes) -> Path:
+    """The sealed bundle as the run's Secret volume holds it (ciphertext only)."""
+    sealed_dir = _readable_dir(workdir / "sealed")
+    sealed = sealed_dir / Path(contract.POD_SEALED_BUNDLE).name
+    sealed.write_bytes(seal_bundle(bundle, key))
+    sealed.chmod(0o444)
+    return sealed_dir
 
 
 def _readable_dir(path: Path) -> Path:
@@ -95,7 +97,8 @@ def test_the_seed_package_runs_from_a_sealed_bundle_with_its_output_masked(
         podman: Podman, runtime_image: str, workdir: Path,
         seed_secrets: dict[str, Any]) -> None:
     pod = _plan_and_job(runtime_image)
-    (init,), (script,) = pod["initContainers"], pod["containers"]
+    assert "initContainers" not in pod
+    (script,) = pod["containers"]
     bundle = {"format": contract.BUNDLE_FORMAT, "run_id": RUN_ID,
               "package": {"name": "secrets-fx-ef", "id": "team-a/secrets-fx-ef",
                           "project": "team-a"},
@@ -103,54 +106,44 @@ def test_the_seed_package_runs_from_a_sealed_bundle_with_its_output_masked(
               "secrets": seed_secrets, "scopes": dict.fromkeys(seed_secrets, "package"),
               "channel": None, "allow_platform_write": False}
     key = new_run_key()
-    sealed_dir = _readable_dir(workdir / "sealed")
-    sealed = sealed_dir / Path(contract.POD_SEALED_BUNDLE).name
-    sealed.write_bytes(seal_bundle(bundle, key))
-    sealed.chmod(0o444)
+    sealed_dir = _sealed_dir(workdir, bundle, key)
     package_dir = _readable_dir(workdir / "package")
     (package_dir / "test_secrets.py").write_text((SEED / "test_secrets.py").read_text())
     (package_dir / "test_secrets.py").chmod(0o444)
     termination = workdir / "termination-log"
     termination.write_bytes(b"")
     os.chown(termination, RUN_USER, RUN_USER)
-    env = {item["name"]: item["value"] for item in init["env"]}
+    env = {item["name"]: item["value"] for item in script["env"]}
 
-    with podman.memory_dir() as secrets_volume:
-        secrets_mount = Mount(secrets_volume, contract.POD_SECRETS_DIR, read_only=False)
-        init_container = PodContainer(
-            runtime_image, _without_broker(init["command"]), env=env, stdin=True,
-            mounts=[Mount(str(sealed_dir), str(Path(contract.POD_SEALED_BUNDLE).parent)),
-                    secrets_mount])
-        with podman.kept(init_container, input=base64.b64encode(key) + b"\n") as (init_name,
-                                                                                  delivered):
-            assert delivered.returncode == 0, delivered.stderr.decode()
-            script_container = PodContainer(
-                runtime_image, script["command"], env=env, tmpfs=["/tmp"],
-                mounts=[Mount(str(package_dir), contract.POD_PACKAGE_DIR),
-                        Mount(secrets_volume, contract.POD_SECRETS_DIR),
-                        Mount(str(termination), contract.POD_RESULT_FILE, read_only=False)])
-            with podman.kept(script_container) as (script_name, ran):
-                output = ran.stdout.decode()
-                assert ran.returncode == 0, ran.stderr.decode()
-                assert "DB NAME: ***" in output
-                assert "DB PASS: ***" in output
-                assert "PACKAGE NAME: secrets-fx-ef" in output
-                result = json.loads(termination.read_text())
-                assert result["exit_code"] == 0
-                assert "DB PASS: ***" in result["output_tail"]
+    container = PodContainer(
+        runtime_image, _key_on_stdin(script["command"]), env=env, tmpfs=["/tmp"], stdin=True,
+        mounts=[Mount(str(package_dir), contract.POD_PACKAGE_DIR),
+                Mount(str(sealed_dir), str(Path(contract.POD_SEALED_BUNDLE).parent)),
+                Mount(str(termination), contract.POD_RESULT_FILE, read_only=False)])
+    with podman.kept(container, input=base64.b64encode(key) + b"\n") as (name, ran):
+        output = ran.stdout.decode()
+        assert ran.returncode == 0, ran.stderr.decode()
+        assert f"bundle of run {RUN_ID} delivered (held in memory)" in ran.stderr.decode()
+        assert "DB NAME: ***" in output
+        assert "DB PASS: ***" in output
+        assert "PACKAGE NAME: secrets-fx-ef" in output
+        result = json.loads(termination.read_text())
+        assert result["exit_code"] == 0
+        assert result["bundle_removed"] is True
+        assert "DB PASS: ***" in result["output_tail"]
 
-                # Nothing of a value anywhere the runtime keeps a trace of these containers.
-                for name in (init_name, script_name):
-                    traces = {
-                        "output": delivered.stdout + delivered.stderr + ran.stdout + ran.stderr,
-                        "logs": podman("logs", name).stdout + podman("logs", name).stderr,
-                        "inspect": podman("container", "inspect", name).stdout,
-                        "diff": podman("diff", name).stdout,
-                        "layer": _container_filesystem(podman, name, workdir),
-                        "termination message": termination.read_bytes(),
-                    }
-                    for where, blob in traces.items():
-                        assert _leaks(blob, seed_secrets) == [], f"{name}: {where}"
+        # Nothing of a value anywhere the runtime keeps a trace of the container: the bundle
+        # was in memory only (its layer, diff and tmpfs-less root hold no copy).
+        traces = {
+            "output": ran.stdout + ran.stderr,
+            "logs": podman("logs", name).stdout + podman("logs", name).stderr,
+            "inspect": podman("container", "inspect", name).stdout,
+            "diff": podman("diff", name).stdout,
+            "layer": _container_filesystem(podman, name, workdir),
+            "termination message": termination.read_bytes(),
+        }
+        for where, blob in traces.items():
+            assert _leaks(blob, seed_secrets) == [], f"{name}: {where}"
 
 
 def _container_filesystem(podman: Podman, name: str, workdir: Path) -> bytes:
@@ -171,55 +164,56 @@ def _container_filesystem(podman: Podman, name: str, workdir: Path) -> bytes:
     return b"\0".join(chunks)
 
 
-def test_the_bundle_opens_only_into_the_run_users_tmpfs(podman: Podman, runtime_image: str,
-                                                         workdir: Path) -> None:
-    """The init step writes the bundle 0400 for uid 10001; the script's mount cannot change it."""
+def test_the_bundle_is_held_in_sealed_memory_that_no_one_writes(
+        podman: Podman, runtime_image: str, workdir: Path) -> None:
+    """The executor opens the bundle into a sealed memory file: the script reads it through
+    ``$FX_BUNDLE`` (``/proc/self/fd/N``), cannot write, grow or truncate it, and no file of it
+    exists in any folder of the container."""
     pod = _plan_and_job(runtime_image)
-    (init,), (script,) = pod["initContainers"], pod["containers"]
+    (script,) = pod["containers"]
     key = new_run_key()
-    sealed_dir = _readable_dir(workdir / "sealed")
-    sealed = sealed_dir / Path(contract.POD_SEALED_BUNDLE).name
     bundle = {"format": contract.BUNDLE_FORMAT, "run_id": RUN_ID,
               "package": {"name": "p", "id": "team-a/p", "project": "team-a"},
-              "entrypoint": "main.py", "compat": None, "params": {}, "config": {},
+              "entrypoint": "test_secrets.py", "compat": None, "params": {}, "config": {},
               "secrets": {"CANARY": CANARY}, "scopes": {"CANARY": "package"}, "channel": None,
               "allow_platform_write": False}
-    sealed.write_bytes(seal_bundle(bundle, key))
-    sealed.chmod(0o444)
-    with podman.memory_dir() as volume:
-        delivered = podman.run(PodContainer(
-            runtime_image, _without_broker(init["command"]), stdin=True,
-            mounts=[Mount(str(sealed_dir), str(Path(contract.POD_SEALED_BUNDLE).parent)),
-                    Mount(volume, contract.POD_SECRETS_DIR, read_only=False)]),
-            input=base64.b64encode(key) + b"\n")
-        assert delivered.returncode == 0, delivered.stderr.decode()
-        bundle_path = f"{contract.POD_SECRETS_DIR}/{contract.BUNDLE_FILE_NAME}"
-        probe = podman.run(PodContainer(
-            runtime_image, ["python", "-c", (
-                "import os, stat, sys\n"
-                f"s = os.stat({bundle_path!r})\n"
-                "print(oct(stat.S_IMODE(s.st_mode)), s.st_uid)\n"
-                "try:\n"
-                f"    os.chmod({bundle_path!r}, 0o644)\n"
-                "except OSError as e:\n"
-                "    print('chmod refused:', e.strerror)\n"
-                "try:\n"
-                f"    open({contract.POD_SECRETS_DIR!r} + '/other', 'w')\n"
-                "except OSError as e:\n"
-                "    print('write refused:', e.strerror)\n")],
-            mounts=[Mount(volume, contract.POD_SECRETS_DIR)]))
-        assert probe.returncode == 0, probe.stderr.decode()
-        lines = probe.stdout.decode().splitlines()
-        assert lines[0] == f"0o400 {RUN_USER}"
-        assert lines[1] == "chmod refused: Read-only file system"
-        assert lines[2] == "write refused: Read-only file system"
-        # Another uid (another container of the node) cannot read it.
-        other = podman.run(PodContainer(
-            runtime_image, ["python", "-c", f"open({bundle_path!r}).read()"], user=10002,
-            mounts=[Mount(volume, contract.POD_SECRETS_DIR)]))
-        assert other.returncode != 0
-        assert b"Permission denied" in other.stderr
-        assert script["volumeMounts"][1]["readOnly"] is True  # the Job mounts it as this test did
+    sealed_dir = _sealed_dir(workdir, bundle, key)
+    package_dir = _readable_dir(workdir / "package")
+    (package_dir / "test_secrets.py").write_text(
+        "import os, subprocess\n"
+        "from fx_ef import context\n"
+        "path = os.environ['FX_BUNDLE']\n"
+        "print('path:', path.startswith('/proc/self/fd/'))\n"
+        "print('reads:', context.secrets.get('CANARY') is not None)\n"
+        "for mode in ('r+b', 'ab'):\n"
+        "    try:\n"
+        "        with open(path, mode) as f:\n"
+        "            f.write(b'x')\n"
+        "        print(mode, 'written')\n"
+        "    except OSError as e:\n"
+        "        print(mode, 'refused:', e.strerror)\n"
+        "try:\n"
+        "    os.truncate(path, 0)\n"
+        "    print('truncated')\n"
+        "except OSError as e:\n"
+        "    print('truncate refused:', e.strerror)\n"
+        "found = subprocess.run(['grep', '-rlsF', '--', context.secrets.get('CANARY'),\n"
+        "                        '/run', '/tmp', '/opt', '/home', '/var'],\n"
+        "                       capture_output=True, text=True)\n"
+        "print('files holding it:', found.stdout.split())\n")
+    (package_dir / "test_secrets.py").chmod(0o444)
+    ran = podman.run(PodContainer(
+        runtime_image, _key_on_stdin(script["command"]), tmpfs=["/tmp"], stdin=True,
+        mounts=[Mount(str(package_dir), contract.POD_PACKAGE_DIR),
+                Mount(str(sealed_dir), str(Path(contract.POD_SEALED_BUNDLE).parent))]),
+        input=base64.b64encode(key) + b"\n")
+    assert ran.returncode == 0, ran.stderr.decode()
+    lines = ran.stdout.decode().splitlines()
+    assert lines[:2] == ["path: True", "reads: True"], lines
+    assert lines[2] == "r+b refused: Operation not permitted", lines
+    assert lines[3] == "ab refused: Operation not permitted", lines
+    assert lines[4] == "truncate refused: Operation not permitted", lines
+    assert lines[5] == "files holding it: []", lines
 
 
 def test_the_runtime_image_holds_no_operator_no_pip_and_no_compiler(
@@ -297,16 +291,14 @@ def test_the_script_cannot_write_past_the_masker_through_the_executors_descripto
     termination = workdir / "termination-log"
     termination.write_bytes(b"")
     os.chown(termination, RUN_USER, RUN_USER)
-    with podman.memory_dir() as secrets_volume:
-        bundle_file = Path(secrets_volume) / contract.BUNDLE_FILE_NAME
-        bundle_file.write_text(json.dumps(bundle))
-        os.chown(bundle_file, RUN_USER, RUN_USER)
-        bundle_file.chmod(0o400)
-        ran = podman.run(PodContainer(
-            runtime_image, script["command"], tmpfs=["/tmp"],
-            mounts=[Mount(str(package_dir), contract.POD_PACKAGE_DIR),
-                    Mount(secrets_volume, contract.POD_SECRETS_DIR),
-                    Mount(str(termination), contract.POD_RESULT_FILE, read_only=False)]))
+    key = new_run_key()
+    sealed_dir = _sealed_dir(workdir, bundle, key)
+    ran = podman.run(PodContainer(
+        runtime_image, _key_on_stdin(script["command"]), tmpfs=["/tmp"], stdin=True,
+        mounts=[Mount(str(package_dir), contract.POD_PACKAGE_DIR),
+                Mount(str(sealed_dir), str(Path(contract.POD_SEALED_BUNDLE).parent)),
+                Mount(str(termination), contract.POD_RESULT_FILE, read_only=False)]),
+        input=base64.b64encode(key) + b"\n")
     output = ran.stdout + ran.stderr
     assert ran.returncode == 0, output.decode()
     assert output.decode().count("refused: Permission denied") == 2, output.decode()

@@ -81,7 +81,7 @@ def test_every_executor_flag_is_one_the_parser_knows() -> None:
              contract.FLAG_RESULT_MAX_BYTES, contract.FLAG_NO_MASK, contract.FLAG_TIMEOUT,
              contract.FLAG_GRACE, contract.FLAG_KEEP_BUNDLE, contract.FLAG_SEALED,
              contract.FLAG_RUN_ID, contract.FLAG_BROKER, contract.FLAG_TOKEN_FILE,
-             contract.FLAG_CA_FILE]
+             contract.FLAG_CA_FILE, contract.FLAG_KEY_STDIN]
     known = {f"--{option.rstrip('=')}" for option in executor._OPTIONS}
     assert set(flags) <= known
     assert known - set(flags) == {"--help"}
