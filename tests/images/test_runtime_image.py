@@ -52,6 +52,10 @@ def _key_on_stdin(command: list[str]) -> list[str]:
     return [*command, contract.FLAG_KEY_STDIN]
 
 
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container["env"]}
+
+
 def _sealed_dir(workdir: Path, bundle: dict[str, Any], key: bytes) -> Path:
     """The sealed bundle as the run's Secret volume holds it (ciphertext only)."""
     sealed_dir = _readable_dir(workdir / "sealed")
@@ -203,7 +207,8 @@ def test_the_bundle_is_held_in_sealed_memory_that_no_one_writes(
         "print('files holding it:', found.stdout.split())\n")
     (package_dir / "test_secrets.py").chmod(0o444)
     ran = podman.run(PodContainer(
-        runtime_image, _key_on_stdin(script["command"]), tmpfs=["/tmp"], stdin=True,
+        runtime_image, _key_on_stdin(script["command"]), env=_env(script), tmpfs=["/tmp"],
+        stdin=True,
         mounts=[Mount(str(package_dir), contract.POD_PACKAGE_DIR),
                 Mount(str(sealed_dir), str(Path(contract.POD_SEALED_BUNDLE).parent))]),
         input=base64.b64encode(key) + b"\n")
@@ -294,7 +299,8 @@ def test_the_script_cannot_write_past_the_masker_through_the_executors_descripto
     key = new_run_key()
     sealed_dir = _sealed_dir(workdir, bundle, key)
     ran = podman.run(PodContainer(
-        runtime_image, _key_on_stdin(script["command"]), tmpfs=["/tmp"], stdin=True,
+        runtime_image, _key_on_stdin(script["command"]), env=_env(script), tmpfs=["/tmp"],
+        stdin=True,
         mounts=[Mount(str(package_dir), contract.POD_PACKAGE_DIR),
                 Mount(str(sealed_dir), str(Path(contract.POD_SEALED_BUNDLE).parent)),
                 Mount(str(termination), contract.POD_RESULT_FILE, read_only=False)]),
