@@ -227,12 +227,13 @@ def test_run_keys_are_given_once_and_only_to_the_runs_own_pod(k8s: Cluster) -> N
     k8s.package("team-a", "sleeper", {"main.py": "import time\ntime.sleep(3)\n"})
     k8s.ready("packages", "team-a", "sleeper")
     k8s.execution("team-a", "sleeper-1", "sleeper")
-    running = k8s.wait_for(lambda: (k8s.get("executions", "team-a", "sleeper-1").get("status")
-                                    or {}).get("phase") == "Running" and
-                           k8s.get("executions", "team-a", "sleeper-1"), "the run to start")
+    running = k8s.wait_for(lambda: (lambda b: b if any(
+        s["name"] == "SecretsDelivered" and s["phase"] == "Succeeded"
+        for s in (b.get("status") or {}).get("steps") or []) else None)(
+        k8s.get("executions", "team-a", "sleeper-1")), "the run's key to be delivered")
     run_id = running["status"]["runId"]
     (pod,) = [p for p in k8s.runner.pods.values() if p.job == job_name("sleeper-1")]
-    assert "(409)" in _ask_for_key(k8s, run_id, pod.tokens[0])  # a replay of the init step
+    assert "(409)" in _ask_for_key(k8s, run_id, pod.tokens[0])  # a replay of the executor's
 
     def register(token: str, namespace: str, pod_name: str, pod_uid: str) -> None:
         k8s.server.call(lambda: k8s.server.emulator.register_token(

@@ -163,8 +163,14 @@ def test_deleting_an_execution_mid_run_stops_its_pod_and_closes_its_run(
 
 # --- the broker ----------------------------------------------------------------------------------
 
+def delivered_step(execution: dict[str, Any]) -> bool:
+    """The broker has handed the run's key to its pod (its executor asked for it)."""
+    steps = (execution.get("status") or {}).get("steps") or []
+    return any(s["name"] == "SecretsDelivered" and s["phase"] == "Succeeded" for s in steps)
+
+
 def _ask_for_key(real: RealCluster, run_id: str, token: str) -> str:
-    """The init step's own request for a run key with ``token``; the refusal's message."""
+    """The executor's own request for a run key with ``token``; the refusal's message."""
     ca = real.core.read_namespaced_config_map("fx-broker-ca", "team-a").data["ca.crt"]
     folder = real.folder / "broker-client"
     folder.mkdir(exist_ok=True)
@@ -200,13 +206,12 @@ def test_the_broker_gives_a_key_once_and_only_to_the_runs_own_pod(real: RealClus
     real.apply(execution("team-b", "sleeper-b", "sleeper"))
     real.apply(execution("team-a", "sleeper-a2", "sleeper"))
     real.apply(execution("team-a", "sleeper-a", "sleeper"))
-    running = real.wait_for(lambda: (lambda b: b if (b.get("status") or {}).get("phase") ==
-                                     "Running" else None)(
-        real.get("executions", "team-a", "sleeper-a")), "the run to start")
+    running = real.wait_for(lambda: (lambda b: b if delivered_step(b) else None)(
+        real.get("executions", "team-a", "sleeper-a")), "the run's key to be delivered")
     run_id = running["status"]["runId"]
     own = _pod_of(real, "team-a", "sleeper-a")
     (delivered,) = real.agent.tokens[own.metadata.uid]
-    # A replay of the init step's request, with the pod's own token: the key went once.
+    # A replay of the executor's request, with the pod's own token: the key went once.
     assert "(409)" in _ask_for_key(real, run_id, delivered)
     # A token of another namespace's pod, of another run's pod, for another audience; garbage.
     other_namespace = _pod_of(real, "team-b", "sleeper-b")
