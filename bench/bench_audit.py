@@ -71,7 +71,7 @@ def fill(dsn: str, records: int) -> None:
     rng = random.Random(17)
     started = time.perf_counter()
     with psycopg.connect(dsn) as conn:
-        conn.execute("ALTER TABLE audit DISABLE TRIGGER audit_names_fill")
+        conn.execute("ALTER TABLE audit DISABLE TRIGGER audit_names_queue")
         names: list[tuple[int, str, str, str, str, int, str]] = []
         with conn.cursor().copy("COPY audit (id, at, actor, action, scope, project, package, "
                                 "run_id, entries) FROM STDIN") as copy:
@@ -102,7 +102,7 @@ def fill(dsn: str, records: int) -> None:
             for row in names:
                 copy.write_row(row)
         conn.execute("SELECT setval(pg_get_serial_sequence('audit', 'id'), %s)", (records,))
-        conn.execute("ALTER TABLE audit ENABLE TRIGGER audit_names_fill")
+        conn.execute("ALTER TABLE audit ENABLE TRIGGER audit_names_queue")
         conn.commit()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE audit")

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 from fx_operator.domain.scopes import Owner, Scope
-from fx_operator.storage import audit_log, migrating
+from fx_operator.services.audit_log import AuditLog
+from fx_operator.storage import migrating
 from fx_operator.storage.backends import Backend, SqliteBackend, utcnow
 from fx_operator.storage.postgres_backend import PostgresBackend
 from fx_operator.storage.secret_store import SecretStore
@@ -201,9 +202,14 @@ def test_a_store_from_before_the_audit_index_has_its_records_found(
     migrating.upgrade(opened.url)
     store = SecretStore(opened)
     try:
-        with store.transaction() as tx:
-            found = audit_log.consumers_of_version(tx, Owner.of(Scope.PROJECT, "team-a"),
-                                                   "DB_PASS", 3)
+        with store.transaction() as tx:  # queued by the migration, indexed by no one yet
+            assert tx.execute("SELECT count(*) FROM audit_names")[0][0] == 0
+            assert tx.execute("SELECT count(*) FROM audit_names_pending")[0][0] == 1
+        found = AuditLog(store).consumers_of_version(Owner.of(Scope.PROJECT, "team-a"),
+                                                     "DB_PASS", 3)
+        with store.transaction() as tx:  # the reader indexed it, once
+            assert tx.execute("SELECT count(*) FROM audit_names_pending")[0][0] == 0
+            assert tx.execute("SELECT count(*) FROM audit_names")[0][0] == 1
     finally:
         store.close()
     assert [(c.run_id, c.package, c.version, c.data_key_id) for c in found] == [

@@ -68,6 +68,43 @@ ConsumerKey = tuple[int, str]
 """(record id, name): where a listing of consumers goes on, newest first."""
 
 
+_INDEX_POSTGRESQL = """
+WITH taken AS (DELETE FROM audit_names_pending RETURNING audit_id)
+INSERT INTO audit_names (audit_id, name, scope, project, package, version, data_key_id)
+SELECT a.id, e.name, e.scope,
+       CASE e.scope WHEN 'platform' THEN '' ELSE a.project END,
+       CASE e.scope WHEN 'package' THEN a.package ELSE '' END,
+       e.version, e."dataKeyId"
+FROM taken JOIN audit a ON a.id = taken.audit_id,
+     jsonb_to_recordset(a.entries::jsonb) AS e(name text, scope text, version int, "dataKeyId" text)
+WHERE e.name IS NOT NULL AND e.scope IN ('package', 'project', 'platform')
+  AND e.version IS NOT NULL
+"""
+# SQLite: one writer at a time (BEGIN IMMEDIATE), so nothing is queued between the two.
+_INDEX_SQLITE = ("""
+INSERT INTO audit_names (audit_id, name, scope, project, package, version, data_key_id)
+SELECT a.id, json_extract(e.value, '$.name'), json_extract(e.value, '$.scope'),
+       CASE json_extract(e.value, '$.scope') WHEN 'platform' THEN '' ELSE a.project END,
+       CASE json_extract(e.value, '$.scope') WHEN 'package' THEN a.package ELSE '' END,
+       json_extract(e.value, '$.version'), json_extract(e.value, '$.dataKeyId')
+FROM audit_names_pending p JOIN audit a ON a.id = p.audit_id, json_each(a.entries) AS e
+WHERE json_type(e.value) = 'object' AND json_type(e.value, '$.name') = 'text'
+  AND json_extract(e.value, '$.scope') IN ('package', 'project', 'platform')
+  AND json_type(e.value, '$.version') = 'integer'
+""", "DELETE FROM audit_names_pending")
+
+
+def index_pending(tx: Transaction, dialect: str) -> None:
+    """Derive ``audit_names`` rows of the records written since the last call (their ids queued
+    by the trigger of migration 0007), in ``tx``: a reader's first step. On PostgreSQL two
+    readers at once each take their own records (the queue's rows are deleted as taken)."""
+    if dialect == "postgresql":
+        tx.execute(_INDEX_POSTGRESQL)
+    else:
+        for statement in _INDEX_SQLITE:
+            tx.execute(statement)
+
+
 def records(tx: Transaction, where: AuditFilter, *, after: int | None = None,
             limit: int | None = None) -> list[LoggedRecord]:
     """Records that match ``where``, newest first, those older than record ``after``."""
