@@ -20,6 +20,7 @@ from fx_operator.domain.resources import (
     not_ready,
     parse,
 )
+from fx_operator.domain.schedules import parse_schedule_spec
 from fx_operator.handlers.executions import execution_created
 from fx_operator.handlers.packages import package_changed, published_packages
 from fx_operator.handlers.scoped_secrets import scoped_secret_changed, scoped_secret_deleted
@@ -59,7 +60,8 @@ def test_objects_as_the_api_server_stores_them_parse() -> None:
         "steps": [{"name": "Admitted", "phase": "Succeeded"}]}))
     assert (execution.spec.package, execution.status.run_id) == ("etl", "run-u-1")
     schedule = parse(Schedule, _body("Schedule", {"package": "etl", "schedule": "@daily"}))
-    assert (schedule.spec.concurrency_policy, schedule.spec.suspend) == ("Allow", False)
+    spec = parse_schedule_spec(schedule.spec)  # the one validator of a Schedule's spec
+    assert (spec.concurrency_policy, spec.suspend) == ("Allow", False)
 
 
 @pytest.mark.parametrize(("model", "kind", "spec", "where", "reason"), [

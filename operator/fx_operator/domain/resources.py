@@ -90,6 +90,7 @@ class ObjectMeta(_Model):
     uid: str = ""
     generation: int | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    creation_timestamp: str | None = None
 
 
 class Condition(_Model):
@@ -248,20 +249,6 @@ class Execution(Resource):
 # --- Schedule ------------------------------------------------------------------------------------
 
 
-class ScheduleSpec(_Model):
-    package: str
-    schedule: str
-    time_zone: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    timeout_seconds: int | None = None
-    concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"
-    starting_deadline_seconds: int | None = None
-    suspend: bool = False
-    successful_executions_history_limit: int = 3
-    failed_executions_history_limit: int = 1
-    retries: dict[str, Any] | None = None  # copied into each Execution made
-
-
 class ScheduleStatus(Status):
     last_schedule_time: str | None = None
     next_schedule_time: str | None = None
@@ -271,7 +258,10 @@ class ScheduleStatus(Status):
 
 
 class Schedule(Resource):
-    spec: ScheduleSpec
+    """A Schedule; its spec is checked by ``domain.schedules.parse_schedule_spec`` (cron, time
+    zone, bounds: what the schema cannot check), the one validator of it."""
+
+    spec: dict[str, Any] = Field(default_factory=dict)
     status: ScheduleStatus = Field(default_factory=ScheduleStatus)
 
 

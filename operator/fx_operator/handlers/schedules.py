@@ -7,7 +7,10 @@ from typing import Any
 import kopf
 
 from fx_operator.domain.api_group import GROUP, VERSION
+from fx_operator.domain.conditions import Reason
+from fx_operator.domain.resources import InvalidResource, Schedule, not_ready, parse
 from fx_operator.handlers.common import app_of, apply, retrying
+from fx_operator.services.schedules import INVALID_RECHECK_SECONDS
 
 
 @kopf.daemon(GROUP, VERSION, "schedules", id="schedule", cancellation_timeout=10)
@@ -19,8 +22,14 @@ async def follow_schedule(body: kopf.Body, stopped: kopf.DaemonStopped, memo: ko
     app = app_of(memo)
     try:
         while not stopped:
+            try:
+                schedule = parse(Schedule, body)
+            except InvalidResource as e:  # past the schema: said on it, looked at after an edit
+                await apply(app, body, None, not_ready(e.header, e, Reason.INVALID_SPEC))
+                await stopped.wait(INVALID_RECHECK_SECONDS)
+                continue
             async with retrying():
-                look = await app.schedules.reconcile(dict(body))
+                look = await app.schedules.reconcile(schedule)
                 if stopped:  # the operator is stopping: its HTTP session may be closed already
                     break
                 await apply(app, body, None, look.outcome)

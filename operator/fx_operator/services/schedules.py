@@ -27,6 +27,7 @@ from fx_operator.domain.conditions import (
     mark_failed,
     with_condition,
 )
+from fx_operator.domain.resources import Schedule
 from fx_operator.domain.schedules import (
     Action,
     Finished,
@@ -127,13 +128,13 @@ class ScheduleService:
         a whole operator move time by replacing it)."""
         return (self._clock or utcnow)()
 
-    async def reconcile(self, body: dict[str, Any]) -> Look:
-        meta = body["metadata"]
-        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
-        status = body.get("status") or {}
-        generation = meta.get("generation")
+    async def reconcile(self, schedule: Schedule) -> Look:
+        meta = schedule.metadata
+        namespace, name, uid = meta.namespace, meta.name, meta.uid
+        status = schedule.status.model_dump(by_alias=True, exclude_none=True)
+        generation = meta.generation
         try:
-            spec = parse_schedule_spec(body.get("spec"))
+            spec = parse_schedule_spec(schedule.spec)
         except ValidationError as e:
             outcome = mark_failed(status.get("conditions"), generation=generation,
                                   reason=Reason.INVALID_SPEC, message=str(e))
@@ -144,7 +145,7 @@ class ScheduleService:
                         if (e.get("status") or {}).get("phase") not in FINAL_PHASES)
         last = max(filter(None, (_parse_time(status.get("lastScheduleTime")),
                                  self._handled.get(uid))), default=None)
-        created = _parse_time(meta.get("creationTimestamp")) or self.clock()
+        created = _parse_time(meta.creation_timestamp) or self.clock()
         decision = decide(spec.cron, now=self.clock(), last=last, created=created,
                           active=len(active), policy=spec.concurrency_policy,
                           deadline_seconds=spec.starting_deadline_seconds,
@@ -161,7 +162,7 @@ class ScheduleService:
         if decision.action in (Action.CREATE, Action.REPLACE):
             assert decision.time is not None
             made = bounded_execution_name(name, decision.time)
-            if await self._create(body, spec, made, decision.time):
+            if await self._create(schedule, spec, made, decision.time):
                 note = f"; {decision.reason}" if decision.reason else ""
                 events.append(EventNote("Normal", Reason.EXECUTION_CREATED,
                                         f"made Execution {made} for {_iso(decision.time)}{note}"))
@@ -197,18 +198,19 @@ class ScheduleService:
     def forget(self, uid: str) -> None:
         self._handled.pop(uid, None)
 
-    async def _create(self, schedule: dict[str, Any], spec: ScheduleSpec, name: str,
+    async def _create(self, schedule: Schedule, spec: ScheduleSpec, name: str,
                       time: datetime) -> bool:
         """Make the Execution; False when it exists already (made before a crash)."""
-        meta = schedule["metadata"]
-        body = execution_body(meta, spec, name=name, scheduled_at=time)
+        meta = schedule.metadata
+        body = execution_body({"namespace": meta.namespace, "name": meta.name, "uid": meta.uid},
+                              spec, name=name, scheduled_at=time)
         try:
-            await self.kube.create_custom("executions", meta["namespace"], body)
+            await self.kube.create_custom("executions", meta.namespace, body)
         except KubeError as e:
             if e.status == 409:
                 return False
             raise
-        log.info("schedule %s/%s made Execution %s", meta["namespace"], meta["name"], name)
+        log.info("schedule %s/%s made Execution %s", meta.namespace, meta.name, name)
         return True
 
     async def _prune(self, namespace: str, owned: list[dict[str, Any]],
