@@ -1,1 +1,1 @@
-"""Kopf handlers: thin adapters from cluster events to services (filled by the operator issue)."""
+"""Kopf handlers: thin adapters from cluster events to services (one module per kind)."""
