@@ -56,6 +56,8 @@ RUN_KEY_BYTES: Final = 32
 
 # --- environment of the script's process -------------------------------------------------------
 ENV_BUNDLE: Final = "FX_BUNDLE"  # path of the decrypted bundle file
+# A run pod's bundle is a sealed memory file of its executor: $FX_BUNDLE is this + its fd.
+MEMORY_BUNDLE_PREFIX: Final = "/proc/self/fd/"
 ENV_RUN_ID: Final = "FX_RUN_ID"
 ENV_LOCAL: Final = "EF_ENV"  # "local": read ef_env.json instead of a bundle (original library)
 LOCAL_ENV_VALUE: Final = "local"
@@ -67,7 +69,7 @@ ENV_RESULT_FILE: Final = "FX_RESULT_FILE"  # where the executor writes the run's
 ENV_MASK_FD: Final = "FX_MASK_FD"
 
 # --- paths inside a run pod ----------------------------------------------------------------------
-POD_SECRETS_DIR: Final = "/run/fx/secrets"  # emptyDir {medium: Memory}, read-only for the script
+POD_SECRETS_DIR: Final = "/run/fx/secrets"  # the executor's default --bundle folder (no volume)
 POD_SEALED_BUNDLE: Final = "/run/fx/sealed/bundle"  # the ciphertext, from a Secret or ConfigMap
 POD_PACKAGE_DIR: Final = "/opt/fx/package"  # the package's scripts, from a ConfigMap
 POD_TOKEN_FILE: Final = "/run/fx/token/token"  # noqa: S105 (a path) — projected, audience-bound service-account token

@@ -353,9 +353,9 @@ def _forwarding(pid: int) -> Callable[[int, FrameType | None], None]:
 
 
 def _remove_bundle(path: str) -> bool:
-    if path.startswith(_MEMORY_BUNDLE_PREFIX):  # a sealed memory file: gone when closed
+    if path.startswith(contract.MEMORY_BUNDLE_PREFIX):  # a sealed memory file: gone when closed
         try:
-            os.close(int(path[len(_MEMORY_BUNDLE_PREFIX):]))
+            os.close(int(path[len(contract.MEMORY_BUNDLE_PREFIX):]))
         except (OSError, ValueError):
             return False
         return True
@@ -437,7 +437,6 @@ _VALUED = (contract.FLAG_BUNDLE, contract.FLAG_PACKAGE_DIR, contract.FLAG_RESULT
            contract.FLAG_RESULT_MAX_BYTES, contract.FLAG_TIMEOUT, contract.FLAG_GRACE,
            contract.FLAG_SEALED, contract.FLAG_RUN_ID, contract.FLAG_BROKER,
            contract.FLAG_TOKEN_FILE, contract.FLAG_CA_FILE)
-_MEMORY_BUNDLE_PREFIX = "/proc/self/fd/"  # fx_ef.init.MEMORY_BUNDLE_PREFIX, without its import
 _SWITCHES = (contract.FLAG_NO_MASK, contract.FLAG_KEEP_BUNDLE, contract.FLAG_KEY_STDIN)
 # getopt's spelling of the flags ``fx_ef.command_lines.executor_command`` writes.
 _OPTIONS = (*(f"{flag[2:]}=" for flag in _VALUED), *(flag[2:] for flag in _SWITCHES), "help")

@@ -171,10 +171,7 @@ def memory_bundle(plaintext: bytes) -> str:
     except OSError as e:
         os.close(fd)
         raise InitError(f"cannot hold the bundle in memory: {e.strerror}", EXIT_WRITE) from None
-    return f"{MEMORY_BUNDLE_PREFIX}{fd}"
-
-
-MEMORY_BUNDLE_PREFIX = "/proc/self/fd/"
+    return f"{contract.MEMORY_BUNDLE_PREFIX}{fd}"
 
 
 def claim_bundle(*, run_id: str, sealed: Path, broker: str, token_file: Path,
