@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
-from common import report  # also puts the project on sys.path
+from common import report, sample  # also puts the project on sys.path
 from fx_operator.config import Settings
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.domain.secrets_file import MAX_SECRETS
@@ -46,15 +46,6 @@ def _secrets_file(size: int) -> bytes:
                        for i in range(size)}).encode()
 
 
-def _timed(operation: Callable[[], object], runs: int = RUNS) -> list[float]:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        operation()
-        samples.append(time.perf_counter() - start)
-    return samples
-
-
 def _fxctl(args: list[str], env: dict[str, str]) -> Callable[[], None]:
     def run() -> None:
         subprocess.run([sys.executable, "-m", "fx_operator", *args], env=child_env(env),
@@ -66,7 +57,8 @@ def _listings(label: str, env: dict[str, str], plain: list[float],
               options: tuple[str, ...] = ()) -> None:
     report(f"floor: one plain SELECT of the rows ({label})", plain)
     for output in ("table", "json"):
-        samples = _timed(_fxctl(["secrets", "list", "--all", *options, "-o", output], env))
+        samples = sample(_fxctl(["secrets", "list", "--all", *options, "-o", output], env),
+                         runs=RUNS, warmup=0)
         report(f"fxctl secrets list --all -o {output} ({label})", samples, plain)
         print(f"  {statistics.median(samples):.2f} s for {SECRETS} rows (target ≤ 1 s: "
               f"{'ok' if statistics.median(samples) <= 1 else 'MISSED'})")
@@ -101,7 +93,7 @@ def main() -> None:
         def plain_pg() -> None:
             with psycopg.connect(server.dsn) as conn:
                 conn.execute(PLAIN_SELECT).fetchall()
-        _listings("PostgreSQL", env, _timed(plain_pg))
+        _listings("PostgreSQL", env, sample(plain_pg, runs=RUNS, warmup=0))
 
     with tempfile.TemporaryDirectory() as home:
         settings = Settings(home=Path(home), actor="bench")
@@ -115,7 +107,8 @@ def main() -> None:
         def plain_sqlite() -> None:
             with sqlite3.connect(settings.embedded_path) as conn:
                 conn.execute(PLAIN_SELECT).fetchall()
-        _listings("embedded", {"FX_HOME": home, "FX_ACTOR": "bench"}, _timed(plain_sqlite))
+        _listings("embedded", {"FX_HOME": home, "FX_ACTOR": "bench"},
+                  sample(plain_sqlite, runs=RUNS, warmup=0))
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; after: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
 
