@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -23,6 +21,11 @@ from fx_ef.contract import (
     SEALED_BUNDLE_VERSION,
 )
 from fx_ef.run_bundle import RunBundle, bundle_json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path  # the caller's; pathlib is not imported on a run pod's start
+    from typing import Any
 
 _NONCE_BYTES = 12
 

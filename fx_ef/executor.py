@@ -25,8 +25,8 @@ N, as a shell reports it).
 masked whatever the flag says, since it is stored.
 
 Secrets too short to mask, in whole or in part (see ``fx_ef.masking``), are named (never shown) in
-a warning on stderr before the script starts, again at the end for values the script set itself,
-and in the result's ``unmasked_names``.
+a warning on stderr before any of the script's output, again at the end for values the script set
+itself, and in the result's ``unmasked_names``.
 
 Exit codes of the executor itself, before the script runs: 2 bad arguments or bundle, 3 no
 entrypoint, 4 the run's secrets could not be delivered.
@@ -51,8 +51,11 @@ from typing import Any, BinaryIO, NamedTuple, TypedDict
 from fx_ef import contract
 from fx_ef._fields import FieldError
 from fx_ef._process import exit_without_teardown, set_dumpable
-from fx_ef.masking import Masker, MaskingStream
 from fx_ef.run_bundle import RunBundle, UnknownBundleFormat
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fx_ef.masking import Masker, MaskingStream
 
 EXIT_USAGE, EXIT_NO_ENTRYPOINT, EXIT_NOT_DELIVERED = 2, 3, 4
 EXIT_SCRIPT_FAILED = 1
@@ -492,9 +495,6 @@ def main(argv: list[str] | None = None) -> int:
     except ExecutorError as e:
         print(f"fx executor: {e}", file=sys.stderr)
         return e.exit_code
-    masker = Masker(plan.bundle.secrets)
-    warned = masker.unmasked_names
-    _warn_unmasked(warned)
     tail = _Tail(contract.OUTPUT_TAIL_BYTES)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -516,8 +516,14 @@ def main(argv: list[str] | None = None) -> int:
     for fd in (out_w, err_w, mask_w):
         os.close(fd)
     previous = {sig: signal.signal(sig, _forwarding(pid)) for sig in _FORWARDED_SIGNALS}
-    # Start-up: build the masker's patterns now, while the script starts on the other core,
-    # rather than when its first line arrives (4-8 ms for bench_cli's 20 secrets).
+    # Start-up: the masker is imported and built while the script starts on the other core
+    # (its output waits in the pipes until the first read below), not before the fork: about
+    # 4 ms of imports and 4-8 ms of patterns for bench_cli's 20 secrets off the script's start.
+    from fx_ef.masking import Masker
+
+    masker = Masker(plan.bundle.secrets)
+    warned = masker.unmasked_names
+    _warn_unmasked(warned)
     masker.masked_spans("")
     try:
         deadline = t0 + args.timeout if args.timeout else None
@@ -554,35 +560,34 @@ def main(argv: list[str] | None = None) -> int:
 
 def _delivered(args: _Args) -> str:
     """A run pod's delivery, by this process (see the module's docstring): the bundle's path."""
-    from pathlib import Path
-
     from fx_ef import init  # only a pod pays for the broker's client and the cipher
 
     assert args.sealed is not None
+    began = time.monotonic()
     try:
         if not args.run_id:
             raise init.InitError(f"no run id: pass {contract.FLAG_RUN_ID} or set "
                                  f"{contract.ENV_RUN_ID}", EXIT_USAGE)
         if args.key_stdin:
             key = init.key_from_stdin()
-            path = init.memory_bundle(init.open_sealed(Path(args.sealed), args.run_id, key))
+            path = init.memory_bundle(init.open_sealed(args.sealed, args.run_id, key))
             del key
         elif not args.broker:
             raise init.InitError(f"no broker: pass {contract.FLAG_BROKER} or set "
                                  f"{contract.ENV_BROKER_URL}", EXIT_USAGE)
         else:
-            ca_file = Path(args.ca_file)
-            path = init.claim_bundle(run_id=args.run_id, sealed=Path(args.sealed),
-                                     broker=args.broker, token_file=Path(args.token_file),
-                                     ca_file=ca_file if ca_file.exists() else None)
+            path = init.claim_bundle(run_id=args.run_id, sealed=args.sealed,
+                                     broker=args.broker, token_file=args.token_file,
+                                     ca_file=args.ca_file if os.path.exists(args.ca_file)
+                                     else None)
     except init.InitError as e:
         if args.result is not None:
             with contextlib.suppress(OSError):  # the operator reads why in the pod's status
                 _write_whole(json.dumps({"delivery_error": str(e)}), args.result)
         raise ExecutorError(f"the run's secrets were not delivered: {e}",
                             EXIT_NOT_DELIVERED) from None
-    print(f"fx executor: bundle of run {args.run_id} delivered (held in memory)",
-          file=sys.stderr)
+    print(f"fx executor: bundle of run {args.run_id} delivered in "
+          f"{(time.monotonic() - began) * 1000:.0f} ms (held in memory)", file=sys.stderr)
     return path
 
 

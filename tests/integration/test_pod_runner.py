@@ -14,6 +14,7 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 import ssl
 import sys
 import textwrap
@@ -594,7 +595,7 @@ def test_the_job_of_run_job_delivers_the_bundle_and_runs_the_executor(
     assert seen.user.username == f"system:serviceaccount:{NS}:default"
     assert seen.user.extra["authentication.kubernetes.io/pod-uid"] == [pod.uid]
     output = runner.logs[(NS, pod.name, job_spec.SCRIPT_CONTAINER)]
-    assert f"bundle of run {run_id} delivered (held in memory)" in output
+    assert re.search(rf"bundle of run {run_id} delivered in \d+ ms \(held in memory\)", output)
     assert "bundle on a filesystem: False" in output  # a sealed memory file, on no disk
     assert "bundle written: no, PermissionError" in output  # sealed: no one writes it
     assert "canary: ***" in output and f"length: {len(CANARY)}" in output

@@ -26,6 +26,7 @@ import subprocess
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,55 +290,65 @@ class NodeAgent:
     # --- volumes ----------------------------------------------------------------------------
 
     def _volumes(self, run: _PodRun, pod: dict[str, Any]) -> dict[str, Path]:
+        """Each volume made ready, all at once as a kubelet's volume manager mounts them (one
+        API read or TokenRequest each; one after the other, three volumes took ~20-40 ms more
+        than a kubelet would before a run pod's container started)."""
         spec = pod["spec"]
         group = int((spec.get("securityContext") or {}).get("fsGroup") or 0)
-        paths: dict[str, Path] = {}
-        for volume in spec.get("volumes") or []:
-            path = run.folder / "volumes" / volume["name"]
-            path.mkdir(parents=True)
-            if "configMap" in volume:
-                source = volume["configMap"]
-                found = self._read(self.core.read_namespaced_config_map, source["name"],
-                                   run.namespace, source.get("optional"))
-                data = dict((found or {}).get("data") or {})
-                self._files(path, data, source, group)
-            elif "secret" in volume:
-                source = volume["secret"]
-                found = self._read(self.core.read_namespaced_secret, source["secretName"],
-                                   run.namespace, source.get("optional"))
-                data = {k: base64.b64decode(v) for k, v in ((found or {}).get("data") or {})
-                        .items()}
-                self._files(path, data, source, group)
-            elif "emptyDir" in volume:
-                if (volume["emptyDir"] or {}).get("medium") == "Memory":
-                    limit = (volume["emptyDir"] or {}).get("sizeLimit") or "64Mi"
-                    size = limit.removesuffix("i")
-                    mounted = subprocess.run(
-                        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777,nosuid,nodev",
-                         "tmpfs", str(path)], capture_output=True, text=True, check=False)
-                    if mounted.returncode != 0:
-                        raise PodStartError(f"emptyDir {volume['name']}: {mounted.stderr}")
-                    run.mounts.append(path)
-                path.chmod(0o777)
-                self._own(path, group, directory=True)
-            elif "projected" in volume:
-                source = volume["projected"]
-                files: dict[str, str | bytes] = {}
-                items = []
-                for part in source.get("sources") or []:
-                    if "serviceAccountToken" in part:
-                        token = part["serviceAccountToken"]
-                        files[token["path"]] = self._token(pod, token)
-                        items.append({"key": token["path"], "path": token["path"]})
-                    else:
-                        raise PodStartError(f"projected source {sorted(part)} is not supported")
-                self._files(path, files, {"defaultMode": source.get("defaultMode", 0o644),
-                                          "items": items}, group)
-            else:
-                raise PodStartError(f"volume {volume['name']}: kind {sorted(volume)} "
-                                    "is not supported by the node agent")
-            paths[volume["name"]] = path
-        return paths
+        volumes = spec.get("volumes") or []
+        if not volumes:
+            return {}
+        with ThreadPoolExecutor(max_workers=len(volumes)) as pool:
+            ready = [pool.submit(self._volume, run, pod, volume, group) for volume in volumes]
+            return {volume["name"]: made.result()
+                    for volume, made in zip(volumes, ready, strict=True)}
+
+    def _volume(self, run: _PodRun, pod: dict[str, Any], volume: dict[str, Any],
+                group: int) -> Path:
+        path: Path = run.folder / "volumes" / volume["name"]
+        path.mkdir(parents=True)
+        if "configMap" in volume:
+            source = volume["configMap"]
+            found = self._read(self.core.read_namespaced_config_map, source["name"],
+                               run.namespace, source.get("optional"))
+            data = dict((found or {}).get("data") or {})
+            self._files(path, data, source, group)
+        elif "secret" in volume:
+            source = volume["secret"]
+            found = self._read(self.core.read_namespaced_secret, source["secretName"],
+                               run.namespace, source.get("optional"))
+            data = {k: base64.b64decode(v) for k, v in ((found or {}).get("data") or {})
+                    .items()}
+            self._files(path, data, source, group)
+        elif "emptyDir" in volume:
+            if (volume["emptyDir"] or {}).get("medium") == "Memory":
+                limit = (volume["emptyDir"] or {}).get("sizeLimit") or "64Mi"
+                size = limit.removesuffix("i")
+                mounted = subprocess.run(
+                    ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777,nosuid,nodev",
+                     "tmpfs", str(path)], capture_output=True, text=True, check=False)
+                if mounted.returncode != 0:
+                    raise PodStartError(f"emptyDir {volume['name']}: {mounted.stderr}")
+                run.mounts.append(path)
+            path.chmod(0o777)
+            self._own(path, group, directory=True)
+        elif "projected" in volume:
+            source = volume["projected"]
+            files: dict[str, str | bytes] = {}
+            items = []
+            for part in source.get("sources") or []:
+                if "serviceAccountToken" in part:
+                    token = part["serviceAccountToken"]
+                    files[token["path"]] = self._token(pod, token)
+                    items.append({"key": token["path"], "path": token["path"]})
+                else:
+                    raise PodStartError(f"projected source {sorted(part)} is not supported")
+            self._files(path, files, {"defaultMode": source.get("defaultMode", 0o644),
+                                      "items": items}, group)
+        else:
+            raise PodStartError(f"volume {volume['name']}: kind {sorted(volume)} "
+                                "is not supported by the node agent")
+        return path
 
     def _read(self, reader: Any, name: str, namespace: str,
               optional: bool | None) -> dict[str, Any] | None:
