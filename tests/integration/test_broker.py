@@ -47,13 +47,21 @@ class FakeCluster:
     tokens: dict[str, PodIdentity] = field(default_factory=dict)
     live_pods: dict[tuple[str, str, str], str] = field(default_factory=dict)
     down: bool = False
+    review_delay: float = 0.0  # an API server's time to review a token
+    calls: list[str] = field(default_factory=list)
+    looked_up: list[tuple[str, str, str]] = field(default_factory=list)
 
     async def authenticate(self, token: str) -> PodIdentity | None:
         if self.down:
             raise FxError(f"TokenReview failed: 503 (spec.token={token})")
+        self.calls.append("review started")
+        await asyncio.sleep(self.review_delay)
+        self.calls.append("review ended")
         return self.tokens.get(token)
 
     async def pod_run_id(self, namespace: str, pod_name: str, pod_uid: str) -> str | None:
+        self.calls.append("pod looked up")
+        self.looked_up.append((namespace, pod_name, pod_uid))
         return self.live_pods.get((namespace, pod_name, pod_uid))
 
 
@@ -175,6 +183,47 @@ async def test_pods_of_other_namespaces_and_runs_are_refused(env: Env) -> None:
     assert await env.key("run-1", env.pod("etl-1", "team-a", "run-1")) == key
     reasons = [reason for action, reason in env.audit("run-1") if action == "deliver-refused"]
     assert reasons == ["pod-of-another-namespace", "pod-of-another-run", "not-a-live-run-pod"]
+
+
+def _jwt_claiming(namespace: str, pod: str, uid: str) -> str:
+    """A token shaped as a projected one, whose (unverified) claims name a pod."""
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+    claims = {"kubernetes.io": {"namespace": namespace, "pod": {"name": pod, "uid": uid}}}
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.{os.urandom(8).hex()}"
+
+
+@pytest.mark.asyncio
+async def test_the_claimed_pod_is_read_while_the_token_is_reviewed(env: Env) -> None:
+    """One round trip off a run's start: the pod lookup does not wait for the review."""
+    key = env.run("run-1")
+    token = _jwt_claiming("team-a", "etl-1", "uid-etl-1")
+    env.cluster.tokens[token] = PodIdentity("team-a", "etl-1", "uid-etl-1", "default")
+    env.cluster.live_pods[("team-a", "etl-1", "uid-etl-1")] = "run-1"
+    env.cluster.review_delay = 0.2
+    path = env.folder / "claiming.token"
+    path.write_text(token)
+    env.secrets_seen.append(token)
+    assert await env.key("run-1", path) == key
+    assert env.cluster.calls == ["review started", "pod looked up", "review ended"]
+
+
+@pytest.mark.asyncio
+async def test_a_token_claiming_another_pod_gets_its_own_pods_answer(env: Env) -> None:
+    """What the claims name is a hint: the run is the one of the pod the review names."""
+    env.run("run-1")
+    own_key = env.run("run-2")
+    token = _jwt_claiming("team-a", "etl-1", "uid-etl-1")  # claims run-1's pod
+    env.cluster.tokens[token] = PodIdentity("team-a", "etl-2", "uid-etl-2", "default")
+    env.cluster.live_pods[("team-a", "etl-1", "uid-etl-1")] = "run-1"
+    env.cluster.live_pods[("team-a", "etl-2", "uid-etl-2")] = "run-2"
+    path = env.folder / "lying.token"
+    path.write_text(token)
+    env.secrets_seen.append(token)
+    with pytest.raises(InitError, match=r"\(403\).*another run"):
+        await env.key("run-1", path)
+    assert await env.key("run-2", path) == own_key
+    assert env.cluster.looked_up[-1] == ("team-a", "etl-2", "uid-etl-2")
 
 
 @pytest.mark.asyncio

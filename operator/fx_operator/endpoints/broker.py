@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from fx_ef import contract
+from fx_operator.domain.token_claims import claimed_pod
 from fx_operator.exceptions import FxError
 from fx_operator.services.channel import MAX_BODY_BYTES, dispatch
 from fx_operator.services.run_keys import Caller, Refusal, RunKeyService, RunRefused
@@ -166,16 +167,27 @@ class _Broker:
         token = _bearer(request)
         if token is None:
             return None, None
+        # The pod the token claims is read while the token is reviewed (one round trip off a
+        # run's start), and what was read is used only for the pod the review names.
+        claimed = claimed_pod(token)
+        early = None if claimed is None else \
+            asyncio.ensure_future(self.authenticator.pod_run_id(*claimed))
         try:
             caller = await self.authenticator.authenticate(token)
             if caller is None:
                 return None, None
-            pod_run_id = await self.authenticator.pod_run_id(caller.namespace, caller.pod_name,
-                                                             caller.pod_uid)
+            verified = (caller.namespace, caller.pod_name, caller.pod_uid)
+            if early is not None and verified == claimed:
+                pod_run_id = await early
+            else:
+                pod_run_id = await self.authenticator.pod_run_id(*verified)
         except FxError as e:
             # Only the class: an API error's text may echo the TokenReview, token included.
             log.warning("cannot verify a run pod's token now: %s", e.__class__.__name__)
             raise _Refused(503, "the broker cannot verify the pod's token now; retry") from None
+        finally:
+            if early is not None:
+                _settle(early)
         return caller, pod_run_id
 
     @staticmethod
@@ -191,6 +203,14 @@ class _Broker:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _settle(task: asyncio.Future[Any]) -> None:
+    """An early read whose answer was not needed: stopped, or its error taken (not logged)."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 @web.middleware
