@@ -4,12 +4,14 @@ Measured in the same run, interleaved in a shuffled order (the machine is noisy)
 moment user code runs (its first line prints the wall clock):
 
 * **floor**: a bare Job (the runtime image, ``python -c`` printing the time, the same restricted
-  pod) created -> that line;
+  pod) created -> that line, with the same breakdown as an Execution's;
 * **Execution** created -> its script's first line (admission, the resolution and sealing, the
   Job, the Job controller's pod, the executor fetching the key from the broker, opening the
   bundle and starting the script), with the breakdown: created -> pod bound (the operator's
-  admission and the Job controller), bound -> container launched (the node agent, podman),
-  launched -> the script's first line (the interpreter, the executor's delivery, the fork);
+  admission and the Job controller), bound -> container launched (the node agent: the volumes,
+  podman), launched -> the script's first line (the interpreter, the executor's delivery, the
+  fork), and of that the delivery as the executor's log line gives it (the key from the broker,
+  the bundle opened and held in memory);
 * ``fxctl run -n`` started -> its Execution exists (the CLI's own start-up and its requests);
 * one container of the runtime image run to its end by podman, for scale.
 
