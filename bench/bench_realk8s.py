@@ -102,6 +102,7 @@ class Bench:
             "  bound -> container launched (bare)": [], "  launched -> first line (bare)": [],
             "Execution -> script's first line": [],
             "  created -> pod bound": [], "  bound -> container launched": [],
+            "    of which the volumes (API reads, TokenRequest)": [],
             "  launched -> script's first line": [],
             "    of which the executor's delivery": [],
             "one container, podman run -> exit": []}
@@ -151,6 +152,9 @@ class Bench:
                                  "  launched -> script's first line"), f"fx-run-{name}", start,
                                 start_monotonic)
         self.samples["Execution -> script's first line"].append(first)
+        times = self.real.agent.timeline[_pod_uid(self.real, f"fx-run-{name}")]
+        self.samples["    of which the volumes (API reads, TokenRequest)"].append(
+            times["volumes"] - times["bound"])
         self.samples["    of which the executor's delivery"].append(
             _delivery_seconds(self.real, f"fx-run-{name}"))
 
@@ -178,7 +182,7 @@ def _fxctl_startup(real: RealCluster) -> list[float]:
 
 
 def _line(label: str, samples: list[float]) -> str:
-    return (f"{label:<40} p50 {statistics.median(samples) * 1000:7.0f} ms  "
+    return (f"{label:<50} p50 {statistics.median(samples) * 1000:7.0f} ms  "
             f"p99 {percentile(samples, 99) * 1000:7.0f} ms  (n={len(samples)})")
 
 

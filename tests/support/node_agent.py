@@ -205,6 +205,7 @@ class NodeAgent:
         try:
             run.folder.mkdir(parents=True)
             volumes = self._volumes(run, pod)
+            self._mark(run.uid, "volumes")
             init = spec.get("initContainers") or []
             for container in init:
                 statuses[container["name"]] = self._waiting(container, "PodInitializing")
