@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -45,7 +46,7 @@ def pg_service(tmp_path: Path, postgres_dsn: str) -> Iterator[SecretService]:
         opened.close()
 
 
-def write_record(conn: psycopg.Connection[tuple[object, ...]], run_id: str) -> int:
+def write_record(conn: psycopg.Connection[Any], run_id: str) -> int:
     """A resolution's record of DB_PASS v1 (project team-a), on ``conn``, not committed."""
     entries = json.dumps([{"name": "DB_PASS", "scope": "project", "version": 1}])
     row = conn.execute(RECORD, (f"run:{run_id}", run_id, entries)).fetchone()

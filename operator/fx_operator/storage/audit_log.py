@@ -78,23 +78,24 @@ WHERE a.id > :indexed_through AND a.entries LIKE '%"name"%'
   AND NOT EXISTS (SELECT 1 FROM audit_names n WHERE n.audit_id = a.id)
 """
 # One statement, one snapshot: the newest id it returns is the newest record of the snapshot
-# the pass indexed, every committed one below it included.
-_INDEX_POSTGRESQL = f"""
-WITH taken AS (DELETE FROM audit_names_pending RETURNING audit_id),
-todo AS (SELECT audit_id FROM taken UNION {_ABOVE_THE_MARK}),
-derived AS (
-  INSERT INTO audit_names (audit_id, name, scope, project, package, version, data_key_id)
-  SELECT a.id, e.name, e.scope,
-         CASE e.scope WHEN 'platform' THEN '' ELSE a.project END,
-         CASE e.scope WHEN 'package' THEN a.package ELSE '' END,
-         e.version, e."dataKeyId"
-  FROM todo JOIN audit a ON a.id = todo.audit_id,
-       jsonb_to_recordset(a.entries::jsonb)
-         AS e(name text, scope text, version int, "dataKeyId" text)
-  WHERE e.name IS NOT NULL AND e.scope IN ('package', 'project', 'platform')
-    AND e.version IS NOT NULL
-)
-SELECT MAX(id) FROM audit
+# the pass indexed, every committed one below it included. The mark is written in as a number:
+# the session's generic plans would not know ``id > $1`` to be a few rows (a scan of the table).
+_TODO_POSTGRESQL = """
+WITH taken AS (DELETE FROM audit_names_pending RETURNING audit_id)
+SELECT ARRAY(SELECT audit_id FROM taken UNION {above}), (SELECT MAX(id) FROM audit)
+"""
+_DERIVE_POSTGRESQL = """
+INSERT INTO audit_names (audit_id, name, scope, project, package, version, data_key_id)
+SELECT a.id, e.name, e.scope,
+       CASE e.scope WHEN 'platform' THEN '' ELSE a.project END,
+       CASE e.scope WHEN 'package' THEN a.package ELSE '' END,
+       e.version, e."dataKeyId"
+FROM audit a,
+     jsonb_to_recordset(a.entries::jsonb)
+       AS e(name text, scope text, version int, "dataKeyId" text)
+WHERE a.id = ANY(CAST(:ids AS bigint[]))
+  AND e.name IS NOT NULL AND e.scope IN ('package', 'project', 'platform')
+  AND e.version IS NOT NULL
 """
 _INDEX_SQLITE = (f"""
 WITH todo AS (SELECT audit_id FROM audit_names_pending UNION {_ABOVE_THE_MARK})
@@ -109,6 +110,9 @@ WHERE json_type(e.value) = 'object' AND json_type(e.value, '$.name') = 'text'
   AND json_type(e.value, '$.version') = 'integer'
 """, "DELETE FROM audit_names_pending", "SELECT MAX(id) FROM audit")
 
+# A lock of the transaction's, not a row lock: locking a row writes to it, and the pass would
+# then wait for its commit to be flushed every time.
+_PASSES_TAKE_TURNS = 0x66780002  # migrations take 0x66780001
 _PROGRESS = "SELECT indexed_through, seen_through, writers_then FROM audit_names_progress"
 _SET_PROGRESS = ("UPDATE audit_names_progress SET indexed_through = :indexed_through, "
                  "seen_through = :seen_through, writers_then = :writers_then")
@@ -142,8 +146,8 @@ def index_pending(tx: Transaction, dialect: str) -> None:
     finished). Once those are all over, the next pass sees it (above the mark, since the mark
     is still below it). Ids come from the table's own sequence (no cache: in call order).
 
-    Passes take turns on the row of ``audit_names_progress`` (two readers at once: the second
-    waits for the first and finds its rows). On SQLite the writers wait for each other and for
+    Passes take turns (two readers at once: the second waits for the first and finds its
+    rows). On SQLite the writers wait for each other and for
     the reader, so there is never one in flight."""
     if dialect != "postgresql":  # nothing in flight: the mark goes up to the newest record
         [(indexed_through, _, _)] = tx.execute(_PROGRESS)
@@ -157,17 +161,26 @@ def index_pending(tx: Transaction, dialect: str) -> None:
         return
     # Each statement below must see what committed before it began.
     tx.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-    [(indexed_through, seen_through, writers_then)] = tx.execute(_PROGRESS + " FOR UPDATE")
+    tx.execute("SELECT pg_advisory_xact_lock(:key)", {"key": _PASSES_TAKE_TURNS})
+    [progress] = tx.execute(_PROGRESS)
+    indexed_through, seen_through, writers_then = progress
     writers = writers_then.split()
-    if writers and tx.execute(_STILL_RUNNING, {"writers": writers})[0][0]:
-        mark = indexed_through  # one of them may yet commit a record the last pass missed
+    finished = not writers or not tx.execute(_STILL_RUNNING, {"writers": writers})[0][0]
+    # Unless one of them may yet commit a record the last pass missed, the mark goes up.
+    mark = seen_through if finished else indexed_through
+    above = _ABOVE_THE_MARK.replace(":indexed_through", str(int(indexed_through)))
+    [(todo, newest)] = tx.execute(_TODO_POSTGRESQL.format(above=above))
+    if todo:
+        tx.execute(_DERIVE_POSTGRESQL, {"ids": todo})
+    newest = seen_through if newest is None else newest
+    if finished and newest == seen_through:
+        writers = []  # nothing new, nothing missed: no record below the newest is in flight
     else:
-        mark = seen_through
-    [(newest,)] = tx.execute(_INDEX_POSTGRESQL, {"indexed_through": indexed_through})
-    writers = [row[0] for row in tx.execute(_WRITERS)]  # listed after the pass's snapshot
-    tx.execute(_SET_PROGRESS, {"indexed_through": mark,
-                               "seen_through": seen_through if newest is None else newest,
-                               "writers_then": " ".join(writers)})
+        writers = [row[0] for row in tx.execute(_WRITERS)]  # listed after the pass's snapshot
+    now = (mark, newest, " ".join(writers))
+    if now != tuple(progress):  # else nothing to write (a read-only commit: no WAL flush)
+        tx.execute(_SET_PROGRESS, dict(zip(("indexed_through", "seen_through", "writers_then"),
+                                           now, strict=True)))
 
 
 def records(tx: Transaction, where: AuditFilter, *, after: int | None = None,
