@@ -147,17 +147,16 @@ def index_pending(tx: Transaction, dialect: str) -> None:
     is still below it). Ids come from the table's own sequence (no cache: in call order).
 
     Passes take turns (two readers at once: the second waits for the first and finds its
-    rows). On SQLite the writers wait for each other and for
-    the reader, so there is never one in flight."""
+    rows). On SQLite the writers wait for each other and for the reader: none is in flight."""
     if dialect != "postgresql":  # nothing in flight: the mark goes up to the newest record
         [(indexed_through, _, _)] = tx.execute(_PROGRESS)
         index, dequeue, newest_sql = _INDEX_SQLITE
         tx.execute(index, {"indexed_through": indexed_through})
         tx.execute(dequeue)
         [(newest,)] = tx.execute(newest_sql)
-        newest = indexed_through if newest is None else newest
-        tx.execute(_SET_PROGRESS, {"indexed_through": newest, "seen_through": newest,
-                                   "writers_then": ""})
+        if newest is not None and newest != indexed_through:
+            tx.execute(_SET_PROGRESS, {"indexed_through": newest, "seen_through": newest,
+                                       "writers_then": ""})
         return
     # Each statement below must see what committed before it began.
     tx.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
