@@ -12,7 +12,7 @@ and deliveries. Then, interleaved:
   Target: p50 under 50 ms.
 * ``fxctl audit --name`` and ``--project`` (the first page of 1,001 records), for scale.
 * What 0007 costs every resolution: its durable audit INSERT (5 names) into a table as before
-  0007, one with 0007's indexes on ``audit``, and ``audit`` itself (indexes and the queue).
+  0007, one with 0007's indexes on ``audit``, and ``audit`` itself (since 0008, no queue).
 
 Run: ``python bench/bench_audit.py [--records N]`` (default 1,000,000; ``--records 20000`` for
 a quick check). Needs PostgreSQL's server binaries, like the tests. Not part of CI.
@@ -67,11 +67,10 @@ def deliveries(project: str, package: str, at: float) -> list[tuple[str, str, st
 
 def fill(dsn: str, records: int) -> None:
     """COPY ``records`` audit records and their audit_names rows, as a reader's
-    ``index_pending`` would have derived them (the trigger that queues them is off meanwhile)."""
+    ``index_pending`` would have derived them (and the reader's mark past them)."""
     rng = random.Random(17)
     started = time.perf_counter()
     with psycopg.connect(dsn) as conn:
-        conn.execute("ALTER TABLE audit DISABLE TRIGGER audit_names_queue")
         names: list[tuple[int, str, str, str, str, int, str]] = []
         with conn.cursor().copy("COPY audit (id, at, actor, action, scope, project, package, "
                                 "run_id, entries) FROM STDIN") as copy:
@@ -102,7 +101,8 @@ def fill(dsn: str, records: int) -> None:
             for row in names:
                 copy.write_row(row)
         conn.execute("SELECT setval(pg_get_serial_sequence('audit', 'id'), %s)", (records,))
-        conn.execute("ALTER TABLE audit ENABLE TRIGGER audit_names_queue")
+        conn.execute("UPDATE audit_names_progress SET indexed_through = %s, seen_through = %s, "
+                     "writers_then = ''", (records, records))
         conn.commit()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE audit")
@@ -178,8 +178,8 @@ def bench_queries(store: SecretStore, records: int, runs: int) -> None:
 def bench_write_cost(dsn: str, runs: int) -> None:
     """What migration 0007 adds to every resolution's audit INSERT (durable, 5 names): the
     same INSERT into a table as before 0007 (primary key and run index), into one with 0007's
-    four indexes on audit, and into the audit table itself (those indexes, plus the trigger
-    queueing the record for the index its readers build)."""
+    four indexes on audit, and into the audit table itself (those indexes; its readers find
+    new records themselves since migration 0008, no trigger queues them)."""
     entries = json.dumps([{"name": n, "scope": s, "version": v, "dataKeyId": k}
                           for n, s, _, _, v, k in deliveries("team-00", "pkg-00", 0.5)],
                          separators=(",", ":"))
@@ -201,7 +201,7 @@ def bench_write_cost(dsn: str, runs: int) -> None:
     print("\na resolution's audit INSERT, durable, 5 names:")
     report("as before 0007 (primary key, run index)", samples["0006"])
     report("with 0007's 4 indexes on audit", samples["indexed"], samples["0006"])
-    report("the audit table (+ the queue's trigger)", samples["audit"], samples["0006"])
+    report("the audit table (no trigger since 0008)", samples["audit"], samples["0006"])
     before = statistics.median(samples["0006"])
     added = statistics.median(samples["audit"]) - before
     indexes = statistics.median(samples["indexed"]) - before
