@@ -13,6 +13,8 @@ from fx_ef.run_bundle import RunBundle
 
 # Heavy imports that a command on the embedded store does not need (its schema made once).
 NOT_ON_THE_EMBEDDED_STORE = {"psycopg", "psycopg_pool", "sqlalchemy", "alembic"}
+# The operator extra's modules: a local run has no use for them.
+CLUSTER_ONLY = {"kopf", "kubernetes", "aiohttp", "prometheus_client"}
 
 
 def imported_modules(args: list[str], env: dict[str, str], *, module: str = "fx_operator",
@@ -47,6 +49,21 @@ def test_the_executor_loads_neither_the_operator_nor_heavy_modules(tmp_path: Pat
     assert done.stdout == "hello\n"
     tops = {m.partition(".")[0] for m in loaded}
     assert not tops & {"fx_operator", "cryptography", "yaml", "pydantic", "asyncio"}
+
+
+def test_a_local_run_loads_no_migration_tool_no_cluster_code_and_no_resource_models(
+        tmp_path: Path) -> None:
+    """``fxctl run`` of a trivial package on a current embedded store: the schema check is one
+    query (no Alembic), package.yaml needs its own model only (not the custom resources')."""
+    folder = trivial_package(tmp_path)
+    env = {"FX_HOME": str(tmp_path / "home")}
+    _, done = imported_modules(["run", str(folder)], env)  # makes the store and the local key
+    assert done.returncode == 0, done.stderr
+    loaded, done = imported_modules(["run", str(folder)], env)
+    assert done.returncode == 0 and done.stdout == "hello\n", done.stderr
+    tops = {m.partition(".")[0] for m in loaded}
+    assert not tops & {*NOT_ON_THE_EMBEDDED_STORE, *CLUSTER_ONLY}
+    assert not loaded & {"fx_operator.domain.resources", "fx_operator.domain.package_definition"}
 
 
 def test_a_listing_loads_yaml_only_when_asked_for_yaml(tmp_path: Path) -> None:
