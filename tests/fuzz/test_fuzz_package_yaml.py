@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 import yaml
 from fx_operator.domain.nesting import too_deep
-from fx_operator.domain.package_spec import package_definition, parse_package_spec
+from fx_operator.domain.package_definition import package_definition
+from fx_operator.domain.package_spec import parse_package_spec
 from fx_operator.exceptions import RunError, ValidationError
 from fx_operator.services.local_run import load_package_folder
 from hypothesis import event, example, given

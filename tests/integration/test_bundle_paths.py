@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fx_operator.config import Settings
 from fx_operator.domain.job_spec import RunPlan, job_name
-from fx_operator.domain.package_spec import PackageDefinition
+from fx_operator.domain.package_definition import PackageDefinition
 from fx_operator.domain.scopes import Owner
 from fx_operator.endpoints.local_channel import LocalChannel
 from fx_operator.services import executions, local_run

@@ -7,12 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fx_operator.storage import migrating
+from fx_operator.storage.backends import SqliteBackend
+from fx_operator.storage.postgres_backend import PostgresBackend
 from support.processes import child_env
 
 from fx_ef.run_bundle import RunBundle
 
 # Heavy imports that a command on the embedded store does not need (its schema made once).
 NOT_ON_THE_EMBEDDED_STORE = {"psycopg", "psycopg_pool", "sqlalchemy", "alembic"}
+# The operator extra's modules: a local run has no use for them.
+CLUSTER_ONLY = {"kopf", "kubernetes", "aiohttp", "prometheus_client"}
 
 
 def imported_modules(args: list[str], env: dict[str, str], *, module: str = "fx_operator",
@@ -47,6 +52,41 @@ def test_the_executor_loads_neither_the_operator_nor_heavy_modules(tmp_path: Pat
     assert done.stdout == "hello\n"
     tops = {m.partition(".")[0] for m in loaded}
     assert not tops & {"fx_operator", "cryptography", "yaml", "pydantic", "asyncio"}
+
+
+def test_a_local_run_loads_no_migration_tool_no_cluster_code_and_no_resource_models(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """``fxctl run`` of a trivial package on a current store, either: the schema check is one
+    query with the store's own driver (no Alembic, no SQLAlchemy), package.yaml needs its own
+    model only (not the custom resources')."""
+    folder = trivial_package(tmp_path)
+    _, done = imported_modules(["run", str(folder)], cli_env)  # makes the store (and the key)
+    assert done.returncode == 0, done.stderr
+    loaded, done = imported_modules(["run", str(folder)], cli_env)
+    assert done.returncode == 0 and done.stdout == "hello\n", done.stderr
+    tops = {m.partition(".")[0] for m in loaded}
+    heavy = NOT_ON_THE_EMBEDDED_STORE if "FX_DATABASE_URL" not in cli_env else {
+        "sqlalchemy", "alembic"}
+    assert not tops & {*heavy, *CLUSTER_ONLY}
+    assert not loaded & {"fx_operator.domain.resources", "fx_operator.domain.package_definition"}
+
+
+def test_a_store_of_an_older_schema_is_upgraded_when_opened(
+        tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """The check that skips Alembic on a current store lets it run on an older one."""
+    url = cli_env.get("FX_DATABASE_URL") or f"sqlite:///{tmp_path / 'home' / 'store.sqlite3'}"
+    if "FX_DATABASE_URL" not in cli_env:
+        (tmp_path / "home").mkdir(mode=0o700)
+    migrating.upgrade(url, "0006")
+    loaded, done = imported_modules(["run", str(trivial_package(tmp_path))], cli_env)
+    assert done.returncode == 0 and done.stdout == "hello\n", done.stderr
+    assert "alembic" in loaded
+    backend = (PostgresBackend(url) if "FX_DATABASE_URL" in cli_env
+               else SqliteBackend(tmp_path / "home" / "store.sqlite3"))
+    try:
+        assert migrating.schema_revision(backend) == migrating.HEAD_REVISION
+    finally:
+        backend.close()
 
 
 def test_a_listing_loads_yaml_only_when_asked_for_yaml(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import yaml
 from fx_operator.domain import api_group, job_spec
 from fx_operator.domain.conditions import Reason, with_condition
 from fx_operator.domain.execution_status import delivered, progress
-from fx_operator.domain.package_spec import package_definition
+from fx_operator.domain.package_definition import package_definition
 from fx_operator.exceptions import Problem, ValidationError
 
 from fx_ef import contract

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fx_operator.domain.conditions import Reason
 from fx_operator.domain.nesting import MAX_DEPTH, RECURSION_LIMIT, depth, too_deep
-from fx_operator.domain.package_spec import package_definition
+from fx_operator.domain.package_definition import package_definition
 from fx_operator.domain.resources import Execution
 from fx_operator.exceptions import ValidationError
 from fx_operator.services.executions import ExecutionService

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fx_operator.domain.package_spec import DeclaredSecret, SecretsSpec
+from fx_operator.domain.declared_secrets import DeclaredSecret, SecretsSpec
 from fx_operator.domain.precedence import Candidate, most_specific
 from fx_operator.domain.secret_finder import Findings
 from fx_operator.domain.secret_needs import SecretNeeds

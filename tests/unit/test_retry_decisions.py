@@ -10,7 +10,7 @@ import pytest
 from fx_operator.domain import job_spec
 from fx_operator.domain.conditions import Reason
 from fx_operator.domain.execution_status import progress
-from fx_operator.domain.package_spec import package_definition
+from fx_operator.domain.package_definition import package_definition
 from fx_operator.domain.retries import (
     RetryPolicy,
     awaiting_next_try,

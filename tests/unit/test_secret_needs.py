@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fx_operator.domain.package_spec import DeclaredSecret, SecretsSpec
+from fx_operator.domain.declared_secrets import DeclaredSecret, SecretsSpec
 from fx_operator.domain.secret_finder import find_in_source
 from fx_operator.domain.secret_needs import MissingSecret, Origin, SecretNeeds, explain
 

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from fx_operator.config import Settings
-from fx_operator.domain.package_spec import package_definition
+from fx_operator.domain.package_definition import package_definition
 from fx_operator.domain.secret_needs import NameReport, SecretNeeds, explain, find_in_scripts
 from fx_operator.domain.secrets_file import parse_secrets_file
 from fx_operator.storage.secret_store import SecretStore

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_camel
 
@@ -27,50 +27,8 @@ from fx_operator.domain.conditions import (
     Reason,
     mark_failed,
 )
-from fx_operator.domain.secrets_file import NAME_PATTERN as SECRET_NAME_PATTERN
+from fx_operator.domain.declared_secrets import ScopeName, SecretsSpec
 from fx_operator.exceptions import FxError, Problem, ValidationError
-
-ScopeName = Literal["package", "project", "platform"]
-
-
-# --- a Package's declared secrets (also package.yaml's ``secrets``) ------------------------------
-
-
-class DeclaredSecret(BaseModel):
-    """One name a package declares: required or not, pinned to one scope or not."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="rust-regex")
-
-    name: str = Field(pattern=SECRET_NAME_PATTERN.pattern, description="The secret's name.")
-    required: bool = Field(default=True, description="A run fails before it starts when a "
-                           "required name resolves nowhere (or not at its pinned scope).")
-    scope: ScopeName | None = Field(
-        default=None, description="Pins the name to exactly this scope: no fallback.")
-
-
-class SecretsSpec(BaseModel):
-    """What a package declares of its secrets: ``names`` (besides those its scripts read
-    literally, found by :mod:`fx_operator.domain.secret_finder`) and the ``all`` opt-in.
-
-    One object rather than a bare list so that both forms, the list and ``{all: true}``, have
-    one structural schema in the Package CRD (which cannot say "a list or an object").
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="rust-regex")
-
-    names: tuple[DeclaredSecret, ...] = Field(default=(), description="Names the package uses.")
-    all: bool = Field(default=False, description="Deliver every name in the package's chain "
-                      "(for scripts whose names cannot be found statically).")
-
-    @model_validator(mode="after")
-    def _each_name_once(self) -> SecretsSpec:
-        seen: set[str] = set()
-        for declared in self.names:
-            if declared.name in seen:
-                raise ValueError(f"{declared.name!r} is declared twice")
-            seen.add(declared.name)
-        return self
-
 
 # --- what every object has -----------------------------------------------------------------------
 
@@ -140,7 +98,7 @@ class Script(_Model):
 
 
 class PackageResourceSpec(_Model):
-    """A Package's spec as the API server stores it; :func:`package_spec.definition_of` checks
+    """A Package's spec as the API server stores it; :func:`package_definition.definition_of` checks
     what its schema cannot (entrypoint, secrets.json, sizes, nesting)."""
 
     scripts: list[Script] = Field(default_factory=list)

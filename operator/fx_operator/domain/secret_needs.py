@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 
-from fx_operator.domain.package_spec import DeclaredSecret, SecretsSpec
+from fx_operator.domain.declared_secrets import DeclaredSecret, SecretsSpec
 from fx_operator.domain.secret_finder import Findings, find_in_sources
 
 PLATFORM = "platform"

@@ -44,7 +44,7 @@ from fx_operator.domain.execution_status import (
     usable_from_watch,
 )
 from fx_operator.domain.nesting import too_deep
-from fx_operator.domain.package_spec import PackageDefinition
+from fx_operator.domain.package_definition import PackageDefinition
 from fx_operator.domain.resources import (
     Execution,
     InvalidResource,

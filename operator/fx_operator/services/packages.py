@@ -21,7 +21,7 @@ from fx_operator.domain.conditions import (
     mark_ready,
     with_condition,
 )
-from fx_operator.domain.package_spec import PackageDefinition, definition_of
+from fx_operator.domain.package_definition import PackageDefinition, definition_of
 from fx_operator.domain.resources import Package, not_ready
 from fx_operator.domain.secret_needs import SecretNeeds, find_in_scripts
 from fx_operator.exceptions import Problem, ValidationError
