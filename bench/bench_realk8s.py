@@ -102,7 +102,7 @@ class Bench:
             "  bound -> container launched (bare)": [], "  launched -> first line (bare)": [],
             "Execution -> script's first line": [],
             "  created -> pod bound": [], "  bound -> container launched": [],
-            "    of which the volumes (API reads, TokenRequest)": [],
+            "    of which binding and volumes (reads, TokenRequest)": [],
             "  launched -> script's first line": [],
             "    of which the executor's delivery": [],
             "one container, podman run -> exit": []}
@@ -153,7 +153,7 @@ class Bench:
                                 start_monotonic)
         self.samples["Execution -> script's first line"].append(first)
         times = self.real.agent.timeline[_pod_uid(self.real, f"fx-run-{name}")]
-        self.samples["    of which the volumes (API reads, TokenRequest)"].append(
+        self.samples["    of which binding and volumes (reads, TokenRequest)"].append(
             times["volumes"] - times["bound"])
         self.samples["    of which the executor's delivery"].append(
             _delivery_seconds(self.real, f"fx-run-{name}"))
