@@ -25,7 +25,7 @@ trigger waits for the writers in flight and holds new ones off until this commit
 
 Revision ID: 0008
 Revises: 0007
-Create Date: 2026-12-08
+Create Date: 2026-12-07
 """
 
 import sqlalchemy as sa
