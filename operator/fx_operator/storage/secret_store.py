@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -366,31 +366,46 @@ class SecretStore:
                           "GROUP BY name", _owner_params(owner))
         return {r[0]: int(r[1]) for r in rows}
 
-    def add_versions(self, tx: Transaction, records: Sequence[VersionRecord]) -> None:
-        """Append versions and make them current (one owner per call)."""
-        if not records:
-            return
-        owner = records[0].owner
-        assert all(r.owner == owner for r in records), "one owner per call"
+    def add_versions(self, tx: Transaction, owner: Owner, versions: Mapping[str, int],
+                     records: Iterable[VersionRecord]) -> list[VersionRecord]:
+        """Append one owner's new ``versions`` (name -> version) and make them current; returns
+        the records written. ``records`` holds exactly those versions and is read as they are
+        written: on PostgreSQL each goes into the COPY as it comes, so making them (encrypting
+        the values) overlaps the server's work on the rows before. (Imports of 10k names on
+        PostgreSQL, six in a row, three times, alternating with the code before: median 41-43k
+        before, 45-53k secrets/s after; the COPY alone 185 to 149 ms.)"""
+        if not versions:
+            return []
         # A name's first version has no row before it to retire: an import of new names (the
         # bulk case) skips this statement, 14 ms of a 10k import's ~460 on PostgreSQL.
-        if replaced := [r.name for r in records if r.version > 1]:
+        if replaced := [name for name, version in versions.items() if version > 1]:
             tx.execute(f"UPDATE secret_versions SET is_current = :false WHERE {OWNER_MATCH} AND "
                        f"is_current AND {self.backend.names_filter('name', 'names')}",
                        {**_owner_params(owner), "false": False,
                         "names": self.backend.names_param(replaced)})
-        if len(records) >= BULK_ROWS:  # an import: COPY on PostgreSQL
-            scope, project, package = owner.scope.value, owner.project, owner.package
-            tx.insert_rows("secret_versions", _VERSION_COLUMNS.split(", "), (
-                (scope, project, package, r.name, r.version, r.blob, r.data_key_id,
-                 r.created_at, r.actor, True) for r in records))
-            return
-        tx.executemany(
-            f"INSERT INTO secret_versions ({_VERSION_COLUMNS}) VALUES (:scope, :project, "
-            ":package, :name, :version, :blob, :data_key_id, :created_at, :actor, :is_current)",
-            [{**_owner_params(owner), "name": r.name, "version": r.version, "blob": r.blob,
-              "data_key_id": r.data_key_id, "created_at": r.created_at, "actor": r.actor,
-              "is_current": True} for r in records])
+        scope, project, package = owner.scope.value, owner.project, owner.package
+        written: list[VersionRecord] = []
+
+        def rows() -> Iterator[Row]:
+            for r in records:
+                if (r.owner is not owner and r.owner != owner) or versions.get(r.name) != r.version:
+                    raise ValueError(f"{r.name} v{r.version} of {r.owner} is not one of the "
+                                     f"versions of {owner} being written")
+                written.append(r)
+                yield (scope, project, package, r.name, r.version, r.blob, r.data_key_id,
+                       r.created_at, r.actor, True)
+
+        if len(versions) >= BULK_ROWS:  # an import: COPY on PostgreSQL
+            tx.insert_rows("secret_versions", _VERSION_COLUMNS.split(", "), rows())
+        else:
+            columns = _VERSION_COLUMNS.split(", ")
+            tx.executemany(
+                f"INSERT INTO secret_versions ({_VERSION_COLUMNS}) VALUES (:scope, :project, "
+                ":package, :name, :version, :blob, :data_key_id, :created_at, :actor, "
+                ":is_current)", [dict(zip(columns, row, strict=True)) for row in rows()])
+        if len(written) != len(versions):
+            raise ValueError(f"{len(written)} records for {len(versions)} versions of {owner}")
+        return written
 
     def version(self, tx: Transaction, owner: Owner, name: str,
                 version: int) -> VersionRecord | None:
