@@ -5,7 +5,10 @@
   Target: at least 50,000 secrets/s.
 * ``fxctl secrets list --all`` of those 100,000 secrets (a process, as a user runs it; table and
   JSON), against one plain SELECT of the same rows' metadata with psycopg. Target: at most 1 s.
-  On PostgreSQL and on the embedded store (its plain SELECT with sqlite3).
+  On PostgreSQL and on the embedded store (its plain SELECT with sqlite3). The processes keep
+  their modules' bytecode (in a temporary PYTHONPYCACHEPREFIX), as an installed copy does.
+
+Each figure is printed with the load average: on a shared machine, read the ratios.
 
 Run: ``python bench/bench_cli_scale.py`` (needs PostgreSQL's server binaries, like the tests;
 ``BENCH_SCALE_SECRETS`` sets the number of secrets).
