@@ -5,7 +5,10 @@
   Target: at least 50,000 secrets/s.
 * ``fxctl secrets list --all`` of those 100,000 secrets (a process, as a user runs it; table and
   JSON), against one plain SELECT of the same rows' metadata with psycopg. Target: at most 1 s.
-  On PostgreSQL and on the embedded store (its plain SELECT with sqlite3).
+  On PostgreSQL and on the embedded store (its plain SELECT with sqlite3). The processes keep
+  their modules' bytecode (in a temporary PYTHONPYCACHEPREFIX), as an installed copy does.
+
+Each figure is printed with the load average: on a shared machine, read the ratios.
 
 Run: ``python bench/bench_cli_scale.py`` (needs PostgreSQL's server binaries, like the tests;
 ``BENCH_SCALE_SECRETS`` sets the number of secrets).
@@ -46,22 +49,34 @@ def _secrets_file(size: int) -> bytes:
                        for i in range(size)}).encode()
 
 
-def _fxctl(args: list[str], env: dict[str, str]) -> Callable[[], None]:
+def _fxctl(args: list[str], env: dict[str, str], bytecode: Path) -> Callable[[], None]:
+    """``fxctl ARGS`` as a process, its modules' bytecode cached in ``bytecode`` as an installed
+    copy's is (pip compiles it): an environment with PYTHONDONTWRITEBYTECODE set would compile
+    the project's modules at every start, about 0.09 s of each listing measured."""
+    child = {k: v for k, v in child_env(env).items() if k != "PYTHONDONTWRITEBYTECODE"}
+    child["PYTHONPYCACHEPREFIX"] = str(bytecode)
+
     def run() -> None:
-        subprocess.run([sys.executable, "-m", "fx_operator", *args], env=child_env(env),
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "fx_operator", *args], env=child, check=True,
+                       stdout=subprocess.DEVNULL)
     return run
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _listings(label: str, env: dict[str, str], plain: list[float],
               options: tuple[str, ...] = ()) -> None:
     report(f"floor: one plain SELECT of the rows ({label})", plain)
-    for output in ("table", "json"):
-        samples = sample(_fxctl(["secrets", "list", "--all", *options, "-o", output], env),
-                         runs=RUNS, warmup=0)
-        report(f"fxctl secrets list --all -o {output} ({label})", samples, plain)
-        print(f"  {statistics.median(samples):.2f} s for {SECRETS} rows (target ≤ 1 s: "
-              f"{'ok' if statistics.median(samples) <= 1 else 'MISSED'})")
+    with tempfile.TemporaryDirectory() as bytecode:
+        for output in ("table", "json"):
+            listing = _fxctl(["secrets", "list", "--all", *options, "-o", output], env,
+                             Path(bytecode))
+            samples = sample(listing, runs=RUNS, warmup=1)  # the warm-up writes the bytecode
+            report(f"fxctl secrets list --all -o {output} ({label})", samples, plain)
+            print(f"  {statistics.median(samples):.2f} s for {SECRETS} rows (target ≤ 1 s: "
+                  f"{'ok' if statistics.median(samples) <= 1 else 'MISSED'}); {_load()}")
 
 
 def main() -> None:
@@ -86,7 +101,8 @@ def main() -> None:
               f"{max(rates):,.0f}/s, median {statistics.median(rates):,.0f}/s, worst "
               f"{min(rates):,.0f}/s (target ≥ 50,000/s: "
               f"{'ok' if min(rates) >= 50_000 else 'MISSED'})")
-        print(f"  each file in turn: {', '.join(f'{rate / 1000:.1f}k' for rate in rates)}")
+        print(f"  each file in turn: {', '.join(f'{rate / 1000:.1f}k' for rate in rates)}; "
+              f"{_load()}")
         env = {"FX_HOME": home, "FX_DATABASE_URL": server.dsn,
                "FX_MASTER_KEY_FILE": str(key_file), "FX_ACTOR": "bench"}
 

@@ -13,9 +13,11 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from fx_operator.config import Settings
 from fx_operator.domain.crypto import MasterKey
 from fx_operator.domain.scopes import Owner
@@ -178,6 +180,37 @@ def _refuse_inserts_of(env: dict[str, str], tmp_path: Path, name: str) -> None:
                            "FOR EACH ROW EXECUTE FUNCTION refuse()")
     finally:
         service.close()
+
+
+def test_a_listing_says_the_same_in_every_format(env: dict[str, str], tmp_path: Path) -> None:
+    """Table, JSON, YAML and names of the same rows, each written a column at a time: text JSON
+    must escape (an actor's quotes, backslash, braces, non-ASCII) comes back as it was; times
+    are ISO 8601 in UTC for machines, ages for people; columns line up."""
+    actor = 'user:"ünï" \\ {x}'
+    file = tmp_path / "secrets.json"
+    file.write_bytes(secrets_json(3))
+    ok(["secrets", "import", str(file), "--package", "etl"], {**env, "FX_ACTOR": actor})
+    ok(["secrets", "set", "PROJECT_WIDE", CANARY, "--scope", "project", "-p", "team-b"], env)
+    as_json = json.loads(ok(["secrets", "list", "--all", "-o", "json"], env).stdout)
+    assert [(r["name"], r["scope"], r["project"], r["package"], r["version"], r["deleted"],
+             r["by"]) for r in as_json] == [
+        *((f"S_{i:05d}", "package", "default", "etl", 1, False, actor) for i in range(3)),
+        ("PROJECT_WIDE", "project", "team-b", "", 1, False, "user:cli-test")]
+    for row in as_json:
+        created = datetime.fromisoformat(row["created"])
+        assert created.utcoffset() == timedelta(0) and created.microsecond == 0
+        assert timedelta(0) <= datetime.now(UTC) - created < timedelta(minutes=10)
+    assert yaml.safe_load(ok(["secrets", "list", "--all", "-o", "yaml"], env).stdout) == as_json
+    assert ok(["secrets", "list", "-o", "name"], env).stdout.split() == [
+        "S_00000", "S_00001", "S_00002", "PROJECT_WIDE"]
+    header, *lines = ok(["secrets", "list"], env).stdout.splitlines()
+    starts = [header.index(c) for c in ("SCOPE", "VERSION", "CREATED", "BY")]
+    assert len(lines) == 4 and lines[0].startswith("S_00000 ") and lines[0].endswith(actor)
+    for line in lines:
+        scope, version, age = (line[at:].split(" ", 1)[0] for at in starts[:3])
+        assert scope in ("package", "project") and version == "1", line
+        assert re.fullmatch(r"\d+[smhdy]", age), line
+        assert line[starts[3]:] in (actor, "user:cli-test"), line
 
 
 # --- 3. folder names ---------------------------------------------------------------------------

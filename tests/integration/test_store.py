@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC
 from typing import Any
 
 import pytest
 from fx_operator.config import Settings
+from fx_operator.domain import crypto
 from fx_operator.domain.scopes import Owner, Scope
 from fx_operator.exceptions import IntegrityError, NotFoundError, ValidationError
 from fx_operator.services import rotation
 from fx_operator.services.secret_service import SecretService
+from fx_operator.storage.secret_store import BULK_ROWS
 from support.stores import raw_blobs
 
 PKG = Owner.of(Scope.PACKAGE, "team-a", "etl")
@@ -124,6 +130,77 @@ def test_import_is_all_or_nothing_and_versions_names(service: SecretService) -> 
     assert service.import_file(raw, project="team-a", package="etl") == {"DB_NAME": 2,
                                                                           "DB_PASS": 2}
     assert resolve(service) == {"DB_NAME": "test_db", "DB_PASS": "supersecretpas$"}
+
+
+def _bulk_file(count: int) -> bytes:
+    return json.dumps({f"S_{i:05d}": f"value-{i}" for i in range(count)}).encode()
+
+
+def test_an_import_encrypts_each_value_as_the_store_writes_it(
+        service: SecretService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sealing overlaps the bulk insert (COPY on PostgreSQL): the insert begins first and takes
+    each value as it is encrypted, rather than all of them encrypted before it."""
+    events: list[str] = []
+    transaction = service.store.transaction
+
+    @contextmanager
+    def spied() -> Iterator[Any]:
+        with transaction() as tx:
+            insert_rows = tx.insert_rows
+
+            def inserting(*args: Any) -> None:
+                events.append("insert")
+                insert_rows(*args)
+            monkeypatch.setattr(tx, "insert_rows", inserting)
+            yield tx
+
+    encrypt = crypto.encrypt_value
+
+    def encrypting(*args: Any) -> bytes:
+        events.append("encrypt")
+        return encrypt(*args)
+
+    monkeypatch.setattr(service.store, "transaction", spied)
+    monkeypatch.setattr(crypto, "encrypt_value", encrypting)
+    assert len(service.import_file(_bulk_file(3 * BULK_ROWS), project="team-a",
+                                   package="etl")) == 3 * BULK_ROWS
+    assert events == ["insert"] + ["encrypt"] * 3 * BULK_ROWS  # the insert takes them as made
+    assert service.get(PKG, f"S_{3 * BULK_ROWS - 1:05d}") == f"value-{3 * BULK_ROWS - 1}"
+
+
+def test_an_import_failing_half_way_through_sealing_writes_nothing(
+        service: SecretService, monkeypatch: pytest.MonkeyPatch) -> None:
+    service.import_file(_bulk_file(3 * BULK_ROWS), project="team-a", package="etl")
+    encrypt, sealed = crypto.encrypt_value, []
+
+    def failing(*args: Any) -> bytes:
+        sealed.append(args[1])
+        if len(sealed) == 2 * BULK_ROWS:
+            raise IntegrityError("refused by the test")
+        return encrypt(*args)
+
+    monkeypatch.setattr(crypto, "encrypt_value", failing)
+    with pytest.raises(IntegrityError, match="refused by the test"):
+        service.import_file(_bulk_file(3 * BULK_ROWS), project="team-a", package="etl")
+    monkeypatch.setattr(crypto, "encrypt_value", encrypt)
+    assert set(service.current_versions(PKG).values()) == {1}
+    assert service.get(PKG, "S_00000") == "value-0"
+
+
+def test_a_listing_gives_each_time_as_iso_text_in_utc_to_the_second(
+        service: SecretService) -> None:
+    service.set(PKG, "A", "a")
+    service.set(PLATFORM, "B", "b")
+    listed = service.list()
+    assert [(r.owner, r.name, r.version, r.deleted) for r in listed] == [
+        (PKG, "A", 1, False), (PLATFORM, "B", 1, False)]
+    for row in listed:
+        written = service.history(row.owner, row.name)[0].created_at
+        assert row.created == written.astimezone(UTC).replace(microsecond=0).isoformat()
+        assert row.created_at == written.replace(microsecond=0)
+    service.delete(PKG, "A")
+    assert [(r.name, r.deleted) for r in service.list(include_deleted=True)] == [
+        ("A", True), ("B", False)]
 
 
 def test_set_validates_name_and_value(service: SecretService) -> None:

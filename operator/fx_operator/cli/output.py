@@ -6,10 +6,14 @@ Rows carry typed cells (``datetime``, ``bool``, numbers). Tables are for people:
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from itertools import repeat
+from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 
 import click
@@ -137,3 +141,105 @@ def _table_column(values: list[Any], now: datetime) -> list[str]:
     if all(type(v) is str for v in values):
         return values
     return [_table_cell(v, now) for v in values]
+
+
+@contextmanager
+def many_rows() -> Iterator[None]:
+    """The cyclic garbage collector paused while a long listing is read and printed: its rows
+    are a few tuples each, none in a cycle, and a collection every 700 of them scanned them all
+    again and again. (``fxctl secrets list --all`` of 100k on the embedded store: 1.16 to 0.93 s
+    as a table, 0.87 to 0.78 s as JSON; interleaved runs, load 1.0.)"""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
+def emit_columns(columns: Mapping[str, Sequence[Any]], shown: Sequence[str], *, output: str,
+                 times: Collection[str] = (), name_column: str = "name") -> None:
+    """``emit`` for a listing handed over column by column, as long as it may be (the rows of
+    ``fxctl secrets list --all``): each column is made into text at once, and every row then in
+    one call. Cells are text, whole numbers, booleans or None; the columns in ``times`` hold
+    ISO 8601 text, printed as it is by machine formats and as ages in tables. Machine formats
+    show every column, tables those in ``shown``. (Measured with the store's rows it prints:
+    see storage.secret_store.ListedSecret.)"""
+    if output == "table":
+        _write_table({c: columns[c] for c in shown}, times)
+    elif output == "json":
+        _write_json(columns)
+    elif output == "name":
+        sys.stdout.write("".join([f"{v}\n" for v in columns[name_column]]))
+    else:
+        keys = list(columns)
+        emit([dict(zip(keys, row, strict=True)) for row in zip(*columns.values(), strict=True)],
+             shown, output=output, name_column=name_column)
+
+
+def _write_table(columns: Mapping[str, Sequence[Any]], times: Collection[str]) -> None:
+    if not next(iter(columns.values()), None):
+        sys.stdout.write("(none)\n")
+        return
+    now = datetime.now(UTC)
+    texts = [_ages(values, now) if c in times else _text_column(values, now)
+             for c, values in columns.items()]
+    widths = [max(len(c), *map(len, column)) for c, column in zip(columns, texts, strict=True)]
+    line = "  ".join([*(f"{{:<{w}}}" for w in widths[:-1]), "{}"])
+    lines = [line.format(*(c.upper() for c in columns)), *map(line.format, *texts)]
+    sys.stdout.write("\n".join(map(str.rstrip, lines)) + "\n")
+
+
+def _text_column(values: Sequence[Any], now: datetime) -> Sequence[str]:
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return values
+    if kinds == {int}:
+        return list(map(str, values))
+    return [_table_cell(v, now) for v in values]
+
+
+def _ages(times: Sequence[str | None], now: datetime) -> list[str]:
+    """Ages of ISO 8601 times, worked out once for a run of equal ones: a listing's rows are in
+    owner and name order, and an import's share one time. (``fxctl secrets list --all`` of 100k
+    as a table, embedded store: 0.75 to 0.68 s, interleaved runs. When all 100k times differ it
+    costs nothing: 0.075 s against 0.083 for the ages alone; a dict of the distinct times,
+    tried first, cost 0.05 s more then.)"""
+    parse = datetime.fromisoformat
+    ages = []
+    last: object = object()  # equal to no time
+    text = ""
+    for then in times:
+        if then != last:
+            last, text = then, "" if then is None else age(parse(then), now)
+        ages.append(text)
+    return ages
+
+
+def _write_json(columns: Mapping[str, Sequence[Any]]) -> None:
+    """The text ``_json_lines`` writes, a column at a time: strings by the C escaper json.dumps
+    uses, the rest by the encoder; each row then joined from its parts. (Against one
+    ``str.format`` per row: 0.745 to 0.703 s for ``fxctl secrets list --all -o json`` of 100k,
+    embedded store, interleaved runs. Tables gained nothing by it, 0.643 against 0.656 s: they
+    keep the format.)"""
+    if not next(iter(columns.values()), None):
+        sys.stdout.write("[]\n")
+        return
+    parts: list[Iterable[str]] = []
+    for index, (key, values) in enumerate(columns.items()):
+        parts += [repeat(f"{'  {' if index == 0 else ', '}{json.dumps(key)}: "),
+                  _json_column(values)]
+    rows = map("".join, zip(*parts, strict=False))
+    sys.stdout.write("[\n" + "},\n".join(rows) + "}\n]\n")
+
+
+def _json_column(values: Sequence[Any]) -> Iterable[str]:
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return map(encode_basestring_ascii, values)
+    if kinds == {bool}:
+        return ["true" if v else "false" for v in values]
+    if kinds == {int}:
+        return map(str, values)
+    return map(json.JSONEncoder(default=_json_default).encode, values)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,7 +16,7 @@ import click
 
 from fx_operator.cli.common import existing_secret_service, parse_value, secret_service
 from fx_operator.cli.completion import complete_packages, complete_secret_names
-from fx_operator.cli.output import chosen_format, emit, output_option
+from fx_operator.cli.output import chosen_format, emit, emit_columns, many_rows, output_option
 from fx_operator.cli.paging import cut, fetch_size, paging_options, say_more, token_key
 from fx_operator.cli.progress import progress
 from fx_operator.config import Settings
@@ -80,7 +80,7 @@ def resolve_owner(service: SecretService, name: str, scope: str | None, project:
                         "(fxctl secrets list shows the names)")
 
 
-def _row(record: VersionRecord | ListedSecret) -> dict[str, Any]:
+def _row(record: VersionRecord) -> dict[str, Any]:
     return {"name": record.name, "scope": record.owner.scope.value,
             "project": record.owner.project, "package": record.owner.package,
             "version": record.version, "deleted": record.deleted,
@@ -161,16 +161,26 @@ def list_(scope: str | None, project: str | None, package: str | None, limit: in
     if scope == Scope.PLATFORM.value and (project or package):
         raise click.UsageError("--scope platform takes neither --project nor --package")
     after = None if continue_token is None else _listing_key(continue_token)
-    with existing_secret_service() as service:
-        records = [] if service is None else service.list(
-            scope=Scope(scope) if scope else None, project=project, package=package,
-            after=after, limit=fetch_size(limit, list_all))
-    page, more = cut(records, limit, list_all)
-    emit([_row(r) for r in page],
-         ["name", "scope", "project", "package", "version", "created", "by"],
-         output=chosen_format(output, as_json))
+    with many_rows():
+        with existing_secret_service() as service:
+            records = [] if service is None else service.list(
+                scope=Scope(scope) if scope else None, project=project, package=package,
+                after=after, limit=fetch_size(limit, list_all))
+        page, more = cut(records, limit, list_all)
+        emit_columns(_listed_columns(page),
+                     ["name", "scope", "project", "package", "version", "created", "by"],
+                     output=chosen_format(output, as_json), times=("created",))
     if more:
         say_more("secrets", "fxctl secrets list", page[-1].key)
+
+
+def _listed_columns(page: Sequence[ListedSecret]) -> dict[str, Sequence[Any]]:
+    """The listing's columns, in the order of ``_row``'s keys (one pass over the rows)."""
+    columns: list[Sequence[Any]] = (
+        list(zip(*page, strict=True)) if page else [()] * len(ListedSecret._fields))
+    scope, project, package, name, version, deleted, created, actor = columns
+    return {"name": name, "scope": scope, "project": project, "package": package,
+            "version": version, "deleted": deleted, "created": created, "by": actor}
 
 
 def _listing_key(text: str) -> ListingKey:

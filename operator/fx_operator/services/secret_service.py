@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
@@ -149,16 +149,19 @@ class SecretService:
         with self.store.transaction() as tx:
             key = self.keys.writing_key(tx, owner)  # locks the owner: versions below stay ours
             latest = self.store.latest_versions(tx, owner)
-            records = []
-            for name, value in values.items():
-                version = latest.get(name, 0) + 1
-                blob = (None if value is TOMBSTONE
-                        else crypto.encrypt_value(key, name, version, value))
-                records.append(VersionRecord(owner, name, version, blob,
-                                             None if blob is None else key.key_id, now, who))
-                if progress is not None and len(records) % PROGRESS_STEP == 0:
-                    progress(len(records), len(values))
-            self.store.add_versions(tx, records)
+            versions = {name: latest.get(name, 0) + 1 for name in values}
+
+            def sealed() -> Iterator[VersionRecord]:
+                """Each value encrypted as the store writes it (see add_versions)."""
+                for done, (name, value) in enumerate(values.items(), 1):
+                    blob = (None if value is TOMBSTONE
+                            else crypto.encrypt_value(key, name, versions[name], value))
+                    yield VersionRecord(owner, name, versions[name], blob,
+                                        None if blob is None else key.key_id, now, who)
+                    if progress is not None and done % PROGRESS_STEP == 0:
+                        progress(done, len(values))
+
+            records = self.store.add_versions(tx, owner, versions, sealed())
             self.store.audit(tx, AuditRecord(who, action, owner.project, owner.package,
                                              owner.scope.value, run_id, _entries(records)))
         log.info("%s by %s in %s: %s", action, who, owner,
