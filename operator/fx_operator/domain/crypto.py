@@ -178,12 +178,12 @@ def decrypt_value(data_key: DataKey, name: str, version: int, blob: bytes) -> An
     """Open a value blob for the row it claims to be; any mismatch is an IntegrityError."""
     if len(blob) < _SHORTEST_VALUE_BLOB:
         raise IntegrityError(f"{_row(data_key, name, version)} is truncated")
-    if blob[: _VALUE_HEADER.size] != data_key.header:
+    if blob[:VALUE_HEADER_BYTES] != data_key.header:
         blob_data_key_id(blob)  # raises on an unknown format version
         raise IntegrityError(f"{_row(data_key, name, version)} was not encrypted with data key "
                              f"{data_key.key_id}: the ciphertext belongs to another owner")
     try:
-        raw = data_key.aead.decrypt(blob[_VALUE_HEADER.size : _NONCE_END], blob[_NONCE_END:],
+        raw = data_key.aead.decrypt(blob[VALUE_HEADER_BYTES:_NONCE_END], blob[_NONCE_END:],
                                     _value_aad(data_key, name, version))
     except InvalidTag:
         raise IntegrityError(

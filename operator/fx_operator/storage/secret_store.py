@@ -174,25 +174,22 @@ def _resolution_entries(rows: list[ResolvedRow]) -> str:
     every audit record of secrets has, written out: a hundred per resolution, in under half
     json.dumps's time. Secret names are plain (``NAME_PATTERN``); any other is escaped by
     json.dumps. ``dataKeyId``, the data key that wrapped the value delivered (from the blob's
-    header; a resolution's blobs share a few keys), is what ``fxctl audit consumers
-    --data-key`` finds runs by. (Written by hand: 62 µs of 540 µs CPU per 100-name
-    resolution saved against json.dumps, bench_store's data, interleaved, thread time.)"""
+    header; a resolution's blobs share a few keys, each decoded once), is what ``fxctl audit
+    consumers --data-key`` finds runs by. (Written by hand: 62 µs of 540 µs CPU per 100-name
+    resolution saved against json.dumps, bench_store's data, interleaved, thread time. In one
+    loop, the version as ``{version}`` (an integer column) rather than ``{version:d}``, which
+    parses a format spec per entry: 37 -> 25 µs.)"""
+    escape = not _AS_IS_IN_JSON.fullmatch("".join([row[1] for row in rows]))
     key_ids: dict[bytes, str] = {}
-    keys = []
-    for row in rows:
-        header = row[3][:VALUE_HEADER_BYTES]
+    entries = []
+    for scope, name, version, blob in rows:
+        header = blob[:VALUE_HEADER_BYTES]
         key_id = key_ids.get(header)
         if key_id is None:
             key_id = key_ids[header] = header_data_key_id(header)
-        keys.append(key_id)
-    if _AS_IS_IN_JSON.fullmatch("".join([row[1] for row in rows])):
-        entries = [f'{{"name":"{name}","scope":"{scope}","version":{version:d},'
-                   f'"dataKeyId":"{key_id}"}}'
-                   for (scope, name, version, _), key_id in zip(rows, keys, strict=True)]
-    else:
-        entries = [f'{{"name":{json.dumps(name)},"scope":"{scope}","version":{version:d},'
-                   f'"dataKeyId":"{key_id}"}}'
-                   for (scope, name, version, _), key_id in zip(rows, keys, strict=True)]
+        quoted = json.dumps(name)[1:-1] if escape else name
+        entries.append(f'{{"name":"{quoted}","scope":"{scope}","version":{version},'
+                       f'"dataKeyId":"{key_id}"}}')
     return "[" + ",".join(entries) + "]"
 
 
