@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -445,29 +445,30 @@ class SecretStore:
             params["names"] = self.backend.names_param(names)
         return _resolve(names_filter), params
 
-    @contextmanager
     def resolving(self, project: str, package: str, names: Sequence[str] | None, *, actor: str,
-                  run_id: str | None,
-                  allowed: ScopeRule | None = None) -> Iterator[list[ResolvedRow]]:
+                  run_id: str | None, allowed: ScopeRule | None = None
+                  ) -> AbstractContextManager[list[ResolvedRow]]:
         """The winning version of each name for a package (read in one round trip, audited in
         the same transaction), for the block to use once. On PostgreSQL the block runs while the
         audit record is being committed, and leaving it waits for the commit's confirmation (an
         error then, if it failed: nothing the block made leaves). ``allowed`` drops rows a run
         may not receive (pins, policy): they are neither winners, nor in the audit record."""
         query, params = self._resolution_query(project, package, names)
-        record = _audit_params(AuditRecord(actor, "resolve", project, package, run_id=run_id))
-        write = _AUDIT
-        if self.backend.dialect == "postgresql":  # takes the parameters it names
+        if self.backend.dialect == "postgresql":  # only the parameters it names (at: now())
             write = _AUDIT_RESOLUTION_PG
-            record["read_commit"] = "on" if self.durable_read_audit else "off"
+            record: Params = {"actor": actor, "project": project, "package": package,
+                              "run_id": run_id,
+                              "read_commit": "on" if self.durable_read_audit else "off"}
+        else:
+            write = _AUDIT
+            record = _audit_params(AuditRecord(actor, "resolve", project, package,
+                                               run_id=run_id))
 
         def audited(batches: Iterable[list[ResolvedRow]]) -> tuple[list[ResolvedRow], Params]:
             winners = most_specific(batches, allowed)
             return winners, {**record, "entries": _resolution_entries(winners)}
 
-        with self.backend.read_then_write(query, params, write,
-                                          audited) as winners:
-            yield winners
+        return self.backend.read_then_write(query, params, write, audited)
 
     def resolve_in(self, tx: Transaction, project: str, package: str,
                    names: Sequence[str] | None, *, actor: str, run_id: str | None,
