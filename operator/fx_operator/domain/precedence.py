@@ -30,8 +30,9 @@ def most_specific(batches: Iterable[list[Candidate]],
     platform) that ``allowed`` accepts, in name order. Candidates come in batches (as the
     store's rows arrive), each looked at once."""
     # Each scope's candidates by name, then merged widest first so that narrower ones replace
-    # them (dict.update, in C): no rank compared per candidate. 20 -> 17 µs per 100-name
-    # resolution (201 candidates).
+    # them (dict.update, in C): no rank compared per candidate. 20 -> 17 µs CPU per 100-name
+    # resolution (201 candidates), 7 / 4 µs at p50 (bench_store's data, one process taking
+    # turns with the rank compared, 2500 runs; durable / asynchronous audit).
     by_scope: dict[str, dict[str, Candidate]] = {scope: {} for scope in _WIDEST_FIRST}
     for candidates in batches:
         for candidate in candidates:

@@ -180,7 +180,7 @@ class PostgresBackend(Backend):
                 return kept, [write_params[n] for n in write_order]
 
             handed_over = False
-            try:
+            try:  # nested blocks, not an ExitStack: 6-7 µs at p50 per 100-name resolution
                 with self._converting_errors(attempt), self.pool.connection() as conn:
                     attempt.conn = conn
                     with pg_pipeline.read_then_write(
