@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from fx_operator.domain import crypto, internal_keys
@@ -112,7 +112,7 @@ class KeyRing:
         return key
 
     def read_missing(self, tx: Transaction | None, rows: Sequence[ResolvedRow],
-                     owners: dict[str, Owner]) -> None:
+                     owners: Mapping[str, Owner]) -> None:
         """Read and unwrap the data keys of ``rows`` not held yet, in one query (in ``tx``, or a
         transaction of its own). Each is unwrapped for the owner of the row it was found in, so
         a moved one fails to open."""
