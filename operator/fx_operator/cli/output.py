@@ -123,24 +123,9 @@ def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, output: str 
     if output == "name":
         click.echo("".join(f"{row[name_column]}\n" for row in rows), nl=False)
         return
-    if not rows:
-        click.echo("(none)")
-        return
     # Column by column, each row then one format call: a third of the per-cell version's time
     # on 100k rows (bench/bench_cli_scale.py).
-    now = datetime.now(UTC)
-    texts = [_table_column([row.get(c) for row in rows], now) for c in columns]
-    widths = [max(len(c), *map(len, column)) for c, column in zip(columns, texts, strict=True)]
-    line = "  ".join([*(f"{{:<{w}}}" for w in widths[:-1]), "{}"])
-    lines = [line.format(*(c.upper() for c in columns)).rstrip()]
-    lines += [line.format(*cells).rstrip() for cells in zip(*texts, strict=True)]
-    click.echo("\n".join(lines))
-
-
-def _table_column(values: list[Any], now: datetime) -> list[str]:
-    if all(type(v) is str for v in values):
-        return values
-    return [_table_cell(v, now) for v in values]
+    _write_table({c: [row.get(c) for row in rows] for c in columns}, ())
 
 
 @contextmanager
